@@ -1,0 +1,19 @@
+//! Compiles the gRPC contracts with the protoc binary vendored by `protoc-bin-vendored`, so a
+//! machine without a system protoc builds Ferry.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("PROTOC", protoc);
+    }
+    tonic_prost_build::configure().compile_protos(
+        &[
+            "proto/ferry/agent/v1/agent.proto",
+            "proto/ferry/admin/v1/admin.proto",
+        ],
+        &["proto"],
+    )?;
+    Ok(())
+}

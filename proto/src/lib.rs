@@ -1,0 +1,21 @@
+//! Ferry's wire contracts, generated from `proto/ferry/*/v1/*.proto`.
+//!
+//! Versioned packages (`ferry.agent.v1`, `ferry.admin.v1`) let agents and CLIs of different
+//! releases keep talking; domain types live in `ferry-common` and are converted at the edges.
+
+pub mod agent {
+    pub mod v1 {
+        tonic::include_proto!("ferry.agent.v1");
+    }
+}
+
+pub mod admin {
+    pub mod v1 {
+        tonic::include_proto!("ferry.admin.v1");
+    }
+}
+
+/// Metadata key carrying the agent id on the Session stream.
+pub const AGENT_ID_HEADER: &str = "x-ferry-agent-id";
+/// Metadata key carrying the agent credential on the Session stream.
+pub const AGENT_CREDENTIAL_HEADER: &str = "x-ferry-agent-credential";
