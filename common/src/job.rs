@@ -1,0 +1,726 @@
+//! The job file: DataX job JSON, accepted as-is, with Ferry's short plugin names as aliases.
+//!
+//! A job is parsed in two steps. First the text becomes a `serde_json::Value`, which reports
+//! syntax errors with line and column and, like DataX's parser, keeps the last of a key that
+//! appears twice in one object (DataX's own templates do this). Then each part is deserialized into
+//! typed parameters with `serde_path_to_error`, so a wrong type or an unknown key names its full
+//! path (`job.content[0].reader.parameter.sliceRecordCount`). Nothing runs until the whole job
+//! has parsed.
+//!
+//! DataX quirks kept: numbers given as strings (`"sliceRecordCount": "10"`), empty strings meaning
+//! "not set" (`"writeMode": ""`), `path` as a string or an array.
+
+use crate::datasource::DataSourceConfig;
+use crate::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A parsed, validated job: one reader, one writer, and the settings that bind them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobSpec {
+    pub setting: Setting,
+    pub reader: ReaderConfig,
+    pub writer: WriterConfig,
+}
+
+/// `job.setting`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Setting {
+    #[serde(default)]
+    pub speed: Speed,
+    #[serde(default)]
+    pub error_limit: ErrorLimit,
+}
+
+/// `job.setting.speed`: parallel channels and limits across all of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Speed {
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub channel: Option<u64>,
+    /// Bytes per second.
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub byte: Option<u64>,
+    /// Records per second.
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub record: Option<u64>,
+}
+
+/// `job.setting.errorLimit`, with DataX's meaning: the job fails when dirty records exceed
+/// `record` (so 0 allows none), and when their share exceeds `percentage` at the end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorLimit {
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub record: Option<u64>,
+    #[serde(default, deserialize_with = "de::opt_f64")]
+    pub percentage: Option<f64>,
+}
+
+/// The reader side of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "name", content = "parameter")]
+pub enum ReaderConfig {
+    #[serde(rename = "streamreader")]
+    Stream(StreamReader),
+    #[serde(rename = "sqlitereader")]
+    Sqlite(SqliteReader),
+    #[serde(rename = "txtfilereader")]
+    TxtFile(TxtFileReader),
+}
+
+/// The writer side of a job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "name", content = "parameter")]
+pub enum WriterConfig {
+    #[serde(rename = "streamwriter")]
+    Stream(StreamWriter),
+    #[serde(rename = "sqlitewriter")]
+    Sqlite(SqliteWriter),
+    #[serde(rename = "txtfilewriter")]
+    TxtFile(TxtFileWriter),
+}
+
+/// `streamreader`: the same columns repeated `sliceRecordCount` times per channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StreamReader {
+    pub column: Vec<StreamColumn>,
+    #[serde(deserialize_with = "de::req_u64")]
+    pub slice_record_count: u64,
+}
+
+/// One generated column of `streamreader`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StreamColumn {
+    #[serde(default)]
+    pub value: Value,
+    #[serde(rename = "type", default = "default_type")]
+    pub kind: String,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub date_format: Option<String>,
+}
+
+fn default_type() -> String {
+    "string".to_string()
+}
+
+/// `streamwriter`: counts rows and, with `print`, logs them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StreamWriter {
+    #[serde(default, deserialize_with = "de::lenient_bool")]
+    pub print: bool,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub encoding: Option<String>,
+}
+
+/// `sqlitereader`: a table (with optional column list and `where`) or a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SqliteReader {
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub datasource: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub path: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub table: Option<String>,
+    #[serde(default)]
+    pub column: Vec<String>,
+    #[serde(default, rename = "where", deserialize_with = "de::opt_string")]
+    pub where_clause: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub query_sql: Option<String>,
+}
+
+/// `sqlitewriter`: inserts into an existing table, after `preSql` and before `postSql`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SqliteWriter {
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub datasource: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub path: Option<String>,
+    pub table: String,
+    #[serde(default)]
+    pub column: Vec<String>,
+    #[serde(default)]
+    pub write_mode: WriteMode,
+    #[serde(default)]
+    pub pre_sql: Vec<String>,
+    #[serde(default)]
+    pub post_sql: Vec<String>,
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub batch_size: Option<u64>,
+}
+
+/// How a database writer treats a row whose key exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMode {
+    #[default]
+    Insert,
+    Replace,
+}
+
+impl<'de> Deserialize<'de> for WriteMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "insert" => Ok(Self::Insert),
+            "replace" => Ok(Self::Replace),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown writeMode \"{other}\"; expected insert or replace"
+            ))),
+        }
+    }
+}
+
+/// `txtfilereader`: CSV / delimited text files, or every file of a folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TxtFileReader {
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub datasource: Option<String>,
+    #[serde(default, deserialize_with = "de::string_or_vec")]
+    pub path: Vec<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub encoding: Option<String>,
+    #[serde(default)]
+    pub column: Vec<TxtColumn>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub field_delimiter: Option<String>,
+    #[serde(default, deserialize_with = "de::lenient_bool")]
+    pub skip_header: bool,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub null_format: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub compress: Option<String>,
+}
+
+/// A column of `txtfilereader`: `"*"` (every field as a string), a field by `index`, or a
+/// constant `value`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TxtColumn {
+    All(String),
+    Spec(TxtColumnSpec),
+}
+
+/// A typed column of `txtfilereader`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TxtColumnSpec {
+    #[serde(default, deserialize_with = "de::opt_u64")]
+    pub index: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(rename = "type", default = "default_type")]
+    pub kind: String,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub format: Option<String>,
+}
+
+/// `txtfilewriter`: one file `fileName` in folder `path`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TxtFileWriter {
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub datasource: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub path: Option<String>,
+    pub file_name: String,
+    #[serde(default)]
+    pub write_mode: FileWriteMode,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub field_delimiter: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub date_format: Option<String>,
+    #[serde(default)]
+    pub header: Vec<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub null_format: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub encoding: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub file_format: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub compress: Option<String>,
+}
+
+/// What `txtfilewriter` does when the file exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FileWriteMode {
+    /// Replace the file.
+    #[default]
+    Truncate,
+    Append,
+    /// Fail if the file exists.
+    NonConflict,
+}
+
+impl<'de> Deserialize<'de> for FileWriteMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "truncate" => Ok(Self::Truncate),
+            "append" => Ok(Self::Append),
+            "nonconflict" => Ok(Self::NonConflict),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown writeMode \"{other}\"; expected truncate, append or nonConflict"
+            ))),
+        }
+    }
+}
+
+const READERS: &[(&str, &str)] = &[
+    ("streamreader", "stream"),
+    ("stream", "stream"),
+    ("sqlitereader", "sqlite"),
+    ("sqlite", "sqlite"),
+    ("txtfilereader", "txtfile"),
+    ("txtfile", "txtfile"),
+    ("csvreader", "txtfile"),
+    ("csv", "txtfile"),
+];
+const WRITERS: &[(&str, &str)] = &[
+    ("streamwriter", "stream"),
+    ("stream", "stream"),
+    ("sqlitewriter", "sqlite"),
+    ("sqlite", "sqlite"),
+    ("txtfilewriter", "txtfile"),
+    ("txtfile", "txtfile"),
+    ("csvwriter", "txtfile"),
+    ("csv", "txtfile"),
+];
+/// DataX plugins Ferry knows by name but does not run in this release.
+const PLANNED: &[&str] = &[
+    "mysqlreader",
+    "mysqlwriter",
+    "postgresqlreader",
+    "postgresqlwriter",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoot {
+    job: RawJob,
+    /// DataX's engine tuning block; Ferry tunes itself and ignores it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    core: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    #[serde(default)]
+    setting: Setting,
+    content: Vec<RawContent>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContent {
+    reader: RawPlugin,
+    writer: RawPlugin,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: String,
+    #[serde(default)]
+    parameter: Value,
+}
+
+fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." || inner.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{inner}")
+        };
+        Error::InvalidJob {
+            path,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn known(table: &[(&str, &str)]) -> String {
+    table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+impl JobSpec {
+    /// Parses a job file's text (DataX job JSON or Ferry's aliases) and validates all of it.
+    pub fn parse(text: &str) -> Result<Self> {
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::MalformedJson {
+            line: e.line(),
+            column: e.column(),
+            message: strip_position(&e.to_string()),
+        })?;
+        let root: RawRoot = typed(value, "")?;
+        let job = root.job;
+        if job.content.len() != 1 {
+            return Err(Error::InvalidJob {
+                path: "job.content".into(),
+                message: format!(
+                    "must hold exactly one reader/writer pair, found {}",
+                    job.content.len()
+                ),
+            });
+        }
+        let mut content = job.content;
+        let Some(pair) = content.pop() else {
+            return Err(Error::InvalidJob {
+                path: "job.content".into(),
+                message: "is empty".into(),
+            });
+        };
+        let reader = parse_reader(pair.reader)?;
+        let writer = parse_writer(pair.writer)?;
+        Ok(Self {
+            setting: job.setting,
+            reader,
+            writer,
+        })
+    }
+
+    /// The job in DataX's shape with Ferry's canonical plugin names; [`JobSpec::parse`] reads it
+    /// back unchanged, which is how a resolved job travels to an agent.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "job": {
+                "setting": self.setting,
+                "content": [{ "reader": self.reader, "writer": self.writer }],
+            }
+        })
+        .to_string()
+    }
+
+    /// The names of the catalog data sources the job refers to.
+    pub fn datasources(&self) -> Vec<String> {
+        let reader = match &self.reader {
+            ReaderConfig::Stream(_) => None,
+            ReaderConfig::Sqlite(r) => r.datasource.clone(),
+            ReaderConfig::TxtFile(r) => r.datasource.clone(),
+        };
+        let writer = match &self.writer {
+            WriterConfig::Stream(_) => None,
+            WriterConfig::Sqlite(w) => w.datasource.clone(),
+            WriterConfig::TxtFile(w) => w.datasource.clone(),
+        };
+        reader.into_iter().chain(writer).collect()
+    }
+
+    /// Fills connection fields from the catalog for every `"datasource": name`; relative paths
+    /// in the job are taken inside the data source's folder.
+    pub fn resolve(
+        mut self,
+        lookup: impl Fn(&str) -> Option<DataSourceConfig>,
+    ) -> Result<Self> {
+        let find = |name: &str| lookup(name).ok_or_else(|| Error::DataSourceNotFound(name.into()));
+        let mismatch = |name: &str, actual: &DataSourceConfig, expected: &str, path: &str| {
+            Error::DataSourceKindMismatch {
+                name: name.to_string(),
+                actual: actual.kind().to_string(),
+                expected: expected.to_string(),
+                path: path.to_string(),
+            }
+        };
+        const RP: &str = "job.content[0].reader.parameter.datasource";
+        const WP: &str = "job.content[0].writer.parameter.datasource";
+        match &mut self.reader {
+            ReaderConfig::Stream(_) => {}
+            ReaderConfig::Sqlite(r) => {
+                if let Some(name) = &r.datasource {
+                    match find(name)? {
+                        DataSourceConfig::Sqlite(f) => r.path = Some(f.path),
+                        other => return Err(mismatch(name, &other, "sqlite", RP)),
+                    }
+                }
+            }
+            ReaderConfig::TxtFile(r) => {
+                if let Some(name) = &r.datasource {
+                    match find(name)? {
+                        DataSourceConfig::Csv(f) => {
+                            r.path = if r.path.is_empty() {
+                                vec![f.path]
+                            } else {
+                                r.path.iter().map(|p| join(&f.path, p)).collect()
+                            };
+                        }
+                        other => return Err(mismatch(name, &other, "csv", RP)),
+                    }
+                }
+            }
+        }
+        match &mut self.writer {
+            WriterConfig::Stream(_) => {}
+            WriterConfig::Sqlite(w) => {
+                if let Some(name) = &w.datasource {
+                    match find(name)? {
+                        DataSourceConfig::Sqlite(f) => w.path = Some(f.path),
+                        other => return Err(mismatch(name, &other, "sqlite", WP)),
+                    }
+                }
+            }
+            WriterConfig::TxtFile(w) => {
+                if let Some(name) = &w.datasource {
+                    match find(name)? {
+                        DataSourceConfig::Csv(f) => {
+                            w.path = Some(match &w.path {
+                                Some(p) => join(&f.path, p),
+                                None => f.path,
+                            });
+                        }
+                        other => return Err(mismatch(name, &other, "csv", WP)),
+                    }
+                }
+            }
+        }
+        self.check_locations()?;
+        Ok(self)
+    }
+
+    /// Every reader and writer knows where its data is, from the job or a data source.
+    fn check_locations(&self) -> Result<()> {
+        let missing = |path: &str, what: &str| Error::InvalidJob {
+            path: path.to_string(),
+            message: format!("{what} is missing: set it or name a \"datasource\""),
+        };
+        match &self.reader {
+            ReaderConfig::Sqlite(r) if r.path.is_none() => {
+                return Err(missing("job.content[0].reader.parameter.path", "path"));
+            }
+            ReaderConfig::TxtFile(r) if r.path.is_empty() => {
+                return Err(missing("job.content[0].reader.parameter.path", "path"));
+            }
+            _ => {}
+        }
+        match &self.writer {
+            WriterConfig::Sqlite(w) if w.path.is_none() => {
+                Err(missing("job.content[0].writer.parameter.path", "path"))
+            }
+            WriterConfig::TxtFile(w) if w.path.is_none() => {
+                Err(missing("job.content[0].writer.parameter.path", "path"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; the error already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn join(base: &str, rel: &str) -> String {
+    if rel.starts_with('/') {
+        rel.to_string()
+    } else {
+        std::path::Path::new(base)
+            .join(rel)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+fn plugin_kind<'a>(
+    table: &'a [(&'a str, &'a str)],
+    role: &'static str,
+    name: &str,
+    path: &str,
+) -> Result<&'a str> {
+    let lower = name.trim().to_ascii_lowercase();
+    if let Some((_, kind)) = table.iter().find(|(n, _)| *n == lower) {
+        return Ok(kind);
+    }
+    if PLANNED.contains(&lower.as_str()) {
+        return Err(Error::UnsupportedPlugin {
+            name: name.to_string(),
+            path: path.to_string(),
+        });
+    }
+    Err(Error::UnknownPlugin {
+        role,
+        name: name.to_string(),
+        path: path.to_string(),
+        known: known(table),
+    })
+}
+
+fn parse_reader(raw: RawPlugin) -> Result<ReaderConfig> {
+    const P: &str = "job.content[0].reader.parameter";
+    let kind = plugin_kind(READERS, "reader", &raw.name, "job.content[0].reader.name")?;
+    Ok(match kind {
+        "stream" => ReaderConfig::Stream(typed(raw.parameter, P)?),
+        "sqlite" => {
+            let r: SqliteReader = typed(raw.parameter, P)?;
+            if r.table.is_none() && r.query_sql.is_none() {
+                return Err(Error::InvalidJob {
+                    path: P.into(),
+                    message: "set \"table\" or \"querySql\"".into(),
+                });
+            }
+            ReaderConfig::Sqlite(r)
+        }
+        _ => {
+            let r: TxtFileReader = typed(raw.parameter, P)?;
+            check_compress(r.compress.as_deref(), P)?;
+            check_encoding(r.encoding.as_deref(), P)?;
+            for (i, c) in r.column.iter().enumerate() {
+                if let TxtColumn::All(s) = c
+                    && s != "*"
+                {
+                    return Err(Error::InvalidJob {
+                        path: format!("{P}.column[{i}]"),
+                        message: format!("\"{s}\" is neither \"*\" nor a column object"),
+                    });
+                }
+                if let TxtColumn::Spec(s) = c
+                    && s.index.is_none()
+                    && s.value.is_none()
+                {
+                    return Err(Error::InvalidJob {
+                        path: format!("{P}.column[{i}]"),
+                        message: "a column needs \"index\" or \"value\"".into(),
+                    });
+                }
+            }
+            ReaderConfig::TxtFile(r)
+        }
+    })
+}
+
+fn parse_writer(raw: RawPlugin) -> Result<WriterConfig> {
+    const P: &str = "job.content[0].writer.parameter";
+    let kind = plugin_kind(WRITERS, "writer", &raw.name, "job.content[0].writer.name")?;
+    Ok(match kind {
+        "stream" => WriterConfig::Stream(typed(raw.parameter, P)?),
+        "sqlite" => WriterConfig::Sqlite(typed(raw.parameter, P)?),
+        _ => {
+            let w: TxtFileWriter = typed(raw.parameter, P)?;
+            check_compress(w.compress.as_deref(), P)?;
+            check_encoding(w.encoding.as_deref(), P)?;
+            WriterConfig::TxtFile(w)
+        }
+    })
+}
+
+fn check_compress(c: Option<&str>, p: &str) -> Result<()> {
+    match c {
+        None => Ok(()),
+        Some(other) => Err(Error::InvalidJob {
+            path: format!("{p}.compress"),
+            message: format!("compression \"{other}\" is not supported yet; remove it"),
+        }),
+    }
+}
+
+fn check_encoding(e: Option<&str>, p: &str) -> Result<()> {
+    match e.map(|s| s.to_ascii_lowercase()) {
+        None => Ok(()),
+        Some(s) if s == "utf-8" || s == "utf8" => Ok(()),
+        Some(other) => Err(Error::InvalidJob {
+            path: format!("{p}.encoding"),
+            message: format!("encoding \"{other}\" is not supported yet; only UTF-8"),
+        }),
+    }
+}
+
+/// Lenient deserializers for DataX's habits (numbers as strings, "" for unset).
+mod de {
+    use serde::{Deserialize, Deserializer, de::Error};
+    use serde_json::Value;
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            Value::Number(n) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| D::Error::custom(format!("{n} is not a non-negative integer"))),
+            Value::String(s) if s.trim().is_empty() => Ok(None),
+            Value::String(s) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("\"{s}\" is not a non-negative integer"))),
+            other => Err(D::Error::custom(format!(
+                "expected a non-negative integer, found {other}"
+            ))),
+        }
+    }
+
+    pub fn req_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        opt_u64(d)?.ok_or_else(|| D::Error::custom("a non-negative integer is required"))
+    }
+
+    pub fn opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            Value::Number(n) => Ok(n.as_f64()),
+            Value::String(s) if s.trim().is_empty() => Ok(None),
+            Value::String(s) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("\"{s}\" is not a number"))),
+            other => Err(D::Error::custom(format!("expected a number, found {other}"))),
+        }
+    }
+
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            Value::String(s) if s.is_empty() => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            Value::Number(n) => Ok(Some(n.to_string())),
+            other => Err(D::Error::custom(format!("expected a string, found {other}"))),
+        }
+    }
+
+    pub fn string_or_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(Vec::new()),
+            Value::String(s) if s.is_empty() => Ok(Vec::new()),
+            Value::String(s) => Ok(vec![s]),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s),
+                    other => Err(D::Error::custom(format!("expected a string, found {other}"))),
+                })
+                .collect(),
+            other => Err(D::Error::custom(format!(
+                "expected a string or an array of strings, found {other}"
+            ))),
+        }
+    }
+
+    pub fn lenient_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(false),
+            Value::Bool(b) => Ok(b),
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "" | "false" => Ok(false),
+                "true" => Ok(true),
+                _ => Err(D::Error::custom(format!("\"{s}\" is not true or false"))),
+            },
+            other => Err(D::Error::custom(format!("expected true or false, found {other}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+use super::*;
+use crate::datasource::{CsvFolder, SqliteFile};
+
+fn shared_job(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datax-jobs")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read {}: {e} (shared/ must sit beside the checkout)", path.display()))
+}
+
+fn err_text(text: &str) -> String {
+    JobSpec::parse(text)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| "parsed".into())
+}
+
+#[test]
+fn datax_job_json_parses_unchanged() -> Result<()> {
+    let job = JobSpec::parse(&shared_job("job.json"))?;
+    assert_eq!(job.setting.speed.channel, Some(2));
+    assert_eq!(job.setting.error_limit.record, Some(0));
+    let ReaderConfig::Stream(r) = &job.reader else {
+        panic!("expected a stream reader, got {:?}", job.reader)
+    };
+    assert_eq!(r.slice_record_count, 100);
+    assert_eq!(r.column.len(), 5);
+    assert!(matches!(job.writer, WriterConfig::Stream(StreamWriter { print: false, .. })));
+    Ok(())
+}
+
+#[test]
+fn stream2stream_with_number_as_string() -> Result<()> {
+    let job = JobSpec::parse(&shared_job("stream2stream.json"))?;
+    assert_eq!(job.setting.speed.channel, Some(5));
+    let ReaderConfig::Stream(r) = &job.reader else {
+        panic!("expected a stream reader")
+    };
+    assert_eq!(r.slice_record_count, 10);
+    assert_eq!(r.column[0].value, Value::String("10".into()));
+    Ok(())
+}
+
+#[test]
+fn round_trips_through_to_json() -> Result<()> {
+    for name in ["job.json", "stream2stream.json"] {
+        let job = JobSpec::parse(&shared_job(name))?;
+        let again = JobSpec::parse(&job.to_json())?;
+        assert_eq!(job, again, "{name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn malformed_json_names_line_and_column() {
+    let text = "{\n  \"job\": {\n    \"content\": [,]\n  }\n}";
+    let msg = err_text(text);
+    assert_eq!(msg, "malformed JSON at line 3, column 17: expected value");
+}
+
+#[test]
+fn unknown_key_names_its_path() {
+    let text = r#"{"job":{"content":[{"reader":{"name":"streamreader","parameter":
+        {"column":[],"sliceRecordCount":1,"sliceRecordCont":2}},
+        "writer":{"name":"streamwriter","parameter":{}}}]}}"#;
+    let msg = err_text(text);
+    assert!(msg.contains("job.content[0].reader.parameter"), "{msg}");
+    assert!(msg.contains("sliceRecordCont"), "{msg}");
+}
+
+#[test]
+fn wrong_type_names_its_path() {
+    let text = r#"{"job":{"setting":{"speed":{"channel":"two"}},"content":[{"reader":{"name":"streamreader","parameter":
+        {"column":[],"sliceRecordCount":1}},"writer":{"name":"streamwriter","parameter":{}}}]}}"#;
+    let msg = err_text(text);
+    assert!(msg.contains("job.setting.speed.channel"), "{msg}");
+}
+
+#[test]
+fn unknown_plugin_lists_known() {
+    let text = r#"{"job":{"content":[{"reader":{"name":"oraclereader","parameter":{}},
+        "writer":{"name":"streamwriter","parameter":{}}}]}}"#;
+    let msg = err_text(text);
+    assert!(msg.contains("unknown reader plugin \"oraclereader\""), "{msg}");
+    assert!(msg.contains("streamreader"), "{msg}");
+}
+
+#[test]
+fn duplicate_key_keeps_the_last_as_datax_does() -> Result<()> {
+    let text = r#"{"job":{"content":[{"reader":{"name":"streamreader","parameter":
+        {"column":[],"sliceRecordCount":1}},
+        "writer":{"name":"sqlitewriter","parameter":{"path":"/tmp/x.db","table":"t",
+        "preSql":["delete from t"],"preSql":[]}}}]}}"#;
+    let job = JobSpec::parse(text)?;
+    let WriterConfig::Sqlite(w) = job.writer else {
+        panic!("expected sqlite writer")
+    };
+    assert!(w.pre_sql.is_empty());
+    Ok(())
+}
+
+#[test]
+fn resolves_datasources_and_relative_paths() -> Result<()> {
+    let text = r#"{"job":{"content":[{"reader":{"name":"csv","parameter":
+        {"datasource":"files","path":["orders.csv"],"column":["*"],"skipHeader":"true"}},
+        "writer":{"name":"sqlite","parameter":{"datasource":"wh","table":"orders"}}}]}}"#;
+    let job = JobSpec::parse(text)?;
+    assert_eq!(job.datasources(), vec!["files".to_string(), "wh".to_string()]);
+    let resolved = job.resolve(|name| match name {
+        "files" => Some(DataSourceConfig::Csv(CsvFolder { path: "/data/in".into() })),
+        "wh" => Some(DataSourceConfig::Sqlite(SqliteFile { path: "/data/wh.db".into() })),
+        _ => None,
+    })?;
+    let ReaderConfig::TxtFile(r) = &resolved.reader else {
+        panic!("expected txtfile reader")
+    };
+    assert_eq!(r.path, vec!["/data/in/orders.csv".to_string()]);
+    assert!(r.skip_header);
+    let WriterConfig::Sqlite(w) = &resolved.writer else {
+        panic!("expected sqlite writer")
+    };
+    assert_eq!(w.path.as_deref(), Some("/data/wh.db"));
+    Ok(())
+}
+
+#[test]
+fn resolve_refuses_missing_and_mismatched_sources() -> Result<()> {
+    let text = r#"{"job":{"content":[{"reader":{"name":"sqlite","parameter":
+        {"datasource":"files","table":"t"}},
+        "writer":{"name":"streamwriter","parameter":{}}}]}}"#;
+    let missing = JobSpec::parse(text)?.resolve(|_| None);
+    assert_eq!(
+        missing.err().map(|e| e.to_string()).as_deref(),
+        Some("data source \"files\" not found; see `ferry datasource list`")
+    );
+    let wrong = JobSpec::parse(text)?
+        .resolve(|_| Some(DataSourceConfig::Csv(CsvFolder { path: "/x".into() })));
+    let msg = wrong.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(msg.contains("is of type csv"), "{msg}");
+    Ok(())
+}
+
+#[test]
+fn mysql_plugins_are_known_but_planned() {
+    let text = r#"{"job":{"content":[{"reader":{"name":"mysqlreader","parameter":{}},
+        "writer":{"name":"streamwriter","parameter":{}}}]}}"#;
+    assert!(err_text(text).contains("not supported by this release yet"));
+}
