@@ -1,1 +1,24 @@
+//! Ferry's scheduler.
+//!
+//! # Layout
+//! - [`state`]: the durable state machine over sled; every change is a [`state::command::Command`].
+//! - [`hub`]: what is known only while running: open agent sessions, heartbeats, watchers.
+//! - [`agent_service`]: the agent-facing gRPC service (Register, Session).
+//! - [`admin`]: the admin gRPC service behind the CLI; [`convert`] maps records to its messages.
+//! - [`dispatch`]: hands waiting instances to agents and enforces attempt leases.
+//! - [`secrets`]: seals data source secrets at rest.
+//! - [`server`]: wires it all on one listener: `server::run(listener, config, shutdown)`.
 
+pub mod admin;
+pub mod agent_service;
+pub mod context;
+pub mod convert;
+pub mod dispatch;
+pub mod error;
+pub mod hub;
+pub mod secrets;
+pub mod server;
+pub mod state;
+
+pub use context::Config;
+pub use error::{Error, Result};

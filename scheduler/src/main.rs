@@ -1,1 +1,91 @@
-fn main() {}
+//! `ferry-scheduler`: parse flags, set up logging, serve until SIGINT/SIGTERM.
+
+use anyhow::Context as _;
+use clap::Parser;
+use ferry_scheduler::{Config, server};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Ferry's scheduler: keeps the catalog and the instance DAG, dispatches work to agents.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Where the state (sled) and the secret key live.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
+    data_dir: PathBuf,
+    /// Address to serve gRPC (agents and CLI) on; port 0 picks a free one.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:7100")]
+    listen: String,
+    /// URL agents and CLIs use to reach this scheduler (default: http://<listen address>).
+    #[arg(long, env = "FERRY_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Write the bound address to this file once listening (for scripts and tests).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+    /// Seconds without a heartbeat after which an agent counts as offline.
+    #[arg(long, default_value_t = 15)]
+    offline_after_secs: u64,
+    /// Seconds an agent may stay unreachable before its running attempts are failed.
+    #[arg(long, default_value_t = 60)]
+    attempt_lease_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let mut config = Config::new(
+        args.data_dir.clone(),
+        args.advertise_url
+            .unwrap_or_else(|| format!("http://{addr}")),
+    );
+    config.offline_after = Duration::from_secs(args.offline_after_secs);
+    config.attempt_lease = Duration::from_secs(args.attempt_lease_secs);
+    if let Some(path) = &args.addr_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, addr.to_string())
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal.cancel();
+    });
+    server::run(listener, config, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

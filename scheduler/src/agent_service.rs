@@ -1,0 +1,370 @@
+//! The agent-facing gRPC service: registration with a group's token, and the Session stream over
+//! which agents report everything and receive work.
+//!
+//! Every report is stored (proposed) before it is acknowledged, so an agent that loses its
+//! connection resends exactly what the scheduler may not have, and the state machine's fencing
+//! and idempotent log keys make resends harmless.
+
+use crate::context::{Context, now_ms};
+use crate::error::Error;
+use crate::hub::InstanceEvent;
+use crate::state::command::{Applied, Command};
+use crate::state::model::{AttemptState, HostInfo, LogRecord, Stats};
+use ferry_common::secret::{hash_token, random_token, token_matches};
+use ferry_proto::agent::v1 as pb;
+use ferry_proto::agent::v1::agent_service_server::AgentService;
+use ferry_proto::{AGENT_CREDENTIAL_HEADER, AGENT_ID_HEADER};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, info, info_span, warn};
+
+pub struct AgentApi {
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+}
+
+impl AgentApi {
+    pub fn new(ctx: Arc<Context>, shutdown: CancellationToken) -> Self {
+        Self { ctx, shutdown }
+    }
+}
+
+impl From<pb::HostFacts> for HostInfo {
+    fn from(h: pb::HostFacts) -> Self {
+        Self {
+            hostname: h.hostname,
+            addresses: h.addresses,
+            version: h.version,
+            slots: h.slots,
+            os: h.os,
+        }
+    }
+}
+
+impl From<pb::SyncStats> for Stats {
+    fn from(s: pb::SyncStats) -> Self {
+        Self {
+            records_read: s.records_read,
+            bytes_read: s.bytes_read,
+            records_written: s.records_written,
+            bytes_written: s.bytes_written,
+            dirty_records: s.dirty_records,
+            elapsed_ms: s.elapsed_ms,
+        }
+    }
+}
+
+fn metadata(req: &Request<Streaming<pb::AgentMessage>>, key: &str) -> Result<String, Status> {
+    req.metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| Status::unauthenticated(format!("missing {key}; register the agent first")))
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SchedulerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for AgentApi {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let req = request.into_inner();
+        let group = self.ctx.store.group(&req.group)?.ok_or_else(|| Error::NotFound {
+            what: "resource group",
+            name: req.group.clone(),
+            hint: "create it with `ferry group create` and use the install command it prints",
+        })?;
+        if !token_matches(&req.token, &group.token_hash) {
+            warn!(group = %req.group, "registration refused: wrong token");
+            return Err(Error::Unauthenticated(format!(
+                "registration token for group \"{}\" is wrong; get a fresh one with `ferry group rotate-token {}`",
+                req.group, req.group
+            ))
+            .into());
+        }
+        let agent_id = format!("agt-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let credential = random_token("fac_");
+        let host: HostInfo = req.host.unwrap_or_default().into();
+        info!(agent = %agent_id, group = %req.group, host = %host.hostname, "agent registered");
+        self.ctx
+            .store
+            .propose(Command::RegisterAgent {
+                id: agent_id.clone(),
+                group: req.group,
+                credential_hash: hash_token(&credential),
+                host,
+                at_ms: now_ms(),
+            })
+            .await?;
+        Ok(Response::new(pb::RegisterResponse {
+            agent_id,
+            credential,
+        }))
+    }
+
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let agent_id = metadata(&request, AGENT_ID_HEADER)?;
+        let credential = metadata(&request, AGENT_CREDENTIAL_HEADER)?;
+        let agent = self.ctx.store.agent(&agent_id)?.ok_or_else(|| {
+            Status::unauthenticated(format!(
+                "agent {agent_id} is not registered here; remove the agent's state file and register again with the group's token"
+            ))
+        })?;
+        if !token_matches(&credential, &agent.credential_hash) {
+            warn!(agent = %agent_id, "session refused: wrong credential");
+            return Err(Status::unauthenticated(format!(
+                "credential of agent {agent_id} is wrong"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let inbound = request.into_inner();
+        let ctx = self.ctx.clone();
+        let shutdown = self.shutdown.clone();
+        let span = info_span!("session", agent = %agent_id, group = %agent.group);
+        tokio::spawn(
+            async move {
+                run_session(ctx, agent_id, agent.group, inbound, tx, shutdown).await;
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn run_session(
+    ctx: Arc<Context>,
+    agent_id: String,
+    group: String,
+    mut inbound: Streaming<pb::AgentMessage>,
+    tx: mpsc::Sender<Result<pb::SchedulerMessage, Status>>,
+    shutdown: CancellationToken,
+) {
+    let mut session_id = None;
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            msg = inbound.next() => msg,
+        };
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            Some(Err(status)) => {
+                info!(error = %status.message(), "session stream broke");
+                break;
+            }
+            None => break,
+        };
+        let seq = msg.seq;
+        let handled = match msg.body {
+            Some(pb::agent_message::Body::Hello(hello)) => {
+                let slots = hello.host.as_ref().map(|h| h.slots).unwrap_or(1);
+                let result = on_hello(&ctx, &agent_id, hello).await;
+                session_id = Some(ctx.hub.open_session(&agent_id, &group, slots, tx.clone()));
+                info!("agent online");
+                result
+            }
+            Some(body) if session_id.is_none() => {
+                warn!(?body, "message before hello; closing session");
+                let _ = tx
+                    .send(Err(Status::failed_precondition("send Hello first")))
+                    .await;
+                break;
+            }
+            Some(body) => on_message(&ctx, &agent_id, body).await,
+            None => Ok(()),
+        };
+        match handled {
+            Ok(()) => {
+                let ack = pb::SchedulerMessage {
+                    body: Some(pb::scheduler_message::Body::Ack(pb::Ack { up_to: seq })),
+                };
+                if tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                // Not acknowledged: the agent resends it on its next session.
+                warn!(error = %e, seq, "could not store an agent report");
+                break;
+            }
+        }
+    }
+    if let Some(id) = session_id
+        && ctx.hub.close_session(&agent_id, id)
+    {
+        info!("agent session closed");
+        let _ = ctx
+            .store
+            .propose(Command::AgentSeen {
+                id: agent_id.clone(),
+                connected: false,
+                host: None,
+                at_ms: now_ms(),
+            })
+            .await;
+    }
+}
+
+async fn on_hello(ctx: &Context, agent_id: &str, hello: pb::Hello) -> Result<(), Error> {
+    ctx.store
+        .propose(Command::AgentSeen {
+            id: agent_id.to_string(),
+            connected: true,
+            host: hello.host.map(Into::into),
+            at_ms: now_ms(),
+        })
+        .await?;
+    // Attempts this agent should be running but does not know about were lost with its process.
+    for attempt in ctx.store.attempts()? {
+        if attempt.agent_id == agent_id
+            && !attempt.state.is_final()
+            && !hello.running_attempts.contains(&attempt.id)
+        {
+            warn!(attempt = %attempt.id, instance = %attempt.instance_id, "agent does not run an attempt it was given; failing it");
+            let applied = ctx
+                .store
+                .propose(Command::FinishAttempt {
+                    id: attempt.id.clone(),
+                    fencing_token: attempt.fencing_token,
+                    state: AttemptState::Failed,
+                    stats: attempt.stats,
+                    error: format!(
+                        "agent {agent_id} restarted (or never received the attempt); the attempt was lost and can be rerun"
+                    ),
+                    at_ms: now_ms(),
+                })
+                .await?;
+            if applied == Applied::Done {
+                ctx.hub.publish(InstanceEvent::Changed {
+                    instance_id: attempt.instance_id,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn on_message(
+    ctx: &Context,
+    agent_id: &str,
+    body: pb::agent_message::Body,
+) -> Result<(), Error> {
+    use pb::agent_message::Body;
+    match body {
+        Body::Hello(_) => Ok(()),
+        Body::Heartbeat(hb) => {
+            ctx.hub.heartbeat(agent_id, hb.free_slots);
+            Ok(())
+        }
+        Body::Started(s) => {
+            let applied = ctx
+                .store
+                .propose(Command::AttemptStarted {
+                    id: s.attempt_id.clone(),
+                    fencing_token: s.fencing_token,
+                    at_ms: now_ms(),
+                })
+                .await?;
+            changed(ctx, &s.attempt_id, &applied)
+        }
+        Body::Progress(p) => {
+            if let Some(a) = ctx.store.attempt(&p.attempt_id)?
+                && a.fencing_token == p.fencing_token
+                && !a.state.is_final()
+            {
+                ctx.hub.publish(InstanceEvent::Progress {
+                    instance_id: a.instance_id,
+                    stats: p.stats.unwrap_or_default().into(),
+                });
+            }
+            Ok(())
+        }
+        Body::Log(l) => {
+            let lines: Vec<LogRecord> = l
+                .lines
+                .into_iter()
+                .map(|x| LogRecord {
+                    index: x.index,
+                    ts_ms: x.ts_ms,
+                    level: x.level,
+                    message: x.message,
+                })
+                .collect();
+            let applied = ctx
+                .store
+                .propose(Command::AppendLogs {
+                    attempt_id: l.attempt_id.clone(),
+                    fencing_token: l.fencing_token,
+                    lines: lines.clone(),
+                })
+                .await?;
+            if applied == Applied::Done
+                && let Some(a) = ctx.store.attempt(&l.attempt_id)?
+            {
+                for line in lines {
+                    ctx.hub.publish(InstanceEvent::Log {
+                        instance_id: a.instance_id.clone(),
+                        attempt_id: a.id.clone(),
+                        index: line.index,
+                        ts_ms: line.ts_ms,
+                        level: line.level,
+                        message: line.message,
+                    });
+                }
+            }
+            Ok(())
+        }
+        Body::Finished(f) => {
+            let state = match pb::AttemptStatus::try_from(f.status) {
+                Ok(pb::AttemptStatus::Succeeded) => AttemptState::Succeeded,
+                Ok(pb::AttemptStatus::Killed) => AttemptState::Killed,
+                _ => AttemptState::Failed,
+            };
+            info!(attempt = %f.attempt_id, state = state.as_str(), "attempt finished");
+            let applied = ctx
+                .store
+                .propose(Command::FinishAttempt {
+                    id: f.attempt_id.clone(),
+                    fencing_token: f.fencing_token,
+                    state,
+                    stats: f.stats.unwrap_or_default().into(),
+                    error: f.error,
+                    at_ms: now_ms(),
+                })
+                .await?;
+            ctx.hub.dispatch.notify_one();
+            changed(ctx, &f.attempt_id, &applied)
+        }
+        Body::Connectivity(c) => {
+            ctx.hub.test_result(agent_id, c);
+            Ok(())
+        }
+    }
+}
+
+fn changed(ctx: &Context, attempt_id: &str, applied: &Applied) -> Result<(), Error> {
+    match applied {
+        Applied::Stale(why) => {
+            warn!(attempt = %attempt_id, reason = %why, "stale report ignored");
+        }
+        _ => {
+            if let Some(a) = ctx.store.attempt(attempt_id)? {
+                ctx.hub.publish(InstanceEvent::Changed {
+                    instance_id: a.instance_id,
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! The parts every service of one scheduler shares.
+
+use crate::hub::Hub;
+use crate::secrets::SecretBox;
+use crate::state::Store;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of one scheduler process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// The URL agents and CLIs use to reach this scheduler; printed in install commands.
+    pub advertise_url: String,
+    /// An agent without a heartbeat for this long is offline and gets no new work.
+    pub offline_after: Duration,
+    /// A running attempt whose agent has had no session for this long is failed.
+    pub attempt_lease: Duration,
+    /// How often the dispatcher looks for work even when nothing woke it.
+    pub dispatch_interval: Duration,
+}
+
+impl Config {
+    pub fn new(data_dir: PathBuf, advertise_url: String) -> Self {
+        Self {
+            data_dir,
+            advertise_url,
+            offline_after: Duration::from_secs(15),
+            attempt_lease: Duration::from_secs(60),
+            dispatch_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Store, live registry, secret box and settings of one scheduler.
+pub struct Context {
+    pub store: Store,
+    pub hub: Hub,
+    pub secrets: SecretBox,
+    pub config: Config,
+}
+
+/// Milliseconds since the Unix epoch, the one clock reading commands carry.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,80 @@
+//! Serves the agent and admin gRPC services on one listener and runs the dispatcher, until the
+//! shutdown token fires; then ends agent sessions and flushes the store.
+
+use crate::admin::AdminApi;
+use crate::agent_service::AgentApi;
+use crate::context::{Config, Context};
+use crate::hub::Hub;
+use crate::secrets::SecretBox;
+use crate::state::Store;
+use crate::dispatch;
+use ferry_proto::admin::v1::admin_service_server::AdminServiceServer;
+use ferry_proto::agent::v1::agent_service_server::AgentServiceServer;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+/// Errors that stop a scheduler from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    State(#[from] crate::error::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs one scheduler on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = Store::open(&config.data_dir)?;
+    let secrets = SecretBox::load_or_create(&config.data_dir)?;
+    let ctx = Arc::new(Context {
+        store,
+        hub: Hub::new(),
+        secrets,
+        config,
+    });
+    let tasks = TaskTracker::new();
+    tasks.spawn(dispatch::run(ctx.clone(), shutdown.clone()));
+
+    let addr = listener.local_addr().ok();
+    info!(addr = ?addr, data_dir = %ctx.config.data_dir.display(), "scheduler serving");
+    let serve_shutdown = shutdown.clone();
+    let hub_ctx = ctx.clone();
+    let result = tonic::transport::Server::builder()
+        // Agents sit behind NATs that drop idle flows: ping well inside common idle timeouts.
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(AgentServiceServer::new(AgentApi::new(
+            ctx.clone(),
+            shutdown.clone(),
+        )))
+        .add_service(AdminServiceServer::new(AdminApi::new(ctx.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            serve_shutdown.cancelled().await;
+            // Ending the session streams lets graceful shutdown finish.
+            hub_ctx.hub.close_all();
+        })
+        .await;
+    tasks.close();
+    tasks.wait().await;
+    ctx.store.flush().await?;
+    info!("scheduler stopped");
+    result.map_err(Into::into)
+}

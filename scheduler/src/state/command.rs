@@ -1,0 +1,92 @@
+//! Commands: every change of the scheduler's state, as data.
+//!
+//! Callers never write sled directly; they propose a [`Command`] and the store applies it with one
+//! deterministic function. Everything a command needs (ids, timestamps, hashes) is decided by the
+//! proposer and carried inside it, so replaying the same log on another node (raft, later) gives
+//! the same state.
+
+use super::model::{AttemptState, DataSourceRecord, HostInfo, LogRecord, Stats};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    CreateGroup {
+        name: String,
+        token_hash: String,
+        at_ms: i64,
+    },
+    RotateGroupToken {
+        name: String,
+        token_hash: String,
+    },
+    RegisterAgent {
+        id: String,
+        group: String,
+        credential_hash: String,
+        host: HostInfo,
+        at_ms: i64,
+    },
+    /// The agent opened (connected) or lost (not connected) its session.
+    AgentSeen {
+        id: String,
+        connected: bool,
+        host: Option<HostInfo>,
+        at_ms: i64,
+    },
+    PutDataSource {
+        record: DataSourceRecord,
+    },
+    RemoveDataSource {
+        name: String,
+    },
+    /// Creates the task or a new version of it.
+    CreateTask {
+        name: String,
+        group: String,
+        job_text: String,
+        at_ms: i64,
+    },
+    CreateInstance {
+        id: String,
+        task: String,
+        bizdate: String,
+        cyctime: String,
+        at_ms: i64,
+    },
+    /// Assigns an instance to an agent; the fencing token is the next value of a counter.
+    DispatchAttempt {
+        id: String,
+        instance_id: String,
+        agent_id: String,
+        at_ms: i64,
+    },
+    AttemptStarted {
+        id: String,
+        fencing_token: u64,
+        at_ms: i64,
+    },
+    AppendLogs {
+        attempt_id: String,
+        fencing_token: u64,
+        lines: Vec<LogRecord>,
+    },
+    FinishAttempt {
+        id: String,
+        fencing_token: u64,
+        state: AttemptState,
+        stats: Stats,
+        error: String,
+        at_ms: i64,
+    },
+}
+
+/// What applying a command produced, for the proposer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    TaskVersion(u32),
+    Dispatched { fencing_token: u64 },
+    /// The command came from a stale or fenced-off attempt and changed nothing.
+    Stale(String),
+}

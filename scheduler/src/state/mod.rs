@@ -1,0 +1,443 @@
+//! The scheduler's state machine over sled.
+//!
+//! One tree holds every record under a typed key prefix, so a command that touches several
+//! records (an attempt and its instance) lands in one atomic batch. [`Store::propose`] is the only
+//! way to change state: it serializes the command, applies it, and flushes sled before returning,
+//! because sled acknowledges writes before they are on disk and a caller (an agent waiting for an
+//! ack, a CLI told "created") must be able to rely on what it was told. Raft will slot in between
+//! serialization and apply without changing callers.
+
+pub mod command;
+pub mod model;
+
+use crate::error::{Error, Result};
+use command::{Applied, Command};
+use model::{
+    Agent, Attempt, AttemptState, DataSourceRecord, Group, Instance, InstanceState, LogRecord,
+    Task, TaskVersion,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use tokio::sync::Mutex;
+
+const GROUP: &str = "g/";
+const AGENT: &str = "a/";
+const DATASOURCE: &str = "d/";
+const TASK: &str = "t/";
+const VERSION: &str = "v/";
+const INSTANCE: &str = "i/";
+const ATTEMPT: &str = "x/";
+const LOG: &str = "l/";
+const FENCING: &str = "m/fencing";
+const APPLIED: &str = "m/applied";
+
+/// Durable state of one scheduler.
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Serializes proposals: apply reads then writes, and must see the previous command's writes.
+    write: Mutex<()>,
+}
+
+fn key(prefix: &str, id: &str) -> Vec<u8> {
+    format!("{prefix}{id}").into_bytes()
+}
+
+fn log_key(attempt: &str, index: u64) -> Vec<u8> {
+    format!("{LOG}{attempt}/{index:020}").into_bytes()
+}
+
+fn version_key(task: &str, version: u32) -> Vec<u8> {
+    format!("{VERSION}{task}/{version:010}").into_bytes()
+}
+
+/// Writes collected by one apply, committed atomically.
+struct Writes {
+    batch: sled::Batch,
+}
+
+impl Writes {
+    fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
+        self.batch.insert(key, serde_json::to_vec(value)?);
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new().path(dir.join("state")).open()?;
+        let tree = db.open_tree("state")?;
+        Ok(Self {
+            db,
+            tree,
+            write: Mutex::new(()),
+        })
+    }
+
+    /// Applies `cmd` and makes it durable.
+    pub async fn propose(&self, cmd: Command) -> Result<Applied> {
+        let _guard = self.write.lock().await;
+        let applied = self.apply(cmd)?;
+        self.db.flush_async().await?;
+        Ok(applied)
+    }
+
+    /// Flushes everything to disk; called on shutdown.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.tree.get(key)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
+        self.tree
+            .scan_prefix(prefix.as_bytes())
+            .map(|item| {
+                let (_, v) = item?;
+                Ok(serde_json::from_slice(&v)?)
+            })
+            .collect()
+    }
+
+    fn counter(&self, k: &str) -> Result<u64> {
+        Ok(self.get::<u64>(k.as_bytes())?.unwrap_or(0))
+    }
+
+    /// The deterministic state transition. Validation that depends on state happens here, so
+    /// every node would refuse the same commands.
+    fn apply(&self, cmd: Command) -> Result<Applied> {
+        let mut w = Writes {
+            batch: sled::Batch::default(),
+        };
+        let applied_index = self.counter(APPLIED)? + 1;
+        w.put(APPLIED.as_bytes().to_vec(), &applied_index)?;
+        let result = match cmd {
+            Command::CreateGroup {
+                name,
+                token_hash,
+                at_ms,
+            } => {
+                if self.group(&name)?.is_some() {
+                    return Err(Error::AlreadyExists {
+                        what: "resource group",
+                        name,
+                    });
+                }
+                let g = Group {
+                    name: name.clone(),
+                    token_hash,
+                    created_ms: at_ms,
+                };
+                w.put(key(GROUP, &name), &g)?;
+                Applied::Done
+            }
+            Command::RotateGroupToken { name, token_hash } => {
+                let mut g = self.require_group(&name)?;
+                g.token_hash = token_hash;
+                w.put(key(GROUP, &name), &g)?;
+                Applied::Done
+            }
+            Command::RegisterAgent {
+                id,
+                group,
+                credential_hash,
+                host,
+                at_ms,
+            } => {
+                self.require_group(&group)?;
+                let a = Agent {
+                    id: id.clone(),
+                    group,
+                    credential_hash,
+                    host,
+                    registered_ms: at_ms,
+                    last_seen_ms: at_ms,
+                    connected: false,
+                };
+                w.put(key(AGENT, &id), &a)?;
+                Applied::Done
+            }
+            Command::AgentSeen {
+                id,
+                connected,
+                host,
+                at_ms,
+            } => {
+                let Some(mut a) = self.agent(&id)? else {
+                    return Ok(Applied::Stale(format!("agent {id} is not registered")));
+                };
+                a.connected = connected;
+                a.last_seen_ms = at_ms;
+                if let Some(h) = host {
+                    a.host = h;
+                }
+                w.put(key(AGENT, &id), &a)?;
+                Applied::Done
+            }
+            Command::PutDataSource { record } => {
+                w.put(key(DATASOURCE, &record.name), &record)?;
+                Applied::Done
+            }
+            Command::RemoveDataSource { name } => {
+                if self.datasource(&name)?.is_none() {
+                    return Err(Error::NotFound {
+                        what: "data source",
+                        name,
+                        hint: "see `ferry datasource list`",
+                    });
+                }
+                w.batch.remove(key(DATASOURCE, &name));
+                Applied::Done
+            }
+            Command::CreateTask {
+                name,
+                group,
+                job_text,
+                at_ms,
+            } => {
+                self.require_group(&group)?;
+                let version = self.task(&name)?.map(|t| t.version).unwrap_or(0) + 1;
+                let t = Task {
+                    name: name.clone(),
+                    group: group.clone(),
+                    version,
+                    updated_ms: at_ms,
+                };
+                let v = TaskVersion {
+                    task: name.clone(),
+                    version,
+                    group,
+                    job_text,
+                    created_ms: at_ms,
+                };
+                w.put(key(TASK, &name), &t)?;
+                w.put(version_key(&name, version), &v)?;
+                Applied::TaskVersion(version)
+            }
+            Command::CreateInstance {
+                id,
+                task,
+                bizdate,
+                cyctime,
+                at_ms,
+            } => {
+                let t = self.task(&task)?.ok_or_else(|| Error::NotFound {
+                    what: "task",
+                    name: task.clone(),
+                    hint: "see `ferry task list`",
+                })?;
+                let i = Instance {
+                    id: id.clone(),
+                    task,
+                    version: t.version,
+                    group: t.group,
+                    bizdate,
+                    cyctime,
+                    state: InstanceState::WaitingResources,
+                    created_ms: at_ms,
+                    finished_ms: 0,
+                    attempts: Vec::new(),
+                };
+                w.put(key(INSTANCE, &id), &i)?;
+                Applied::Done
+            }
+            Command::DispatchAttempt {
+                id,
+                instance_id,
+                agent_id,
+                at_ms,
+            } => {
+                let mut inst = self.require_instance(&instance_id)?;
+                if inst.state != InstanceState::WaitingResources {
+                    return Ok(Applied::Stale(format!(
+                        "instance {instance_id} is {}, not waiting",
+                        inst.state.as_str()
+                    )));
+                }
+                let fencing_token = self.counter(FENCING)? + 1;
+                w.put(FENCING.as_bytes().to_vec(), &fencing_token)?;
+                let a = Attempt {
+                    id: id.clone(),
+                    instance_id: instance_id.clone(),
+                    agent_id,
+                    fencing_token,
+                    state: AttemptState::Dispatched,
+                    dispatched_ms: at_ms,
+                    started_ms: 0,
+                    finished_ms: 0,
+                    stats: Default::default(),
+                    error: String::new(),
+                };
+                inst.state = InstanceState::Dispatched;
+                inst.attempts.push(id.clone());
+                w.put(key(ATTEMPT, &id), &a)?;
+                w.put(key(INSTANCE, &instance_id), &inst)?;
+                Applied::Dispatched { fencing_token }
+            }
+            Command::AttemptStarted {
+                id,
+                fencing_token,
+                at_ms,
+            } => {
+                let mut a = match self.live_attempt(&id, fencing_token)? {
+                    Ok(a) => a,
+                    Err(stale) => return Ok(stale),
+                };
+                let mut inst = self.require_instance(&a.instance_id)?;
+                a.state = AttemptState::Running;
+                a.started_ms = at_ms;
+                inst.state = InstanceState::Running;
+                w.put(key(ATTEMPT, &id), &a)?;
+                w.put(key(INSTANCE, &a.instance_id), &inst)?;
+                Applied::Done
+            }
+            Command::AppendLogs {
+                attempt_id,
+                fencing_token,
+                lines,
+            } => {
+                let Some(a) = self.attempt(&attempt_id)? else {
+                    return Ok(Applied::Stale(format!("unknown attempt {attempt_id}")));
+                };
+                if a.fencing_token != fencing_token {
+                    return Ok(Applied::Stale(format!(
+                        "attempt {attempt_id} fenced: token {fencing_token} is not {}",
+                        a.fencing_token
+                    )));
+                }
+                // Lines that arrive after the attempt finished (resent after a reconnect) are
+                // still the attempt's own log: keep them.
+                for line in lines {
+                    w.put(log_key(&attempt_id, line.index), &line)?;
+                }
+                Applied::Done
+            }
+            Command::FinishAttempt {
+                id,
+                fencing_token,
+                state,
+                stats,
+                error,
+                at_ms,
+            } => {
+                let mut a = match self.live_attempt(&id, fencing_token)? {
+                    Ok(a) => a,
+                    Err(stale) => return Ok(stale),
+                };
+                let mut inst = self.require_instance(&a.instance_id)?;
+                a.state = state;
+                a.stats = stats;
+                a.error = error;
+                a.finished_ms = at_ms;
+                if a.started_ms == 0 {
+                    a.started_ms = at_ms;
+                }
+                inst.state = match state {
+                    AttemptState::Succeeded => InstanceState::Success,
+                    AttemptState::Killed => InstanceState::Killed,
+                    _ => InstanceState::Failed,
+                };
+                inst.finished_ms = at_ms;
+                w.put(key(ATTEMPT, &id), &a)?;
+                w.put(key(INSTANCE, &a.instance_id), &inst)?;
+                Applied::Done
+            }
+        };
+        self.tree.apply_batch(w.batch)?;
+        Ok(result)
+    }
+
+    /// The attempt, if it exists, carries `token` and has not finished; otherwise why not.
+    fn live_attempt(&self, id: &str, token: u64) -> Result<Result<Attempt, Applied>> {
+        let Some(a) = self.attempt(id)? else {
+            return Ok(Err(Applied::Stale(format!("unknown attempt {id}"))));
+        };
+        if a.fencing_token != token {
+            return Ok(Err(Applied::Stale(format!(
+                "attempt {id} fenced: token {token} is not {}",
+                a.fencing_token
+            ))));
+        }
+        if a.state.is_final() {
+            return Ok(Err(Applied::Stale(format!(
+                "attempt {id} already {}",
+                a.state.as_str()
+            ))));
+        }
+        Ok(Ok(a))
+    }
+
+    fn require_group(&self, name: &str) -> Result<Group> {
+        self.group(name)?.ok_or_else(|| Error::NotFound {
+            what: "resource group",
+            name: name.to_string(),
+            hint: "see `ferry group list`",
+        })
+    }
+
+    fn require_instance(&self, id: &str) -> Result<Instance> {
+        self.instance(id)?.ok_or_else(|| Error::NotFound {
+            what: "instance",
+            name: id.to_string(),
+            hint: "see `ferry instance list`",
+        })
+    }
+
+    pub fn group(&self, name: &str) -> Result<Option<Group>> {
+        self.get(&key(GROUP, name))
+    }
+    pub fn groups(&self) -> Result<Vec<Group>> {
+        self.scan(GROUP)
+    }
+    pub fn agent(&self, id: &str) -> Result<Option<Agent>> {
+        self.get(&key(AGENT, id))
+    }
+    pub fn agents(&self) -> Result<Vec<Agent>> {
+        self.scan(AGENT)
+    }
+    pub fn datasource(&self, name: &str) -> Result<Option<DataSourceRecord>> {
+        self.get(&key(DATASOURCE, name))
+    }
+    pub fn datasources(&self) -> Result<Vec<DataSourceRecord>> {
+        self.scan(DATASOURCE)
+    }
+    pub fn task(&self, name: &str) -> Result<Option<Task>> {
+        self.get(&key(TASK, name))
+    }
+    pub fn tasks(&self) -> Result<Vec<Task>> {
+        self.scan(TASK)
+    }
+    pub fn task_version(&self, name: &str, version: u32) -> Result<Option<TaskVersion>> {
+        self.get(&version_key(name, version))
+    }
+    pub fn instance(&self, id: &str) -> Result<Option<Instance>> {
+        self.get(&key(INSTANCE, id))
+    }
+    /// Every instance, oldest first.
+    pub fn instances(&self) -> Result<Vec<Instance>> {
+        let mut all: Vec<Instance> = self.scan(INSTANCE)?;
+        all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(all)
+    }
+    pub fn attempt(&self, id: &str) -> Result<Option<Attempt>> {
+        self.get(&key(ATTEMPT, id))
+    }
+    pub fn attempts(&self) -> Result<Vec<Attempt>> {
+        self.scan(ATTEMPT)
+    }
+    /// The stored log of an attempt, in order.
+    pub fn logs(&self, attempt_id: &str) -> Result<Vec<LogRecord>> {
+        self.scan(&format!("{LOG}{attempt_id}/"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

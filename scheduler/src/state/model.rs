@@ -1,0 +1,173 @@
+//! Records the state machine keeps. They are serialized as JSON in one sled tree so one atomic
+//! batch can change several of them (an attempt and its instance) together.
+
+use ferry_common::datasource::DataSourceConfig;
+use serde::{Deserialize, Serialize};
+
+/// A resource group: a set of agents that can reach the same networks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    /// SHA-256 of the registration token; the token itself is shown once.
+    pub token_hash: String,
+    pub created_ms: i64,
+}
+
+/// Facts an agent reports about its host.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub hostname: String,
+    pub addresses: Vec<String>,
+    pub version: String,
+    pub slots: u32,
+    pub os: String,
+}
+
+/// A registered agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: String,
+    pub group: String,
+    pub credential_hash: String,
+    pub host: HostInfo,
+    pub registered_ms: i64,
+    /// Last time the agent connected or disconnected, as recorded in the log.
+    pub last_seen_ms: i64,
+    pub connected: bool,
+}
+
+/// A catalog data source; secrets inside `config` are sealed (encrypted) at rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSourceRecord {
+    pub name: String,
+    pub config: DataSourceConfig,
+    pub groups: Vec<String>,
+    pub updated_ms: i64,
+}
+
+/// A task (a node of the DAG) and its latest version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub name: String,
+    pub group: String,
+    pub version: u32,
+    pub updated_ms: i64,
+}
+
+/// One immutable submitted version of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskVersion {
+    pub task: String,
+    pub version: u32,
+    pub group: String,
+    /// The job file as the user wrote it; parameters are substituted per instance.
+    pub job_text: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    WaitingResources,
+    Dispatched,
+    Running,
+    Success,
+    Failed,
+    Killed,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WaitingResources => "waiting_resources",
+            Self::Dispatched => "dispatched",
+            Self::Running => "running",
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Killed => "killed",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Success | Self::Failed | Self::Killed)
+    }
+}
+
+/// A run of a task version for one cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub task: String,
+    pub version: u32,
+    pub group: String,
+    /// yyyymmdd
+    pub bizdate: String,
+    /// yyyymmddhh24miss
+    pub cyctime: String,
+    pub state: InstanceState,
+    pub created_ms: i64,
+    pub finished_ms: i64,
+    pub attempts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptState {
+    Dispatched,
+    Running,
+    Succeeded,
+    Failed,
+    Killed,
+}
+
+impl AttemptState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dispatched => "dispatched",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Killed => "killed",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Killed)
+    }
+}
+
+/// Counters of a sync attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub records_read: u64,
+    pub bytes_read: u64,
+    pub records_written: u64,
+    pub bytes_written: u64,
+    pub dirty_records: u64,
+    pub elapsed_ms: u64,
+}
+
+/// One try at running an instance on one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub id: String,
+    pub instance_id: String,
+    pub agent_id: String,
+    /// Increases with every attempt; reports carrying another token are stale and rejected.
+    pub fencing_token: u64,
+    pub state: AttemptState,
+    pub dispatched_ms: i64,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    pub stats: Stats,
+    pub error: String,
+}
+
+/// One stored line of an attempt's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub index: u64,
+    pub ts_ms: i64,
+    pub level: String,
+    pub message: String,
+}
