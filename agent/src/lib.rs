@@ -1,1 +1,17 @@
+//! Ferry's agent: runs next to the data, inside a private network, and dials out to the
+//! scheduler.
+//!
+//! # Layout
+//! - [`identity`]: the agent's id and credential on local disk, and registration.
+//! - [`session`]: the one long-lived stream to the scheduler, reconnecting with backoff.
+//! - [`outbox`]: reports numbered and kept until the scheduler acknowledges them.
+//! - [`executor`]: runs attempts, streams their progress and logs, kills them.
+//! - [`connectivity`]: tests whether a data source is reachable from here.
+//! - [`sync`]: the sync engine and its connectors.
 
+pub mod connectivity;
+pub mod executor;
+pub mod identity;
+pub mod outbox;
+pub mod session;
+pub mod sync;

@@ -1,0 +1,400 @@
+//! The pipeline that binds one reader to one writer, its counters, dirty-record accounting and
+//! cancellation.
+
+use super::value::{Row, row_size};
+use super::{sqlite, stream, txtfile};
+use ferry_common::job::{JobSpec, ReaderConfig, WriterConfig};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Why a sync failed; each message says what to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("reader: {0}")]
+    Source(String),
+    #[error("writer: {0}")]
+    Target(String),
+    #[error(
+        "{count} dirty records exceed errorLimit.record = {limit}; the first ones and their reasons are in the log"
+    )]
+    DirtyLimit { count: u64, limit: u64 },
+    #[error(
+        "dirty records are {percent:.2}% of {total} records, over errorLimit.percentage = {limit}"
+    )]
+    DirtyPercentage { percent: f64, total: u64, limit: f64 },
+    #[error("killed: {0}")]
+    Killed(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = SyncError> = std::result::Result<T, E>;
+
+/// Live counters of one attempt, read by the progress reporter.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub records_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub records_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub dirty: AtomicU64,
+}
+
+/// Final statistics of a successful sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub records_read: u64,
+    pub bytes_read: u64,
+    pub records_written: u64,
+    pub bytes_written: u64,
+    pub dirty_records: u64,
+    pub elapsed_ms: u64,
+}
+
+impl Counters {
+    pub fn summary(&self, elapsed_ms: u64) -> Summary {
+        Summary {
+            records_read: self.records_read.load(Ordering::Relaxed),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            records_written: self.records_written.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            dirty_records: self.dirty.load(Ordering::Relaxed),
+            elapsed_ms,
+        }
+    }
+}
+
+/// A line of an attempt's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub level: &'static str,
+    pub message: String,
+}
+
+/// The attempt's log: lines go to the scheduler, and to the agent's own tracing output.
+#[derive(Debug, Clone)]
+pub struct JobLog {
+    tx: mpsc::UnboundedSender<LogEntry>,
+}
+
+impl JobLog {
+    pub fn new(tx: mpsc::UnboundedSender<LogEntry>) -> Self {
+        Self { tx }
+    }
+
+    fn line(&self, level: &'static str, message: String) {
+        match level {
+            "error" => tracing::error!("{message}"),
+            "warn" => tracing::warn!("{message}"),
+            _ => tracing::info!("{message}"),
+        }
+        // The receiver lives as long as the attempt; after that nothing is listening.
+        let _ = self.tx.send(LogEntry { level, message });
+    }
+
+    pub fn info(&self, message: impl Into<String>) {
+        self.line("info", message.into());
+    }
+    pub fn warn(&self, message: impl Into<String>) {
+        self.line("warn", message.into());
+    }
+    pub fn error(&self, message: impl Into<String>) {
+        self.line("error", message.into());
+    }
+}
+
+/// How many dirty records are logged one by one before the log only counts them.
+const DIRTY_SAMPLES: u64 = 10;
+
+/// What every worker of one attempt shares.
+pub struct Shared {
+    pub counters: Counters,
+    pub log: JobLog,
+    pub cancel: CancellationToken,
+    dirty_limit: Option<u64>,
+}
+
+impl Shared {
+    pub fn new(log: JobLog, cancel: CancellationToken, dirty_limit: Option<u64>) -> Self {
+        Self {
+            counters: Counters::default(),
+            log,
+            cancel,
+            dirty_limit,
+        }
+    }
+
+    /// Counts a dirty record; fails once the count passes `errorLimit.record`.
+    pub fn dirty(&self, side: &str, row: &Row, reason: &str) -> Result<()> {
+        let n = self.counters.dirty.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= DIRTY_SAMPLES {
+            let shown: Vec<String> = row.iter().take(8).map(|v| format!("{v:?}")).collect();
+            self.log.warn(format!(
+                "dirty record #{n} ({side}): {reason}; row: [{}]",
+                shown.join(", ")
+            ));
+        } else if n == DIRTY_SAMPLES + 1 {
+            self.log
+                .warn("more dirty records: only counted from here on");
+        }
+        match self.dirty_limit {
+            Some(limit) if n > limit => Err(SyncError::DirtyLimit { count: n, limit }),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn check_cancel(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            Err(SyncError::Killed("the attempt was stopped".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Rows per batch on the channel: large enough to amortise the hand-off, small enough that
+/// `channels x queue depth x batch` stays a few MB.
+pub const BATCH_ROWS: usize = 1024;
+
+/// Where a reader puts its rows; batches them onto the channel and counts them.
+pub struct RowSink<'a> {
+    tx: &'a flume::Sender<Vec<Row>>,
+    shared: &'a Shared,
+    batch: Vec<Row>,
+}
+
+impl<'a> RowSink<'a> {
+    fn new(tx: &'a flume::Sender<Vec<Row>>, shared: &'a Shared) -> Self {
+        Self {
+            tx,
+            shared,
+            batch: Vec::with_capacity(BATCH_ROWS),
+        }
+    }
+
+    pub fn shared(&self) -> &Shared {
+        self.shared
+    }
+
+    pub fn push(&mut self, row: Row) -> Result<()> {
+        self.shared
+            .counters
+            .bytes_read
+            .fetch_add(row_size(&row) as u64, Ordering::Relaxed);
+        self.shared
+            .counters
+            .records_read
+            .fetch_add(1, Ordering::Relaxed);
+        self.batch.push(row);
+        if self.batch.len() >= BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.shared.check_cancel()?;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+        self.tx
+            .send(batch)
+            .map_err(|_| SyncError::Killed("the writer stopped".into()))
+    }
+}
+
+/// One piece of the source, read by one worker.
+pub trait ReadSplit: Send {
+    fn describe(&self) -> String;
+    fn run(self: Box<Self>, sink: &mut RowSink<'_>) -> Result<()>;
+}
+
+/// A reader cuts its source into splits.
+pub trait Reader: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>>;
+}
+
+/// One writer worker's connection or file.
+pub trait WriteChannel: Send {
+    /// Writes a batch; rows the target refuses are reported with [`Shared::dirty`].
+    fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()>;
+    fn commit(self: Box<Self>, shared: &Shared) -> Result<()>;
+}
+
+/// A writer: prepares the target, opens channels, and finishes (or cleans up) at the end.
+pub trait Writer: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn prepare(&self, log: &JobLog) -> Result<()>;
+    /// How many channels may write at once (1 for a single file or SQLite database).
+    fn parallelism(&self) -> usize;
+    fn open(&self, index: usize) -> Result<Box<dyn WriteChannel>>;
+    fn finish(&self, log: &JobLog) -> Result<()>;
+    /// Undo what a failed run left behind where that is possible (temporary files).
+    fn abort(&self, log: &JobLog);
+}
+
+fn build_reader(cfg: &ReaderConfig) -> Box<dyn Reader> {
+    match cfg {
+        ReaderConfig::Stream(c) => Box::new(stream::StreamReader::new(c.clone())),
+        ReaderConfig::Sqlite(c) => Box::new(sqlite::SqliteReader::new(c.clone())),
+        ReaderConfig::TxtFile(c) => Box::new(txtfile::TxtFileReader::new(c.clone())),
+    }
+}
+
+fn build_writer(cfg: &WriterConfig, attempt: &str) -> Box<dyn Writer> {
+    match cfg {
+        WriterConfig::Stream(c) => Box::new(stream::StreamWriter::new(c.clone())),
+        WriterConfig::Sqlite(c) => Box::new(sqlite::SqliteWriter::new(c.clone())),
+        WriterConfig::TxtFile(c) => Box::new(txtfile::TxtFileWriter::new(c.clone(), attempt)),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::Internal(format!("worker panicked: {e}")))?
+}
+
+/// Runs `job` to the end. `attempt` names temporary files so two attempts never share one.
+pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Summary> {
+    let started = Instant::now();
+    let channels = job.setting.speed.channel.unwrap_or(1).clamp(1, 64) as usize;
+    let reader: Arc<dyn Reader> = Arc::from(build_reader(&job.reader));
+    let writer: Arc<dyn Writer> = Arc::from(build_writer(&job.writer, attempt));
+    shared.log.info(format!(
+        "sync {} -> {} with {channels} channel(s)",
+        reader.name(),
+        writer.name()
+    ));
+
+    let splits = {
+        let (r, s) = (reader.clone(), shared.clone());
+        blocking(move || r.splits(channels, &s.log)).await?
+    };
+    shared
+        .log
+        .info(format!("reader cut the source into {} split(s)", splits.len()));
+    {
+        let (w, s) = (writer.clone(), shared.clone());
+        blocking(move || w.prepare(&s.log)).await?;
+    }
+
+    let result = pump(splits, channels, writer.clone(), shared.clone()).await;
+    let result = match result {
+        Ok(()) => {
+            let (w, s) = (writer.clone(), shared.clone());
+            blocking(move || w.finish(&s.log)).await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        let (w, s) = (writer.clone(), shared.clone());
+        let _ = tokio::task::spawn_blocking(move || w.abort(&s.log)).await;
+        return Err(e);
+    }
+
+    let summary = shared
+        .counters
+        .summary(started.elapsed().as_millis() as u64);
+    if let Some(limit) = job.setting.error_limit.percentage
+        && summary.records_read > 0
+    {
+        let percent = summary.dirty_records as f64 * 100.0 / summary.records_read as f64;
+        // DataX writes the percentage as a fraction (0.02 = 2%); so does Ferry.
+        if percent > limit * 100.0 {
+            return Err(SyncError::DirtyPercentage {
+                percent,
+                total: summary.records_read,
+                limit,
+            });
+        }
+    }
+    Ok(summary)
+}
+
+/// Moves every split through the channel into the writer; the first error stops everything.
+async fn pump(
+    splits: Vec<Box<dyn ReadSplit>>,
+    channels: usize,
+    writer: Arc<dyn Writer>,
+    shared: Arc<Shared>,
+) -> Result<()> {
+    let readers = channels.min(splits.len()).max(1);
+    let writers = channels.min(writer.parallelism()).max(1);
+    let (tx, rx) = flume::bounded::<Vec<Row>>(channels * 2);
+    let queue = Arc::new(Mutex::new(VecDeque::from(splits)));
+    let mut handles = Vec::new();
+    for _ in 0..readers {
+        let (tx, queue, shared) = (tx.clone(), queue.clone(), shared.clone());
+        handles.push(tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                loop {
+                    let split = queue
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .pop_front();
+                    let Some(split) = split else { return Ok(()) };
+                    let what = split.describe();
+                    let mut sink = RowSink::new(&tx, &shared);
+                    split.run(&mut sink)?;
+                    sink.flush()?;
+                    shared.log.info(format!("split done: {what}"));
+                }
+            })();
+            if result.is_err() {
+                shared.cancel.cancel();
+            }
+            result
+        }));
+    }
+    drop(tx);
+    for index in 0..writers {
+        let (rx, writer, shared) = (rx.clone(), writer.clone(), shared.clone());
+        handles.push(tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                let mut ch = writer.open(index)?;
+                while let Ok(batch) = rx.recv() {
+                    shared.check_cancel()?;
+                    ch.write(batch, &shared)?;
+                }
+                shared.check_cancel()?;
+                ch.commit(&shared)
+            })();
+            if result.is_err() {
+                shared.cancel.cancel();
+            }
+            result
+        }));
+    }
+    drop(rx);
+    let mut first: Option<SyncError> = None;
+    for h in handles {
+        let r = h
+            .await
+            .map_err(|e| SyncError::Internal(format!("worker panicked: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            // The error that caused the stop beats the "stopped" errors it caused elsewhere.
+            let replace = match (&first, &e) {
+                (None, _) => true,
+                (Some(SyncError::Killed(_)), e) => !matches!(e, SyncError::Killed(_)),
+                _ => false,
+            };
+            if replace {
+                first = Some(e);
+            }
+        }
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
