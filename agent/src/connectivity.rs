@@ -18,7 +18,10 @@ const OTHER: &str = "other";
 pub async fn test(request_id: String, config_json: &str) -> pb::ConnectivityResult {
     let started = Instant::now();
     let outcome = match serde_json::from_str::<DataSourceConfig>(config_json) {
-        Err(e) => Err((OTHER, format!("agent cannot read the data source settings: {e}"))),
+        Err(e) => Err((
+            OTHER,
+            format!("agent cannot read the data source settings: {e}"),
+        )),
         Ok(config) => check(config).await,
     };
     let latency_ms = started.elapsed().as_millis() as u64;
@@ -90,8 +93,7 @@ async fn tcp(host: &str, port: u16) -> Result<u128, (&'static str, String)> {
     let Some(addr) = addrs.first() else {
         return Err((DNS, format!("host {host} resolves to no address")));
     };
-    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await
-    {
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
         Err(_) => Err((
             TIMEOUT,
             format!("no answer from {addr} within 5s (firewall or wrong network?)"),
@@ -123,7 +125,9 @@ mod tests {
     #[tokio::test]
     async fn refused_port_is_classified() -> std::io::Result<()> {
         // Bind then drop to get a port nothing listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let cfg = format!(
             r#"{{"type":"postgresql","host":"127.0.0.1","port":{port},"database":"d","username":"u"}}"#
         );

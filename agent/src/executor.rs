@@ -152,8 +152,8 @@ impl Executor {
                         (pb::AttemptStatus::Succeeded, summary, String::new())
                     }
                     Err(e) => {
-                        let killed = cancel.is_cancelled()
-                            && matches!(e, sync::SyncError::Killed(_));
+                        let killed =
+                            cancel.is_cancelled() && matches!(e, sync::SyncError::Killed(_));
                         log.error(format!("failed: {e}"));
                         (
                             if killed {

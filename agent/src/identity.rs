@@ -29,7 +29,9 @@ pub enum IdentityError {
     Refused(String),
     #[error("cannot reach the scheduler at {url}: {message}")]
     Unreachable { url: String, message: String },
-    #[error("this agent is not registered yet: pass --group and --token (from `ferry group create`)")]
+    #[error(
+        "this agent is not registered yet: pass --group and --token (from `ferry group create`)"
+    )]
     NoToken,
 }
 

@@ -27,7 +27,11 @@ struct Args {
     #[arg(long, env = "FERRY_AGENT_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Where the agent keeps its identity.
-    #[arg(long, env = "FERRY_AGENT_DATA_DIR", default_value = "./ferry-agent-data")]
+    #[arg(
+        long,
+        env = "FERRY_AGENT_DATA_DIR",
+        default_value = "./ferry-agent-data"
+    )]
     data_dir: PathBuf,
     /// How many attempts may run at once.
     #[arg(long, default_value_t = 4)]
@@ -76,8 +80,8 @@ async fn main() -> anyhow::Result<()> {
             let (Some(group), Some(token)) = (&args.group, &args.token) else {
                 return Err(IdentityError::NoToken.into());
             };
-            let id = register_with_retry(&args.scheduler, group, token, args.slots, &shutdown)
-                .await?;
+            let id =
+                register_with_retry(&args.scheduler, group, token, args.slots, &shutdown).await?;
             identity::save(&args.data_dir, &id)?;
             info!(agent = %id.agent_id, group = %id.group, "registered");
             id
@@ -104,7 +108,10 @@ async fn main() -> anyhow::Result<()> {
         session_stop.clone(),
     ));
     shutdown.cancelled().await;
-    info!(running = executor.running_count(), "stopping: killing running attempts and reporting them");
+    info!(
+        running = executor.running_count(),
+        "stopping: killing running attempts and reporting them"
+    );
     executor.kill_all();
     // Give the session a moment to deliver the killed attempts' final reports.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -119,10 +119,18 @@ async fn once(
     let md = request.metadata_mut();
     let bad = |_| Failure::Refused("agent id or credential is not valid metadata".into());
     md.insert(AGENT_ID_HEADER, identity.agent_id.parse().map_err(bad)?);
-    md.insert(AGENT_CREDENTIAL_HEADER, identity.credential.parse().map_err(bad)?);
+    md.insert(
+        AGENT_CREDENTIAL_HEADER,
+        identity.credential.parse().map_err(bad)?,
+    );
     let mut inbound = match client.session(request).await {
         Ok(r) => r.into_inner(),
-        Err(s) if matches!(s.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) => {
+        Err(s)
+            if matches!(
+                s.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ) =>
+        {
             return Err(Failure::Refused(s.message().to_string()));
         }
         Err(s) => return Err(Failure::Transient(s.message().to_string())),

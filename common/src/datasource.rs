@@ -106,7 +106,11 @@ impl DataSourceConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let empty = |what: &str| Err(Error::InvalidDataSource(format!("{what} must not be empty")));
+        let empty = |what: &str| {
+            Err(Error::InvalidDataSource(format!(
+                "{what} must not be empty"
+            )))
+        };
         match self {
             Self::Mysql(c) | Self::Postgresql(c) => {
                 if c.host.trim().is_empty() {
@@ -224,6 +228,9 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(text.contains("mysql, postgresql, sqlite, csv, stream"), "{text}");
+        assert!(
+            text.contains("mysql, postgresql, sqlite, csv, stream"),
+            "{text}"
+        );
     }
 }

@@ -23,7 +23,9 @@ pub enum Error {
     UnsupportedPlugin { name: String, path: String },
     #[error("data source \"{0}\" not found; see `ferry datasource list`")]
     DataSourceNotFound(String),
-    #[error("data source \"{name}\" is of type {actual}, but {path} needs a {expected} data source")]
+    #[error(
+        "data source \"{name}\" is of type {actual}, but {path} needs a {expected} data source"
+    )]
     DataSourceKindMismatch {
         name: String,
         actual: String,

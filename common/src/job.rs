@@ -421,10 +421,7 @@ impl JobSpec {
 
     /// Fills connection fields from the catalog for every `"datasource": name`; relative paths
     /// in the job are taken inside the data source's folder.
-    pub fn resolve(
-        mut self,
-        lookup: impl Fn(&str) -> Option<DataSourceConfig>,
-    ) -> Result<Self> {
+    pub fn resolve(mut self, lookup: impl Fn(&str) -> Option<DataSourceConfig>) -> Result<Self> {
         let find = |name: &str| lookup(name).ok_or_else(|| Error::DataSourceNotFound(name.into()));
         let mismatch = |name: &str, actual: &DataSourceConfig, expected: &str, path: &str| {
             Error::DataSourceKindMismatch {
@@ -676,7 +673,9 @@ mod de {
                 .parse()
                 .map(Some)
                 .map_err(|_| D::Error::custom(format!("\"{s}\" is not a number"))),
-            other => Err(D::Error::custom(format!("expected a number, found {other}"))),
+            other => Err(D::Error::custom(format!(
+                "expected a number, found {other}"
+            ))),
         }
     }
 
@@ -686,7 +685,9 @@ mod de {
             Value::String(s) if s.is_empty() => Ok(None),
             Value::String(s) => Ok(Some(s)),
             Value::Number(n) => Ok(Some(n.to_string())),
-            other => Err(D::Error::custom(format!("expected a string, found {other}"))),
+            other => Err(D::Error::custom(format!(
+                "expected a string, found {other}"
+            ))),
         }
     }
 
@@ -699,7 +700,9 @@ mod de {
                 .into_iter()
                 .map(|v| match v {
                     Value::String(s) => Ok(s),
-                    other => Err(D::Error::custom(format!("expected a string, found {other}"))),
+                    other => Err(D::Error::custom(format!(
+                        "expected a string, found {other}"
+                    ))),
                 })
                 .collect(),
             other => Err(D::Error::custom(format!(
@@ -717,7 +720,9 @@ mod de {
                 "true" => Ok(true),
                 _ => Err(D::Error::custom(format!("\"{s}\" is not true or false"))),
             },
-            other => Err(D::Error::custom(format!("expected true or false, found {other}"))),
+            other => Err(D::Error::custom(format!(
+                "expected true or false, found {other}"
+            ))),
         }
     }
 }

@@ -187,8 +187,8 @@ impl AdminService for AdminApi {
         check_name("data source", &req.name)?;
         let fields: BTreeMap<String, String> = req.fields.into_iter().collect();
         let secrets: BTreeMap<String, String> = req.secrets.into_iter().collect();
-        let mut config = DataSourceConfig::from_fields(&req.r#type, &fields, &secrets)
-            .map_err(Error::from)?;
+        let mut config =
+            DataSourceConfig::from_fields(&req.r#type, &fields, &secrets).map_err(Error::from)?;
         for g in &req.groups {
             self.require_group(g)?;
         }
@@ -240,7 +240,9 @@ impl AdminService for AdminApi {
             let Some(v) = self.ctx.store.task_version(&task.name, task.version)? else {
                 continue;
             };
-            let Ok(text) = params::substitute(&v.job_text, &ParamContext::for_bizdate(Default::default())) else {
+            let Ok(text) =
+                params::substitute(&v.job_text, &ParamContext::for_bizdate(Default::default()))
+            else {
                 continue;
             };
             if let Ok(job) = JobSpec::parse(&text)
@@ -494,7 +496,13 @@ impl AdminService for AdminApi {
             for attempt in &inst.attempts {
                 for line in ctx.store.logs(attempt).unwrap_or_default() {
                     seen.insert((attempt.clone(), line.index));
-                    out.push(log_event(attempt, line.index, line.ts_ms, line.level, line.message));
+                    out.push(log_event(
+                        attempt,
+                        line.index,
+                        line.ts_ms,
+                        line.level,
+                        line.message,
+                    ));
                 }
             }
             for ev in out {
@@ -534,7 +542,10 @@ impl AdminService for AdminApi {
                                     if seen.insert((attempt.clone(), line.index)) {
                                         let _ = tx
                                             .send(Ok(log_event(
-                                                attempt, line.index, line.ts_ms, line.level,
+                                                attempt,
+                                                line.index,
+                                                line.ts_ms,
+                                                line.level,
                                                 line.message,
                                             )))
                                             .await;
@@ -603,7 +614,13 @@ impl AdminService for AdminApi {
     }
 }
 
-fn log_event(attempt: &str, index: u64, ts_ms: i64, level: String, message: String) -> pb::InstanceEvent {
+fn log_event(
+    attempt: &str,
+    index: u64,
+    ts_ms: i64,
+    level: String,
+    message: String,
+) -> pb::InstanceEvent {
     pb::InstanceEvent {
         body: Some(pb::instance_event::Body::Log(pb::LogLine {
             attempt_id: attempt.to_string(),

@@ -76,11 +76,15 @@ impl AgentService for AgentApi {
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let req = request.into_inner();
-        let group = self.ctx.store.group(&req.group)?.ok_or_else(|| Error::NotFound {
-            what: "resource group",
-            name: req.group.clone(),
-            hint: "create it with `ferry group create` and use the install command it prints",
-        })?;
+        let group = self
+            .ctx
+            .store
+            .group(&req.group)?
+            .ok_or_else(|| Error::NotFound {
+                what: "resource group",
+                name: req.group.clone(),
+                hint: "create it with `ferry group create` and use the install command it prints",
+            })?;
         if !token_matches(&req.token, &group.token_hash) {
             warn!(group = %req.group, "registration refused: wrong token");
             return Err(Error::Unauthenticated(format!(

@@ -71,7 +71,12 @@ pub fn agent_info(ctx: &Context, a: &Agent, running: u32) -> pb::AgentInfo {
         slots: a.host.slots,
         running,
         last_heartbeat_ms,
-        state: if online.is_some() { "online" } else { "offline" }.to_string(),
+        state: if online.is_some() {
+            "online"
+        } else {
+            "offline"
+        }
+        .to_string(),
         addresses: a.host.addresses.clone(),
     }
 }

@@ -32,8 +32,13 @@ pub struct Session {
 #[derive(Debug, Clone)]
 pub enum InstanceEvent {
     /// State changed: read the store for the new state.
-    Changed { instance_id: String },
-    Progress { instance_id: String, stats: Stats },
+    Changed {
+        instance_id: String,
+    },
+    Progress {
+        instance_id: String,
+        stats: Stats,
+    },
     Log {
         instance_id: String,
         attempt_id: String,
@@ -184,7 +189,9 @@ impl Hub {
     pub fn set_waiting(&self, instance_id: &str, reason: Option<String>) -> bool {
         let mut w = lock(&self.waiting);
         let old = match reason {
-            Some(r) => w.insert(instance_id.to_string(), r.clone()).filter(|o| *o == r),
+            Some(r) => w
+                .insert(instance_id.to_string(), r.clone())
+                .filter(|o| *o == r),
             None => {
                 return w.remove(instance_id).is_some();
             }

@@ -67,7 +67,8 @@ impl SecretBox {
         let Some(body) = s.expose().strip_prefix(SEALED_PREFIX) else {
             return Ok(());
         };
-        let raw = hex::decode(body).map_err(|_| Error::Secrets("sealed secret is corrupt".into()))?;
+        let raw =
+            hex::decode(body).map_err(|_| Error::Secrets("sealed secret is corrupt".into()))?;
         if raw.len() < 12 {
             return Err(Error::Secrets("sealed secret is too short".into()));
         }

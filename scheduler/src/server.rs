@@ -4,10 +4,10 @@
 use crate::admin::AdminApi;
 use crate::agent_service::AgentApi;
 use crate::context::{Config, Context};
+use crate::dispatch;
 use crate::hub::Hub;
 use crate::secrets::SecretBox;
 use crate::state::Store;
-use crate::dispatch;
 use ferry_proto::admin::v1::admin_service_server::AdminServiceServer;
 use ferry_proto::agent::v1::agent_service_server::AgentServiceServer;
 use std::sync::Arc;

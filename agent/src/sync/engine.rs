@@ -25,7 +25,11 @@ pub enum SyncError {
     #[error(
         "dirty records are {percent:.2}% of {total} records, over errorLimit.percentage = {limit}"
     )]
-    DirtyPercentage { percent: f64, total: u64, limit: f64 },
+    DirtyPercentage {
+        percent: f64,
+        total: u64,
+        limit: f64,
+    },
     #[error("killed: {0}")]
     Killed(String),
     #[error("internal error: {0}")]
@@ -255,9 +259,7 @@ fn build_writer(cfg: &WriterConfig, attempt: &str) -> Box<dyn Writer> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| SyncError::Internal(format!("worker panicked: {e}")))?
@@ -279,9 +281,10 @@ pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Su
         let (r, s) = (reader.clone(), shared.clone());
         blocking(move || r.splits(channels, &s.log)).await?
     };
-    shared
-        .log
-        .info(format!("reader cut the source into {} split(s)", splits.len()));
+    shared.log.info(format!(
+        "reader cut the source into {} split(s)",
+        splits.len()
+    ));
     {
         let (w, s) = (writer.clone(), shared.clone());
         blocking(move || w.prepare(&s.log)).await?;
@@ -337,10 +340,7 @@ async fn pump(
         handles.push(tokio::task::spawn_blocking(move || {
             let result = (|| {
                 loop {
-                    let split = queue
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .pop_front();
+                    let split = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                     let Some(split) = split else { return Ok(()) };
                     let what = split.describe();
                     let mut sink = RowSink::new(&tx, &shared);

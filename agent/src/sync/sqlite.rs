@@ -161,7 +161,13 @@ impl SqliteWriter {
         self.params.path.as_deref().unwrap_or_default()
     }
 
-    fn run_sql(&self, conn: &Connection, statements: &[String], what: &str, log: &JobLog) -> Result<()> {
+    fn run_sql(
+        &self,
+        conn: &Connection,
+        statements: &[String],
+        what: &str,
+        log: &JobLog,
+    ) -> Result<()> {
         for s in statements {
             let sql = s.replace("@table", &quote(&self.params.table));
             log.info(format!("{what}: {sql}"));
@@ -194,13 +200,15 @@ impl Writer for SqliteWriter {
         let conn = open(self.path(), true).map_err(SyncError::Target)?;
         self.run_sql(&conn, &self.params.pre_sql, "preSql", log)?;
         let table = quote(&self.params.table);
-        let stmt = conn.prepare(&format!("SELECT * FROM {table} LIMIT 0")).map_err(|e| {
-            SyncError::Target(format!(
-                "target table {} in {}: {e}; create it first (for example in preSql)",
-                self.params.table,
-                self.path()
-            ))
-        })?;
+        let stmt = conn
+            .prepare(&format!("SELECT * FROM {table} LIMIT 0"))
+            .map_err(|e| {
+                SyncError::Target(format!(
+                    "target table {} in {}: {e}; create it first (for example in preSql)",
+                    self.params.table,
+                    self.path()
+                ))
+            })?;
         let existing: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
         let columns = if self.params.column.is_empty() || self.params.column == ["*"] {
             existing
@@ -234,7 +242,11 @@ impl Writer for SqliteWriter {
         let sql = format!(
             "{verb} INTO {} ({}) VALUES ({})",
             quote(&self.params.table),
-            columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", "),
+            columns
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(", "),
             vec!["?"; columns.len()].join(", ")
         );
         conn.execute_batch("BEGIN IMMEDIATE")

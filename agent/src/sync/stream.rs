@@ -7,8 +7,8 @@ use super::engine::{
 };
 use super::value::{Row, Value, parse_typed, row_size};
 use ferry_common::job::{StreamColumn, StreamReader as Params, StreamWriter as WriterParams};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub struct StreamReader {
     params: Params,

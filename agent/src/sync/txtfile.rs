@@ -133,7 +133,10 @@ impl FileSplit {
                     } else {
                         let i = s.index.unwrap_or_default() as usize;
                         let text = record.get(i).ok_or_else(|| {
-                            format!("record has {} fields, column index {i} is missing", record.len())
+                            format!(
+                                "record has {} fields, column index {i} is missing",
+                                record.len()
+                            )
                         })?;
                         cell(text, &s.kind, s.format.as_deref())?
                     };
@@ -180,9 +183,15 @@ impl ReadSplit for FileSplit {
                 Err(reason) => {
                     let raw: Row = record.iter().map(|f| Value::String(f.into())).collect();
                     let line = record.position().map(|p| p.line()).unwrap_or(0);
-                    sink.shared().counters.records_read.fetch_add(1, Ordering::Relaxed);
                     sink.shared()
-                        .dirty("reader", &raw, &format!("{name} line {line}: {reason}"))?;
+                        .counters
+                        .records_read
+                        .fetch_add(1, Ordering::Relaxed);
+                    sink.shared().dirty(
+                        "reader",
+                        &raw,
+                        &format!("{name} line {line}: {reason}"),
+                    )?;
                 }
             }
         }
@@ -313,7 +322,10 @@ impl Writer for TxtFileWriter {
             std::fs::rename(&self.temp_path, &self.final_path)
                 .map_err(|e| io_err("cannot move the finished file to", &self.final_path, e))?;
         }
-        log.info(format!("txtfilewriter: {} complete", self.final_path.display()));
+        log.info(format!(
+            "txtfilewriter: {} complete",
+            self.final_path.display()
+        ));
         Ok(())
     }
 
@@ -381,7 +393,6 @@ impl WriteChannel for FileChannel {
         let file = buf
             .into_inner()
             .map_err(|e| SyncError::Target(format!("{}: {e}", path.display())))?;
-        file.sync_all()
-            .map_err(|e| io_err("cannot sync", &path, e))
+        file.sync_all().map_err(|e| io_err("cannot sync", &path, e))
     }
 }

@@ -147,7 +147,11 @@ fn parse_date(text: &str, format: Option<&str>) -> Result<Value, String> {
         }
         return Err(format!("\"{text}\" does not match date format \"{java}\""));
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y%m%d%H%M%S"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y%m%d%H%M%S",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, fmt) {
             return Ok(Value::Timestamp(t));
         }
@@ -181,7 +185,9 @@ mod tests {
         );
         assert_eq!(
             parse_typed("20240102", "date", Some("yyyyMMdd")),
-            Ok(Value::Date(NaiveDate::from_ymd_opt(2024, 1, 2).unwrap_or_default()))
+            Ok(Value::Date(
+                NaiveDate::from_ymd_opt(2024, 1, 2).unwrap_or_default()
+            ))
         );
         assert_eq!(
             parse_typed("12345678901234567890.123", "decimal", None),

@@ -5,8 +5,12 @@ fn shared_job(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/datax-jobs")
         .join(name);
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e} (shared/ must sit beside the checkout)", path.display()))
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "read {}: {e} (shared/ must sit beside the checkout)",
+            path.display()
+        )
+    })
 }
 
 fn err_text(text: &str) -> String {
@@ -26,7 +30,10 @@ fn datax_job_json_parses_unchanged() -> Result<()> {
     };
     assert_eq!(r.slice_record_count, 100);
     assert_eq!(r.column.len(), 5);
-    assert!(matches!(job.writer, WriterConfig::Stream(StreamWriter { print: false, .. })));
+    assert!(matches!(
+        job.writer,
+        WriterConfig::Stream(StreamWriter { print: false, .. })
+    ));
     Ok(())
 }
 
@@ -82,7 +89,10 @@ fn unknown_plugin_lists_known() {
     let text = r#"{"job":{"content":[{"reader":{"name":"oraclereader","parameter":{}},
         "writer":{"name":"streamwriter","parameter":{}}}]}}"#;
     let msg = err_text(text);
-    assert!(msg.contains("unknown reader plugin \"oraclereader\""), "{msg}");
+    assert!(
+        msg.contains("unknown reader plugin \"oraclereader\""),
+        "{msg}"
+    );
     assert!(msg.contains("streamreader"), "{msg}");
 }
 
@@ -106,10 +116,17 @@ fn resolves_datasources_and_relative_paths() -> Result<()> {
         {"datasource":"files","path":["orders.csv"],"column":["*"],"skipHeader":"true"}},
         "writer":{"name":"sqlite","parameter":{"datasource":"wh","table":"orders"}}}]}}"#;
     let job = JobSpec::parse(text)?;
-    assert_eq!(job.datasources(), vec!["files".to_string(), "wh".to_string()]);
+    assert_eq!(
+        job.datasources(),
+        vec!["files".to_string(), "wh".to_string()]
+    );
     let resolved = job.resolve(|name| match name {
-        "files" => Some(DataSourceConfig::Csv(CsvFolder { path: "/data/in".into() })),
-        "wh" => Some(DataSourceConfig::Sqlite(SqliteFile { path: "/data/wh.db".into() })),
+        "files" => Some(DataSourceConfig::Csv(CsvFolder {
+            path: "/data/in".into(),
+        })),
+        "wh" => Some(DataSourceConfig::Sqlite(SqliteFile {
+            path: "/data/wh.db".into(),
+        })),
         _ => None,
     })?;
     let ReaderConfig::TxtFile(r) = &resolved.reader else {

@@ -86,7 +86,9 @@ pub enum Command {
 pub enum Applied {
     Done,
     TaskVersion(u32),
-    Dispatched { fencing_token: u64 },
+    Dispatched {
+        fencing_token: u64,
+    },
     /// The command came from a stale or fenced-off attempt and changed nothing.
     Stale(String),
 }
