@@ -195,7 +195,8 @@ pub struct TxtFileReader {
     pub field_delimiter: Option<String>,
     #[serde(default, deserialize_with = "de::lenient_bool")]
     pub skip_header: bool,
-    #[serde(default, deserialize_with = "de::opt_string")]
+    /// `""` is a real value here: empty fields are NULL.
+    #[serde(default, deserialize_with = "de::opt_string_keep_empty")]
     pub null_format: Option<String>,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub compress: Option<String>,
@@ -241,7 +242,8 @@ pub struct TxtFileWriter {
     pub date_format: Option<String>,
     #[serde(default)]
     pub header: Vec<String>,
-    #[serde(default, deserialize_with = "de::opt_string")]
+    /// `""` is a real value here: empty fields are NULL.
+    #[serde(default, deserialize_with = "de::opt_string_keep_empty")]
     pub null_format: Option<String>,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub encoding: Option<String>,
@@ -688,6 +690,16 @@ mod de {
             other => Err(D::Error::custom(format!(
                 "expected a string, found {other}"
             ))),
+        }
+    }
+
+    pub fn opt_string_keep_empty<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<String>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            other => Err(D::Error::custom(format!("expected a string, found {other}"))),
         }
     }
 

@@ -1,0 +1,124 @@
+//! The main path: group, agent, data sources, task, run with --follow, logs.
+
+use crate::csv_to_sqlite_job;
+use anyhow::Result;
+use ferry_tests::{Cluster, shared_job, sqlite_count, write_orders_csv};
+
+#[test]
+fn csv_folder_to_sqlite_end_to_end() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let token = c.create_group("rg-east")?;
+    c.start_agent("a1", "rg-east", &token)?;
+    c.wait_online("rg-east", 1)?;
+
+    let files = c.path("files");
+    write_orders_csv(&files, "orders.csv", 25_000)?;
+    let db = c.path("wh.db");
+    c.ferry(&["datasource", "add", "files", "--type", "csv", "--path", &files.display().to_string()])?
+        .ok()?;
+    c.ferry(&["datasource", "add", "wh", "--type", "sqlite", "--path", &db.display().to_string()])?
+        .ok()?;
+    let list = c.ferry(&["datasource", "list"])?.ok()?;
+    assert!(list.stdout.contains("files") && list.stdout.contains("wh"), "{}", list.stdout);
+
+    let test = c.ferry(&["datasource", "test", "files", "--group", "rg-east"])?.ok()?;
+    assert!(test.stdout.contains("reachable"), "{}", test.stdout);
+
+    let job = c.job_file("job.json", &csv_to_sqlite_job("orders.csv", "orders"))?;
+    let created = c.ferry(&["task", "create", "orders", "--group", "rg-east", "--file", &job])?.ok()?;
+    assert!(created.stdout.contains("version 1"), "{}", created.stdout);
+
+    let run = c
+        .ferry(&["task", "run", "orders", "--bizdate", "2026-11-24", "--follow"])?
+        .ok()?;
+    assert!(run.stdout.contains("finished: success"), "{}", run.stdout);
+    assert!(run.stdout.contains("records read 25,000, written 25,000"), "{}", run.stdout);
+
+    let (count, ids) = sqlite_count(&db, "orders")?;
+    assert_eq!(count, 25_000);
+    assert_eq!(ids, 25_000 * 25_001 / 2);
+    let conn = rusqlite::Connection::open(&db)?;
+    let (name, day): (String, String) =
+        conn.query_row("SELECT name, day FROM orders WHERE id = 7", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    assert_eq!(name, "customer \"7\", ünïcode 🚢");
+    assert_eq!(day, "20261124", "postSql got the substituted bizdate");
+
+    // The stored log is there after the run.
+    let logs = c.ferry(&["task", "logs", "orders"])?.ok()?;
+    assert!(logs.stdout.contains("finished: 25000 records"), "{}", logs.stdout);
+    assert!(logs.stdout.contains("preSql"), "{}", logs.stdout);
+
+    // Running it again leaves exactly one copy (preSql clears the table).
+    c.ferry(&["task", "run", "orders", "--follow"])?.ok()?;
+    assert_eq!(sqlite_count(&db, "orders")?.0, 25_000);
+
+    let group = c.ferry(&["group", "list"])?.ok()?;
+    assert!(group.stdout.contains("online"), "{}", group.stdout);
+    assert!(group.stdout.contains("0/4"), "{}", group.stdout);
+    Ok(())
+}
+
+#[test]
+fn datax_job_files_run_unchanged() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let token = c.create_group("rg")?;
+    c.start_agent("a1", "rg", &token)?;
+    c.wait_online("rg", 1)?;
+    // job.json: 2 channels x 100 records; stream2stream.json: 5 channels x 10, printed.
+    for (name, records) in [("job.json", 200), ("stream2stream.json", 50)] {
+        let path = c.job_file(name, &shared_job(name)?)?;
+        let task = name.trim_end_matches(".json");
+        c.ferry(&["task", "create", task, "--group", "rg", "--file", &path])?
+            .ok()?;
+        let run = c.ferry(&["task", "run", task, "--follow"])?.ok()?;
+        let expect = format!("records read {records}, written {records}");
+        assert!(run.stdout.contains(&expect), "{name}: {}", run.stdout);
+    }
+    let logs = c.ferry(&["task", "logs", "stream2stream"])?.ok()?;
+    assert!(
+        logs.stdout.contains("10\thello，你好，世界-DataX"),
+        "print: true logs the rows: {}",
+        logs.stdout
+    );
+    Ok(())
+}
+
+#[test]
+fn sqlite_to_csv_with_header_and_nulls() -> Result<()> {
+    let mut c = Cluster::start()?;
+    let token = c.create_group("rg")?;
+    c.start_agent("a1", "rg", &token)?;
+    c.wait_online("rg", 1)?;
+    let db = c.path("src.db");
+    {
+        let conn = rusqlite::Connection::open(&db)?;
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER, note TEXT, price REAL);
+             INSERT INTO t VALUES (1, 'a,b', 1.5), (2, NULL, 2.25), (3, 'line\nbreak', NULL);",
+        )?;
+    }
+    let out = c.path("out");
+    c.ferry(&["datasource", "add", "src", "--type", "sqlite", "--path", &db.display().to_string()])?
+        .ok()?;
+    c.ferry(&["datasource", "add", "out", "--type", "csv", "--path", &out.display().to_string()])?
+        .ok()?;
+    let job = r#"{"job":{"content":[{
+        "reader":{"name":"sqlitereader","parameter":{"datasource":"src","table":"t","column":["id","note","price"],"where":"id >= 1"}},
+        "writer":{"name":"txtfilewriter","parameter":{"datasource":"out","fileName":"t_${bizdate}.csv","header":["id","note","price"],"nullFormat":""}}}]}}"#;
+    let path = c.job_file("job.json", job)?;
+    c.ferry(&["task", "create", "export", "--group", "rg", "--file", &path])?
+        .ok()?;
+    c.ferry(&["task", "run", "export", "--bizdate", "20261124", "--follow"])?
+        .ok()?;
+    let text = std::fs::read_to_string(out.join("t_20261124.csv"))?;
+    assert_eq!(text, "id,note,price\n1,\"a,b\",1.5\n2,,2.25\n3,\"line\nbreak\",\n");
+    // No temporary file left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty());
+    Ok(())
+}
