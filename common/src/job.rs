@@ -699,7 +699,9 @@ mod de {
         match Value::deserialize(d)? {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s)),
-            other => Err(D::Error::custom(format!("expected a string, found {other}"))),
+            other => Err(D::Error::custom(format!(
+                "expected a string, found {other}"
+            ))),
         }
     }
 

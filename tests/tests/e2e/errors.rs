@@ -17,14 +17,21 @@ fn wrong_registration_token_is_refused() -> Result<()> {
         log.contains("registration token for group \"rg\" is wrong"),
         "{log}"
     );
-    assert!(!log.contains("frt_not-the-token"), "the token is not echoed: {log}");
+    assert!(
+        !log.contains("frt_not-the-token"),
+        "the token is not echoed: {log}"
+    );
     let groups = c.ferry(&["group", "list"])?.ok()?;
     assert!(groups.stdout.contains("no agents"), "{}", groups.stdout);
 
     // An unknown group is refused too, naming it.
     let j = c.start_agent("bad2", "nope", "frt_x")?;
     c.agents[j].wait_exit(Duration::from_secs(30))?;
-    assert!(c.agents[j].log_text().contains("resource group \"nope\" not found"));
+    assert!(
+        c.agents[j]
+            .log_text()
+            .contains("resource group \"nope\" not found")
+    );
     Ok(())
 }
 
@@ -65,11 +72,29 @@ fn bad_job_files_are_refused_with_their_place() -> Result<()> {
         assert_eq!(out.code, 1, "{file}: {out:?}");
         assert!(out.stderr.contains(expected), "{file}: {}", out.stderr);
     }
-    let missing = c.ferry(&["task", "create", "t", "--group", "rg", "--file", "/nonexistent.json"])?;
-    assert!(missing.stderr.contains("cannot read job file /nonexistent.json"), "{missing:?}");
+    let missing = c.ferry(&[
+        "task",
+        "create",
+        "t",
+        "--group",
+        "rg",
+        "--file",
+        "/nonexistent.json",
+    ])?;
+    assert!(
+        missing
+            .stderr
+            .contains("cannot read job file /nonexistent.json"),
+        "{missing:?}"
+    );
     let no_group = c.job_file("ok.json", r#"{"job":{"content":[{"reader":{"name":"streamreader","parameter":{"column":[],"sliceRecordCount":1}},"writer":{"name":"streamwriter","parameter":{}}}]}}"#)?;
-    let out = c.ferry(&["task", "create", "t", "--group", "nope", "--file", &no_group])?;
-    assert!(out.stderr.contains("resource group \"nope\" not found"), "{out:?}");
+    let out = c.ferry(&[
+        "task", "create", "t", "--group", "nope", "--file", &no_group,
+    ])?;
+    assert!(
+        out.stderr.contains("resource group \"nope\" not found"),
+        "{out:?}"
+    );
     // Nothing was created.
     let tasks = c.ferry(&["task", "list"])?.ok()?;
     assert_eq!(tasks.stdout.lines().count(), 1, "{}", tasks.stdout);
@@ -92,7 +117,10 @@ fn run_waits_for_an_agent_and_says_why() -> Result<()> {
         let out = c.ferry(&["instance", "show", &id]).ok()?;
         out.stdout.contains("waiting:").then_some(out.stdout)
     })?;
-    assert!(shown.contains("resource group \"rg\" has no agents"), "{shown}");
+    assert!(
+        shown.contains("resource group \"rg\" has no agents"),
+        "{shown}"
+    );
     assert!(shown.contains("state: waiting_resources"), "{shown}");
 
     c.start_agent("late", "rg", &token)?;
@@ -110,10 +138,26 @@ fn missing_source_file_fails_and_keeps_the_target() -> Result<()> {
     let files = c.path("files");
     write_orders_csv(&files, "orders.csv", 10)?;
     let db = c.path("wh.db");
-    c.ferry(&["datasource", "add", "files", "--type", "csv", "--path", &files.display().to_string()])?
-        .ok()?;
-    c.ferry(&["datasource", "add", "wh", "--type", "sqlite", "--path", &db.display().to_string()])?
-        .ok()?;
+    c.ferry(&[
+        "datasource",
+        "add",
+        "files",
+        "--type",
+        "csv",
+        "--path",
+        &files.display().to_string(),
+    ])?
+    .ok()?;
+    c.ferry(&[
+        "datasource",
+        "add",
+        "wh",
+        "--type",
+        "sqlite",
+        "--path",
+        &db.display().to_string(),
+    ])?
+    .ok()?;
     let good = c.job_file("good.json", &csv_to_sqlite_job("orders.csv", "t"))?;
     c.ferry(&["task", "create", "good", "--group", "rg", "--file", &good])?
         .ok()?;
@@ -126,7 +170,11 @@ fn missing_source_file_fails_and_keeps_the_target() -> Result<()> {
     let run = c.ferry(&["task", "run", "bad", "--follow"])?;
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("finished: failed"), "{}", run.stdout);
-    assert!(run.stdout.contains("missing.csv does not exist"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("missing.csv does not exist"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(sqlite_count(&db, "t")?.0, 10, "the target is untouched");
     Ok(())
 }
@@ -139,27 +187,54 @@ fn dirty_records_past_the_limit_fail_and_roll_back() -> Result<()> {
     c.wait_online("rg", 1)?;
     let files = c.path("files");
     std::fs::create_dir_all(&files)?;
-    std::fs::write(files.join("in.csv"), "id,name,amount\n1,a,1\nx,b,2\n3,c,3\ny,d,4\n")?;
+    std::fs::write(
+        files.join("in.csv"),
+        "id,name,amount\n1,a,1\nx,b,2\n3,c,3\ny,d,4\n",
+    )?;
     let db = c.path("wh.db");
-    c.ferry(&["datasource", "add", "files", "--type", "csv", "--path", &files.display().to_string()])?
-        .ok()?;
-    c.ferry(&["datasource", "add", "wh", "--type", "sqlite", "--path", &db.display().to_string()])?
-        .ok()?;
+    c.ferry(&[
+        "datasource",
+        "add",
+        "files",
+        "--type",
+        "csv",
+        "--path",
+        &files.display().to_string(),
+    ])?
+    .ok()?;
+    c.ferry(&[
+        "datasource",
+        "add",
+        "wh",
+        "--type",
+        "sqlite",
+        "--path",
+        &db.display().to_string(),
+    ])?
+    .ok()?;
     // errorLimit.record = 0: the first bad id fails the run; nothing is committed.
     let strict = c.job_file("strict.json", &csv_to_sqlite_job("in.csv", "t"))?;
-    c.ferry(&["task", "create", "strict", "--group", "rg", "--file", &strict])?
-        .ok()?;
+    c.ferry(&[
+        "task", "create", "strict", "--group", "rg", "--file", &strict,
+    ])?
+    .ok()?;
     let run = c.ferry(&["task", "run", "strict", "--follow"])?;
     assert_eq!(run.code, 1, "{run:?}");
-    assert!(run.stdout.contains("exceed errorLimit.record = 0"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("exceed errorLimit.record = 0"),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("\"x\" is not a long"), "{}", run.stdout);
     assert_eq!(sqlite_count(&db, "t")?.0, 0, "rolled back");
 
     // errorLimit.record = 2 allows both bad rows through as dirty.
     let lenient = csv_to_sqlite_job("in.csv", "t").replace("\"record\": 0", "\"record\": 2");
     let path = c.job_file("lenient.json", &lenient)?;
-    c.ferry(&["task", "create", "lenient", "--group", "rg", "--file", &path])?
-        .ok()?;
+    c.ferry(&[
+        "task", "create", "lenient", "--group", "rg", "--file", &path,
+    ])?
+    .ok()?;
     let run = c.ferry(&["task", "run", "lenient", "--follow"])?.ok()?;
     assert!(run.stdout.contains("dirty 2"), "{}", run.stdout);
     assert_eq!(sqlite_count(&db, "t")?, (2, 4));
@@ -172,14 +247,29 @@ fn passwords_are_never_shown_or_stored_in_clear() -> Result<()> {
     let secret = "S3cret-pa55-ferry";
     c.ferry_stdin(
         &[
-            "datasource", "add", "orders_db", "--type", "mysql", "--host", "127.0.0.1",
-            "--database", "shop", "--user", "etl", "--password-stdin",
+            "datasource",
+            "add",
+            "orders_db",
+            "--type",
+            "mysql",
+            "--host",
+            "127.0.0.1",
+            "--database",
+            "shop",
+            "--user",
+            "etl",
+            "--password-stdin",
         ],
         Some(&format!("{secret}\n")),
     )?
     .ok()?;
     let show = c.ferry(&["datasource", "show", "orders_db"])?.ok()?;
-    assert!(show.stdout.contains("password: ******** (stored encrypted)"), "{}", show.stdout);
+    assert!(
+        show.stdout
+            .contains("password: ******** (stored encrypted)"),
+        "{}",
+        show.stdout
+    );
     assert!(show.stdout.contains("port:    3306"), "{}", show.stdout);
     let list = c.ferry(&["datasource", "list"])?.ok()?;
     for text in [&show.stdout, &list.stdout] {
@@ -189,7 +279,11 @@ fn passwords_are_never_shown_or_stored_in_clear() -> Result<()> {
     let mut stack = vec![c.path("scheduler")];
     while let Some(p) = stack.pop() {
         if p.is_dir() {
-            stack.extend(std::fs::read_dir(&p)?.filter_map(|e| e.ok()).map(|e| e.path()));
+            stack.extend(
+                std::fs::read_dir(&p)?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path()),
+            );
         } else {
             let bytes = std::fs::read(&p)?;
             assert!(
@@ -203,11 +297,26 @@ fn passwords_are_never_shown_or_stored_in_clear() -> Result<()> {
         assert!(!s.log_text().contains(secret));
     }
     // A password as a plain field is refused.
-    let out = c.ferry(&["datasource", "add", "x", "--type", "mysql", "--host", "h", "--user", "u", "--field", "password=oops"])?;
+    let out = c.ferry(&[
+        "datasource",
+        "add",
+        "x",
+        "--type",
+        "mysql",
+        "--host",
+        "h",
+        "--user",
+        "u",
+        "--field",
+        "password=oops",
+    ])?;
     assert!(out.stderr.contains("password is a secret"), "{out:?}");
     let removed = c.ferry(&["datasource", "remove", "orders_db"])?.ok()?;
     assert!(removed.stdout.contains("removed"));
     let gone = c.ferry(&["datasource", "show", "orders_db"])?;
-    assert!(gone.stderr.contains("data source \"orders_db\" not found"), "{gone:?}");
+    assert!(
+        gone.stderr.contains("data source \"orders_db\" not found"),
+        "{gone:?}"
+    );
     Ok(())
 }

@@ -14,7 +14,8 @@ fn scheduler_crash_keeps_catalog_and_agents_reconnect() -> Result<()> {
     let token = c.create_group("rg")?;
     c.start_agent("a1", "rg", &token)?;
     c.wait_online("rg", 1)?;
-    c.ferry(&["datasource", "add", "gen", "--type", "stream"])?.ok()?;
+    c.ferry(&["datasource", "add", "gen", "--type", "stream"])?
+        .ok()?;
     let job = c.job_file("job.json", SMALL)?;
     c.ferry(&["task", "create", "t", "--group", "rg", "--file", &job])?
         .ok()?;
@@ -28,7 +29,11 @@ fn scheduler_crash_keeps_catalog_and_agents_reconnect() -> Result<()> {
     let instances = c.ferry(&["instance", "list"])?.ok()?;
     assert!(instances.stdout.contains("success"), "{}", instances.stdout);
     let logs = c.ferry(&["task", "logs", "t"])?.ok()?;
-    assert!(logs.stdout.contains("finished: 1000 records"), "{}", logs.stdout);
+    assert!(
+        logs.stdout.contains("finished: 1000 records"),
+        "{}",
+        logs.stdout
+    );
 
     // The same agent (no new registration) comes back and runs new work.
     c.wait_online("rg", 1)?;
@@ -36,7 +41,11 @@ fn scheduler_crash_keeps_catalog_and_agents_reconnect() -> Result<()> {
     assert!(run.stdout.contains("written 1,000"), "{}", run.stdout);
     let groups = c.ferry(&["group", "list"])?.ok()?;
     assert_eq!(
-        groups.stdout.lines().filter(|l| l.starts_with("rg ")).count(),
+        groups
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("rg "))
+            .count(),
         1,
         "{}",
         groups.stdout

@@ -14,25 +14,62 @@ fn csv_folder_to_sqlite_end_to_end() -> Result<()> {
     let files = c.path("files");
     write_orders_csv(&files, "orders.csv", 25_000)?;
     let db = c.path("wh.db");
-    c.ferry(&["datasource", "add", "files", "--type", "csv", "--path", &files.display().to_string()])?
-        .ok()?;
-    c.ferry(&["datasource", "add", "wh", "--type", "sqlite", "--path", &db.display().to_string()])?
-        .ok()?;
+    c.ferry(&[
+        "datasource",
+        "add",
+        "files",
+        "--type",
+        "csv",
+        "--path",
+        &files.display().to_string(),
+    ])?
+    .ok()?;
+    c.ferry(&[
+        "datasource",
+        "add",
+        "wh",
+        "--type",
+        "sqlite",
+        "--path",
+        &db.display().to_string(),
+    ])?
+    .ok()?;
     let list = c.ferry(&["datasource", "list"])?.ok()?;
-    assert!(list.stdout.contains("files") && list.stdout.contains("wh"), "{}", list.stdout);
+    assert!(
+        list.stdout.contains("files") && list.stdout.contains("wh"),
+        "{}",
+        list.stdout
+    );
 
-    let test = c.ferry(&["datasource", "test", "files", "--group", "rg-east"])?.ok()?;
+    let test = c
+        .ferry(&["datasource", "test", "files", "--group", "rg-east"])?
+        .ok()?;
     assert!(test.stdout.contains("reachable"), "{}", test.stdout);
 
     let job = c.job_file("job.json", &csv_to_sqlite_job("orders.csv", "orders"))?;
-    let created = c.ferry(&["task", "create", "orders", "--group", "rg-east", "--file", &job])?.ok()?;
+    let created = c
+        .ferry(&[
+            "task", "create", "orders", "--group", "rg-east", "--file", &job,
+        ])?
+        .ok()?;
     assert!(created.stdout.contains("version 1"), "{}", created.stdout);
 
     let run = c
-        .ferry(&["task", "run", "orders", "--bizdate", "2026-11-24", "--follow"])?
+        .ferry(&[
+            "task",
+            "run",
+            "orders",
+            "--bizdate",
+            "2026-11-24",
+            "--follow",
+        ])?
         .ok()?;
     assert!(run.stdout.contains("finished: success"), "{}", run.stdout);
-    assert!(run.stdout.contains("records read 25,000, written 25,000"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("records read 25,000, written 25,000"),
+        "{}",
+        run.stdout
+    );
 
     let (count, ids) = sqlite_count(&db, "orders")?;
     assert_eq!(count, 25_000);
@@ -47,7 +84,11 @@ fn csv_folder_to_sqlite_end_to_end() -> Result<()> {
 
     // The stored log is there after the run.
     let logs = c.ferry(&["task", "logs", "orders"])?.ok()?;
-    assert!(logs.stdout.contains("finished: 25000 records"), "{}", logs.stdout);
+    assert!(
+        logs.stdout.contains("finished: 25000 records"),
+        "{}",
+        logs.stdout
+    );
     assert!(logs.stdout.contains("preSql"), "{}", logs.stdout);
 
     // Running it again leaves exactly one copy (preSql clears the table).
@@ -100,10 +141,26 @@ fn sqlite_to_csv_with_header_and_nulls() -> Result<()> {
         )?;
     }
     let out = c.path("out");
-    c.ferry(&["datasource", "add", "src", "--type", "sqlite", "--path", &db.display().to_string()])?
-        .ok()?;
-    c.ferry(&["datasource", "add", "out", "--type", "csv", "--path", &out.display().to_string()])?
-        .ok()?;
+    c.ferry(&[
+        "datasource",
+        "add",
+        "src",
+        "--type",
+        "sqlite",
+        "--path",
+        &db.display().to_string(),
+    ])?
+    .ok()?;
+    c.ferry(&[
+        "datasource",
+        "add",
+        "out",
+        "--type",
+        "csv",
+        "--path",
+        &out.display().to_string(),
+    ])?
+    .ok()?;
     let job = r#"{"job":{"content":[{
         "reader":{"name":"sqlitereader","parameter":{"datasource":"src","table":"t","column":["id","note","price"],"where":"id >= 1"}},
         "writer":{"name":"txtfilewriter","parameter":{"datasource":"out","fileName":"t_${bizdate}.csv","header":["id","note","price"],"nullFormat":""}}}]}}"#;
@@ -113,7 +170,10 @@ fn sqlite_to_csv_with_header_and_nulls() -> Result<()> {
     c.ferry(&["task", "run", "export", "--bizdate", "20261124", "--follow"])?
         .ok()?;
     let text = std::fs::read_to_string(out.join("t_20261124.csv"))?;
-    assert_eq!(text, "id,note,price\n1,\"a,b\",1.5\n2,,2.25\n3,\"line\nbreak\",\n");
+    assert_eq!(
+        text,
+        "id,note,price\n1,\"a,b\",1.5\n2,,2.25\n3,\"line\nbreak\",\n"
+    );
     // No temporary file left behind.
     let leftovers: Vec<_> = std::fs::read_dir(&out)?
         .filter_map(|e| e.ok())
