@@ -10,6 +10,10 @@
 //! DataX quirks kept: numbers given as strings (`"sliceRecordCount": "10"`), empty strings meaning
 //! "not set" (`"writeMode": ""`), `path` as a string or an array.
 
+mod rdbms;
+
+pub use rdbms::{DbKind, JdbcUrl, RdbmsReader, RdbmsWriter, ReaderConnection, WriterConnection};
+
 use crate::datasource::DataSourceConfig;
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -69,6 +73,10 @@ pub enum ReaderConfig {
     Sqlite(SqliteReader),
     #[serde(rename = "txtfilereader")]
     TxtFile(TxtFileReader),
+    #[serde(rename = "mysqlreader")]
+    Mysql(RdbmsReader),
+    #[serde(rename = "postgresqlreader")]
+    Postgresql(RdbmsReader),
 }
 
 /// The writer side of a job.
@@ -81,6 +89,10 @@ pub enum WriterConfig {
     Sqlite(SqliteWriter),
     #[serde(rename = "txtfilewriter")]
     TxtFile(TxtFileWriter),
+    #[serde(rename = "mysqlwriter")]
+    Mysql(RdbmsWriter),
+    #[serde(rename = "postgresqlwriter")]
+    Postgresql(RdbmsWriter),
 }
 
 /// `streamreader`: the same columns repeated `sliceRecordCount` times per channel.
@@ -163,7 +175,12 @@ pub struct SqliteWriter {
 pub enum WriteMode {
     #[default]
     Insert,
+    /// Replace the whole row on a key conflict (MySQL `REPLACE`, SQLite `INSERT OR REPLACE`,
+    /// PostgreSQL `ON CONFLICT DO UPDATE` of every column).
     Replace,
+    /// Upsert: update the row on a key conflict (MySQL `ON DUPLICATE KEY UPDATE`, PostgreSQL
+    /// `ON CONFLICT DO UPDATE`).
+    Update,
 }
 
 impl<'de> Deserialize<'de> for WriteMode {
@@ -172,8 +189,9 @@ impl<'de> Deserialize<'de> for WriteMode {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "insert" => Ok(Self::Insert),
             "replace" => Ok(Self::Replace),
+            "update" | "upsert" => Ok(Self::Update),
             other => Err(serde::de::Error::custom(format!(
-                "unknown writeMode \"{other}\"; expected insert or replace"
+                "unknown writeMode \"{other}\"; expected insert, replace or update"
             ))),
         }
     }
@@ -288,6 +306,10 @@ const READERS: &[(&str, &str)] = &[
     ("txtfile", "txtfile"),
     ("csvreader", "txtfile"),
     ("csv", "txtfile"),
+    ("mysqlreader", "mysql"),
+    ("mysql", "mysql"),
+    ("postgresqlreader", "postgresql"),
+    ("postgresql", "postgresql"),
 ];
 const WRITERS: &[(&str, &str)] = &[
     ("streamwriter", "stream"),
@@ -298,14 +320,13 @@ const WRITERS: &[(&str, &str)] = &[
     ("txtfile", "txtfile"),
     ("csvwriter", "txtfile"),
     ("csv", "txtfile"),
+    ("mysqlwriter", "mysql"),
+    ("mysql", "mysql"),
+    ("postgresqlwriter", "postgresql"),
+    ("postgresql", "postgresql"),
 ];
 /// DataX plugins Ferry knows by name but does not run in this release.
-const PLANNED: &[&str] = &[
-    "mysqlreader",
-    "mysqlwriter",
-    "postgresqlreader",
-    "postgresqlwriter",
-];
+const PLANNED: &[&str] = &["hdfsreader", "hdfswriter"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -412,11 +433,13 @@ impl JobSpec {
             ReaderConfig::Stream(_) => None,
             ReaderConfig::Sqlite(r) => r.datasource.clone(),
             ReaderConfig::TxtFile(r) => r.datasource.clone(),
+            ReaderConfig::Mysql(r) | ReaderConfig::Postgresql(r) => r.datasource.clone(),
         };
         let writer = match &self.writer {
             WriterConfig::Stream(_) => None,
             WriterConfig::Sqlite(w) => w.datasource.clone(),
             WriterConfig::TxtFile(w) => w.datasource.clone(),
+            WriterConfig::Mysql(w) | WriterConfig::Postgresql(w) => w.datasource.clone(),
         };
         reader.into_iter().chain(writer).collect()
     }
@@ -432,6 +455,14 @@ impl JobSpec {
                 expected: expected.to_string(),
                 path: path.to_string(),
             }
+        };
+        let kind = match &self.reader {
+            ReaderConfig::Postgresql(_) => DbKind::Postgresql,
+            _ => DbKind::Mysql,
+        };
+        let wkind = match &self.writer {
+            WriterConfig::Postgresql(_) => DbKind::Postgresql,
+            _ => DbKind::Mysql,
         };
         const RP: &str = "job.content[0].reader.parameter.datasource";
         const WP: &str = "job.content[0].writer.parameter.datasource";
@@ -459,6 +490,19 @@ impl JobSpec {
                     }
                 }
             }
+            ReaderConfig::Mysql(r) | ReaderConfig::Postgresql(r) => {
+                if let Some(name) = &r.datasource {
+                    match (kind, find(name)?) {
+                        (DbKind::Mysql, DataSourceConfig::Mysql(c)) => {
+                            r.apply_datasource(DbKind::Mysql, &c)
+                        }
+                        (DbKind::Postgresql, DataSourceConfig::Postgresql(c)) => {
+                            r.apply_datasource(DbKind::Postgresql, &c)
+                        }
+                        (k, other) => return Err(mismatch(name, &other, k.as_str(), RP)),
+                    }
+                }
+            }
         }
         match &mut self.writer {
             WriterConfig::Stream(_) => {}
@@ -483,6 +527,19 @@ impl JobSpec {
                     }
                 }
             }
+            WriterConfig::Mysql(w) | WriterConfig::Postgresql(w) => {
+                if let Some(name) = &w.datasource {
+                    match (wkind, find(name)?) {
+                        (DbKind::Mysql, DataSourceConfig::Mysql(c)) => {
+                            w.apply_datasource(DbKind::Mysql, &c)
+                        }
+                        (DbKind::Postgresql, DataSourceConfig::Postgresql(c)) => {
+                            w.apply_datasource(DbKind::Postgresql, &c)
+                        }
+                        (k, other) => return Err(mismatch(name, &other, k.as_str(), WP)),
+                    }
+                }
+            }
         }
         self.check_locations()?;
         Ok(self)
@@ -501,6 +558,9 @@ impl JobSpec {
             ReaderConfig::TxtFile(r) if r.path.is_empty() => {
                 return Err(missing("job.content[0].reader.parameter.path", "path"));
             }
+            ReaderConfig::Mysql(r) | ReaderConfig::Postgresql(r) => {
+                r.check("job.content[0].reader.parameter")?;
+            }
             _ => {}
         }
         match &self.writer {
@@ -509,6 +569,9 @@ impl JobSpec {
             }
             WriterConfig::TxtFile(w) if w.path.is_none() => {
                 Err(missing("job.content[0].writer.parameter.path", "path"))
+            }
+            WriterConfig::Mysql(w) | WriterConfig::Postgresql(w) => {
+                w.check("job.content[0].writer.parameter")
             }
             _ => Ok(()),
         }
@@ -573,6 +636,15 @@ fn parse_reader(raw: RawPlugin) -> Result<ReaderConfig> {
             }
             ReaderConfig::Sqlite(r)
         }
+        "mysql" | "postgresql" => {
+            let mut r: RdbmsReader = typed(raw.parameter, P)?;
+            r.normalize();
+            if kind == "mysql" {
+                ReaderConfig::Mysql(r)
+            } else {
+                ReaderConfig::Postgresql(r)
+            }
+        }
         _ => {
             let r: TxtFileReader = typed(raw.parameter, P)?;
             check_compress(r.compress.as_deref(), P)?;
@@ -607,6 +679,15 @@ fn parse_writer(raw: RawPlugin) -> Result<WriterConfig> {
     Ok(match kind {
         "stream" => WriterConfig::Stream(typed(raw.parameter, P)?),
         "sqlite" => WriterConfig::Sqlite(typed(raw.parameter, P)?),
+        "mysql" | "postgresql" => {
+            let mut w: RdbmsWriter = typed(raw.parameter, P)?;
+            w.normalize();
+            if kind == "mysql" {
+                WriterConfig::Mysql(w)
+            } else {
+                WriterConfig::Postgresql(w)
+            }
+        }
         _ => {
             let w: TxtFileWriter = typed(raw.parameter, P)?;
             check_compress(w.compress.as_deref(), P)?;

@@ -158,9 +158,126 @@ fn resolve_refuses_missing_and_mismatched_sources() -> Result<()> {
     Ok(())
 }
 
+/// Fills a DataX plugin template's empty slots with the given (JSON pointer, value) pairs.
+fn fill(template: &str, values: &[(&str, Value)]) -> Value {
+    let mut v: Value = serde_json::from_str(template).expect("template is JSON");
+    for (pointer, value) in values {
+        *v.pointer_mut(pointer)
+            .unwrap_or_else(|| panic!("no {pointer} in template")) = value.clone();
+    }
+    v
+}
+
+fn job_of(reader: Value, writer: Value) -> String {
+    serde_json::json!({"job": {"content": [{"reader": reader, "writer": writer}]}}).to_string()
+}
+
 #[test]
-fn mysql_plugins_are_known_but_planned() {
-    let text = r#"{"job":{"content":[{"reader":{"name":"mysqlreader","parameter":{}},
+fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
+    use serde_json::json;
+    let my_r = fill(
+        &shared_job("mysqlreader.template.json"),
+        &[
+            ("/parameter/username", json!("root")),
+            ("/parameter/column", json!(["id", "name"])),
+            ("/parameter/connection/0/jdbcUrl", json!(["jdbc:mysql://127.0.0.1:3306/test"])),
+            ("/parameter/connection/0/table", json!(["src"])),
+        ],
+    );
+    let pg_w = fill(
+        &shared_job("postgresqlwriter.template.json"),
+        &[
+            ("/parameter/username", json!("postgres")),
+            ("/parameter/column", json!(["id", "name"])),
+            ("/parameter/connection/0/jdbcUrl", json!("jdbc:postgresql://127.0.0.1:5432/test")),
+            ("/parameter/connection/0/table", json!(["dst"])),
+        ],
+    );
+    let job = JobSpec::parse(&job_of(my_r, pg_w))?.resolve(|_| None)?;
+    let ReaderConfig::Mysql(r) = &job.reader else {
+        panic!("expected mysqlreader")
+    };
+    assert_eq!(r.where_clause, None, "empty where means none");
+    assert_eq!(r.connection[0].table, vec!["src".to_string()]);
+    let WriterConfig::Postgresql(w) = &job.writer else {
+        panic!("expected postgresqlwriter")
+    };
+    assert_eq!(w.target_table(), "dst");
+    assert_eq!(w.write_mode, WriteMode::Insert);
+
+    let pg_r = fill(
+        &shared_job("postgresqlreader.template.json"),
+        &[
+            ("/parameter/connection/0/jdbcUrl", json!(["jdbc:postgresql://127.0.0.1/test"])),
+            ("/parameter/connection/0/table", json!(["src"])),
+        ],
+    );
+    let my_w = fill(
+        &shared_job("mysqlwriter.template.json"),
+        &[
+            ("/parameter/writeMode", json!("update")),
+            ("/parameter/column", json!(["*"])),
+            ("/parameter/connection/0/jdbcUrl", json!("jdbc:mysql://127.0.0.1/test")),
+            ("/parameter/connection/0/table", json!(["dst"])),
+        ],
+    );
+    // The PostgreSQL reader template has no column list: refused with its path.
+    let err = JobSpec::parse(&job_of(pg_r.clone(), my_w.clone()))?
+        .resolve(|_| None)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("job.content[0].reader.parameter.column"), "{err}");
+    let mut pg_r = pg_r;
+    pg_r["parameter"]["column"] = json!(["*"]);
+    let job = JobSpec::parse(&job_of(pg_r, my_w))?.resolve(|_| None)?;
+    let WriterConfig::Mysql(w) = &job.writer else {
+        panic!("expected mysqlwriter")
+    };
+    assert_eq!(w.write_mode, WriteMode::Update);
+    Ok(())
+}
+
+#[test]
+fn rdbms_datasource_fills_connection() -> Result<()> {
+    use crate::datasource::DbConnection;
+    use crate::secret::Secret;
+    let text = r#"{"job":{"content":[{"reader":{"name":"postgresqlreader","parameter":
+        {"datasource":"pg","table":"orders","column":["*"],"splitPk":"id"}},
+        "writer":{"name":"mysqlwriter","parameter":{"datasource":"my","table":"orders","column":["*"],"writeMode":"replace"}}}]}}"#;
+    let conn = |port| DbConnection {
+        host: "db".into(),
+        port,
+        database: "shop".into(),
+        username: "etl".into(),
+        password: Secret::new("pw"),
+    };
+    let job = JobSpec::parse(text)?.resolve(|n| match n {
+        "pg" => Some(DataSourceConfig::Postgresql(conn(5432))),
+        "my" => Some(DataSourceConfig::Mysql(conn(3306))),
+        _ => None,
+    })?;
+    let ReaderConfig::Postgresql(r) = &job.reader else {
+        panic!("expected postgresqlreader")
+    };
+    assert_eq!(r.connection[0].jdbc_url, vec!["jdbc:postgresql://db:5432/shop".to_string()]);
+    assert_eq!(r.connection[0].table, vec!["orders".to_string()]);
+    assert_eq!(r.password.expose(), "pw");
+    let again = JobSpec::parse(&job.to_json())?;
+    assert_eq!(again, job);
+    // A MySQL data source cannot feed a PostgreSQL reader.
+    let wrong = JobSpec::parse(text)?
+        .resolve(|_| Some(DataSourceConfig::Mysql(conn(3306))))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(wrong.contains("needs a postgresql data source"), "{wrong}");
+    Ok(())
+}
+
+#[test]
+fn unsupported_datax_plugins_say_so() {
+    let text = r#"{"job":{"content":[{"reader":{"name":"hdfsreader","parameter":{}},
         "writer":{"name":"streamwriter","parameter":{}}}]}}"#;
     assert!(err_text(text).contains("not supported by this release yet"));
 }
