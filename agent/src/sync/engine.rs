@@ -2,7 +2,7 @@
 //! cancellation.
 
 use super::value::{Row, row_size};
-use super::{sqlite, stream, txtfile};
+use super::{mysql, postgres, sqlite, stream, txtfile};
 use ferry_common::job::{JobSpec, ReaderConfig, WriterConfig};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -248,6 +248,8 @@ fn build_reader(cfg: &ReaderConfig) -> Box<dyn Reader> {
         ReaderConfig::Stream(c) => Box::new(stream::StreamReader::new(c.clone())),
         ReaderConfig::Sqlite(c) => Box::new(sqlite::SqliteReader::new(c.clone())),
         ReaderConfig::TxtFile(c) => Box::new(txtfile::TxtFileReader::new(c.clone())),
+        ReaderConfig::Mysql(c) => Box::new(mysql::MysqlReader::new(c.clone())),
+        ReaderConfig::Postgresql(c) => Box::new(postgres::PgReader::new(c.clone())),
     }
 }
 
@@ -256,6 +258,8 @@ fn build_writer(cfg: &WriterConfig, attempt: &str) -> Box<dyn Writer> {
         WriterConfig::Stream(c) => Box::new(stream::StreamWriter::new(c.clone())),
         WriterConfig::Sqlite(c) => Box::new(sqlite::SqliteWriter::new(c.clone())),
         WriterConfig::TxtFile(c) => Box::new(txtfile::TxtFileWriter::new(c.clone(), attempt)),
+        WriterConfig::Mysql(c) => Box::new(mysql::MysqlWriter::new(c.clone())),
+        WriterConfig::Postgresql(c) => Box::new(postgres::PgWriter::new(c.clone())),
     }
 }
 

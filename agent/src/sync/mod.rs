@@ -11,6 +11,9 @@
 //! ones logged with their reason, and the job fails once `errorLimit` is passed.
 
 pub mod engine;
+pub mod mysql;
+pub mod postgres;
+pub mod rdbms;
 pub mod sqlite;
 pub mod stream;
 pub mod txtfile;

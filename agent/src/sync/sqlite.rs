@@ -185,9 +185,13 @@ fn to_sql(v: Value) -> SqlValue {
         Value::Int(i) => SqlValue::Integer(i),
         Value::Float(f) => SqlValue::Real(f),
         Value::Bytes(b) => SqlValue::Blob(b),
-        other @ (Value::Decimal(_) | Value::String(_) | Value::Date(_) | Value::Timestamp(_)) => {
-            SqlValue::Text(other.to_string())
-        }
+        other @ (Value::Decimal(_)
+        | Value::String(_)
+        | Value::Json(_)
+        | Value::Date(_)
+        | Value::Time(_)
+        | Value::Timestamp(_)
+        | Value::TimestampTz(_)) => SqlValue::Text(other.to_string()),
     }
 }
 
@@ -237,7 +241,8 @@ impl Writer for SqliteWriter {
         let columns = self.columns.get().cloned().unwrap_or_default();
         let verb = match self.params.write_mode {
             WriteMode::Insert => "INSERT",
-            WriteMode::Replace => "INSERT OR REPLACE",
+            // A whole-row upsert is a replace in SQLite.
+            WriteMode::Replace | WriteMode::Update => "INSERT OR REPLACE",
         };
         let sql = format!(
             "{verb} INTO {} ({}) VALUES ({})",

@@ -4,7 +4,7 @@
 //! into [`Value`], a writer maps [`Value`] into its target types, and a value a writer cannot
 //! take becomes a dirty record with a reason instead of being silently changed.
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime};
 use std::fmt;
 
 /// One cell.
@@ -19,7 +19,12 @@ pub enum Value {
     String(String),
     Bytes(Vec<u8>),
     Date(NaiveDate),
+    Time(NaiveTime),
     Timestamp(NaiveDateTime),
+    /// An instant with its offset.
+    TimestampTz(DateTime<FixedOffset>),
+    /// JSON document text.
+    Json(String),
 }
 
 /// One record.
@@ -31,9 +36,10 @@ impl Value {
         match self {
             Value::Null => 0,
             Value::Bool(_) => 1,
-            Value::Int(_) | Value::Float(_) | Value::Timestamp(_) => 8,
+            Value::Int(_) | Value::Float(_) | Value::Timestamp(_) | Value::Time(_) => 8,
+            Value::TimestampTz(_) => 12,
             Value::Date(_) => 4,
-            Value::Decimal(s) | Value::String(s) => s.len(),
+            Value::Decimal(s) | Value::String(s) | Value::Json(s) => s.len(),
             Value::Bytes(b) => b.len(),
         }
     }
@@ -53,10 +59,12 @@ impl fmt::Display for Value {
             Value::Bool(b) => write!(f, "{b}"),
             Value::Int(i) => write!(f, "{i}"),
             Value::Float(x) => write!(f, "{x}"),
-            Value::Decimal(s) | Value::String(s) => f.write_str(s),
+            Value::Decimal(s) | Value::String(s) | Value::Json(s) => f.write_str(s),
             Value::Bytes(b) => f.write_str(&String::from_utf8_lossy(b)),
             Value::Date(d) => write!(f, "{}", d.format("%Y-%m-%d")),
+            Value::Time(t) => write!(f, "{}", t.format("%H:%M:%S%.f")),
             Value::Timestamp(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.f")),
+            Value::TimestampTz(t) => write!(f, "{}", t.format("%Y-%m-%d %H:%M:%S%.f%:z")),
         }
     }
 }
@@ -132,6 +140,12 @@ pub fn parse_typed(text: &str, kind: &str, date_format: Option<&str>) -> Result<
         },
         "bytes" => Ok(Value::Bytes(text.as_bytes().to_vec())),
         "date" => parse_date(text.trim(), date_format),
+        "time" => NaiveTime::parse_from_str(text.trim(), "%H:%M:%S%.f")
+            .map(Value::Time)
+            .map_err(|_| format!("\"{text}\" is not a time")),
+        "json" => serde_json::from_str::<serde_json::Value>(text)
+            .map(|_| Value::Json(text.to_string()))
+            .map_err(|e| format!("not JSON: {e}")),
         other => Err(format!("unknown column type \"{other}\"")),
     }
 }

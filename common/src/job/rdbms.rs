@@ -16,7 +16,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RdbmsReader {
-    #[serde(default, deserialize_with = "de::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub datasource: Option<String>,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub username: Option<String>,
@@ -27,10 +31,18 @@ pub struct RdbmsReader {
     #[serde(default)]
     pub connection: Vec<ReaderConnection>,
     /// Ferry's shorthand for `connection[0].table` when a data source gives the URL.
-    #[serde(default, deserialize_with = "de::string_or_vec", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "de::string_or_vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub table: Vec<String>,
     /// Ferry's shorthand for `connection[0].querySql`.
-    #[serde(default, deserialize_with = "de::string_or_vec", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "de::string_or_vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub query_sql: Vec<String>,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub split_pk: Option<String>,
@@ -58,7 +70,11 @@ pub struct ReaderConnection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RdbmsWriter {
-    #[serde(default, deserialize_with = "de::opt_string", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub datasource: Option<String>,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub username: Option<String>,
@@ -68,7 +84,11 @@ pub struct RdbmsWriter {
     pub column: Vec<String>,
     #[serde(default)]
     pub connection: Vec<WriterConnection>,
-    #[serde(default, deserialize_with = "de::string_or_vec", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "de::string_or_vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub table: Vec<String>,
     #[serde(default)]
     pub session: Vec<String>,
@@ -126,7 +146,9 @@ impl JdbcUrl {
     pub fn parse(url: &str) -> Result<Self> {
         let bad = |why: &str| Error::InvalidJob {
             path: "jdbcUrl".into(),
-            message: format!("\"{url}\" {why}; expected jdbc:mysql://host:port/database or jdbc:postgresql://host:port/database"),
+            message: format!(
+                "\"{url}\" {why}; expected jdbc:mysql://host:port/database or jdbc:postgresql://host:port/database"
+            ),
         };
         let rest = url.trim().strip_prefix("jdbc:").unwrap_or(url.trim());
         let (kind, rest) = if let Some(r) = rest.strip_prefix("mysql://") {
@@ -176,7 +198,13 @@ impl JdbcUrl {
 
     /// The URL a data source stands for.
     pub fn of(kind: DbKind, c: &DbConnection) -> String {
-        format!("jdbc:{}://{}:{}/{}", kind.as_str(), c.host, c.port, c.database)
+        format!(
+            "jdbc:{}://{}:{}/{}",
+            kind.as_str(),
+            c.host,
+            c.port,
+            c.database
+        )
     }
 }
 
@@ -228,7 +256,9 @@ impl RdbmsReader {
         if self.connection.is_empty() {
             return Err(Error::InvalidJob {
                 path: format!("{path}.connection"),
-                message: "is empty: add {\"jdbcUrl\": [...], \"table\": [...]} or name a \"datasource\"".into(),
+                message:
+                    "is empty: add {\"jdbcUrl\": [...], \"table\": [...]} or name a \"datasource\""
+                        .into(),
             });
         }
         for (i, c) in self.connection.iter().enumerate() {
@@ -353,7 +383,10 @@ mod tests {
     fn parses_jdbc_urls() -> Result<()> {
         let u = JdbcUrl::parse("jdbc:mysql://db1:3307/shop?useSSL=false&characterEncoding=utf8")?;
         assert_eq!(u.kind, DbKind::Mysql);
-        assert_eq!((u.host.as_str(), u.port, u.database.as_str()), ("db1", 3307, "shop"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.database.as_str()),
+            ("db1", 3307, "shop")
+        );
         assert_eq!(u.params.len(), 2);
         let p = JdbcUrl::parse("jdbc:postgresql://127.0.0.1/test")?;
         assert_eq!((p.kind, p.port), (DbKind::Postgresql, 5432));

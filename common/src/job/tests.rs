@@ -180,7 +180,10 @@ fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
         &[
             ("/parameter/username", json!("root")),
             ("/parameter/column", json!(["id", "name"])),
-            ("/parameter/connection/0/jdbcUrl", json!(["jdbc:mysql://127.0.0.1:3306/test"])),
+            (
+                "/parameter/connection/0/jdbcUrl",
+                json!(["jdbc:mysql://127.0.0.1:3306/test"]),
+            ),
             ("/parameter/connection/0/table", json!(["src"])),
         ],
     );
@@ -189,7 +192,10 @@ fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
         &[
             ("/parameter/username", json!("postgres")),
             ("/parameter/column", json!(["id", "name"])),
-            ("/parameter/connection/0/jdbcUrl", json!("jdbc:postgresql://127.0.0.1:5432/test")),
+            (
+                "/parameter/connection/0/jdbcUrl",
+                json!("jdbc:postgresql://127.0.0.1:5432/test"),
+            ),
             ("/parameter/connection/0/table", json!(["dst"])),
         ],
     );
@@ -208,7 +214,10 @@ fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
     let pg_r = fill(
         &shared_job("postgresqlreader.template.json"),
         &[
-            ("/parameter/connection/0/jdbcUrl", json!(["jdbc:postgresql://127.0.0.1/test"])),
+            (
+                "/parameter/connection/0/jdbcUrl",
+                json!(["jdbc:postgresql://127.0.0.1/test"]),
+            ),
             ("/parameter/connection/0/table", json!(["src"])),
         ],
     );
@@ -217,7 +226,10 @@ fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
         &[
             ("/parameter/writeMode", json!("update")),
             ("/parameter/column", json!(["*"])),
-            ("/parameter/connection/0/jdbcUrl", json!("jdbc:mysql://127.0.0.1/test")),
+            (
+                "/parameter/connection/0/jdbcUrl",
+                json!("jdbc:mysql://127.0.0.1/test"),
+            ),
             ("/parameter/connection/0/table", json!(["dst"])),
         ],
     );
@@ -227,7 +239,10 @@ fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    assert!(err.contains("job.content[0].reader.parameter.column"), "{err}");
+    assert!(
+        err.contains("job.content[0].reader.parameter.column"),
+        "{err}"
+    );
     let mut pg_r = pg_r;
     pg_r["parameter"]["column"] = json!(["*"]);
     let job = JobSpec::parse(&job_of(pg_r, my_w))?.resolve(|_| None)?;
@@ -260,7 +275,10 @@ fn rdbms_datasource_fills_connection() -> Result<()> {
     let ReaderConfig::Postgresql(r) = &job.reader else {
         panic!("expected postgresqlreader")
     };
-    assert_eq!(r.connection[0].jdbc_url, vec!["jdbc:postgresql://db:5432/shop".to_string()]);
+    assert_eq!(
+        r.connection[0].jdbc_url,
+        vec!["jdbc:postgresql://db:5432/shop".to_string()]
+    );
     assert_eq!(r.connection[0].table, vec!["orders".to_string()]);
     assert_eq!(r.password.expose(), "pw");
     let again = JobSpec::parse(&job.to_json())?;

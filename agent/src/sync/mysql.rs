@@ -1,0 +1,657 @@
+//! `mysqlreader` / `mysqlwriter` for MySQL and MariaDB.
+//!
+//! Reads stream rows over the binary protocol (a prepared statement per split), so values
+//! arrive typed and the result is never buffered whole. Writes use multi-row prepared `INSERT`
+//! (or `REPLACE`, or `INSERT … ON DUPLICATE KEY UPDATE`) in one transaction per channel, with
+//! values bound, never pasted. Sessions run in strict SQL mode: a value the column cannot hold is
+//! an error, which becomes a dirty record after the batch is replayed row by row, instead of the
+//! silent truncation MySQL does otherwise.
+
+use super::engine::{
+    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, WriteChannel, Writer,
+};
+use super::rdbms::{
+    Dialect, SplitQueries, TableSplit, block_on, plan_table, select_list, sql_name,
+};
+use super::value::{Row, Value, row_size};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use ferry_common::job::{JdbcUrl, RdbmsReader, RdbmsWriter, WriteMode};
+use ferry_common::secret::Secret;
+use mysql_async::consts::{ColumnFlags, ColumnType};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Column, Conn, OptsBuilder, Params, Value as MyValue};
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+
+pub struct My;
+
+impl Dialect for My {
+    fn quote_part(&self, part: &str) -> String {
+        format!("`{}`", part.replace('`', "``"))
+    }
+}
+
+/// Statements every Ferry session starts with: strict mode (refuse, never truncate), UTC, and
+/// full Unicode.
+const SESSION: &[&str] = &[
+    "SET NAMES utf8mb4",
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO'",
+    "SET SESSION time_zone = '+00:00'",
+];
+
+/// The most useful text of a driver error.
+pub fn describe(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => {
+            format!("{} (error {}, SQLSTATE {})", s.message, s.code, s.state)
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Opens a connection and prepares its session.
+pub async fn connect(
+    url: &str,
+    user: &str,
+    password: &Secret,
+    session: &[String],
+) -> Result<Conn, String> {
+    let u = JdbcUrl::parse(url).map_err(|e| e.to_string())?;
+    let mut opts = OptsBuilder::default()
+        .ip_or_hostname(u.host.clone())
+        .tcp_port(u.port)
+        .user(Some(user))
+        .prefer_socket(false);
+    if !password.is_empty() {
+        opts = opts.pass(Some(password.expose()));
+    }
+    if !u.database.is_empty() {
+        opts = opts.db_name(Some(u.database.clone()));
+    }
+    let mut conn = Conn::new(opts).await.map_err(|e| {
+        format!(
+            "cannot connect to {}:{}/{} as {user}: {}",
+            u.host,
+            u.port,
+            u.database,
+            describe(&e)
+        )
+    })?;
+    for s in SESSION
+        .iter()
+        .copied()
+        .chain(session.iter().map(String::as_str))
+    {
+        conn.query_drop(s)
+            .await
+            .map_err(|e| format!("session statement \"{s}\" failed: {}", describe(&e)))?;
+    }
+    Ok(conn)
+}
+
+async fn connect_first(
+    urls: &[String],
+    user: &str,
+    password: &Secret,
+    session: &[String],
+) -> Result<(Conn, String), String> {
+    let mut errors = Vec::new();
+    for url in urls {
+        match connect(url, user, password, session).await {
+            Ok(c) => return Ok((c, url.clone())),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+struct MySplitQ<'a>(&'a mut Conn);
+
+impl SplitQueries for MySplitQ<'_> {
+    async fn is_integer(&mut self, table: &str, column: &str) -> Result<bool, String> {
+        let sql = format!(
+            "SELECT {} FROM {} LIMIT 0",
+            sql_name(&My, column),
+            sql_name(&My, table)
+        );
+        let stmt = self.0.prep(sql).await.map_err(|e| describe(&e))?;
+        Ok(stmt.columns().first().is_some_and(|c| {
+            matches!(
+                c.column_type(),
+                ColumnType::MYSQL_TYPE_TINY
+                    | ColumnType::MYSQL_TYPE_SHORT
+                    | ColumnType::MYSQL_TYPE_INT24
+                    | ColumnType::MYSQL_TYPE_LONG
+                    | ColumnType::MYSQL_TYPE_LONGLONG
+            )
+        }))
+    }
+
+    async fn min_max(&mut self, qpk: &str, from: &str) -> Result<Option<(i64, i64)>, String> {
+        let sql = format!("SELECT CAST(MIN({qpk}) AS SIGNED), CAST(MAX({qpk}) AS SIGNED) {from}");
+        let row: Option<(Option<i64>, Option<i64>)> =
+            self.0.query_first(sql).await.map_err(|e| describe(&e))?;
+        Ok(row.and_then(|(lo, hi)| lo.zip(hi)))
+    }
+
+    async fn count(&mut self, sql: &str) -> Result<i64, String> {
+        let n: Option<i64> = self.0.query_first(sql).await.map_err(|e| describe(&e))?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn literal(&mut self, sql: &str) -> Result<Option<String>, String> {
+        let v: Option<Option<String>> = self.0.query_first(sql).await.map_err(|e| describe(&e))?;
+        Ok(v.flatten())
+    }
+
+    fn quote_literal_expr(&self, expr: &str) -> String {
+        format!("QUOTE({expr})")
+    }
+}
+
+pub struct MysqlReader {
+    params: RdbmsReader,
+}
+
+impl MysqlReader {
+    pub fn new(params: RdbmsReader) -> Self {
+        Self { params }
+    }
+}
+
+impl Reader for MysqlReader {
+    fn name(&self) -> &'static str {
+        "mysqlreader"
+    }
+
+    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
+        let p = &self.params;
+        let user = p.username.clone().unwrap_or_default();
+        block_on(async {
+            let mut out: Vec<Box<dyn ReadSplit>> = Vec::new();
+            for conn in &p.connection {
+                let (mut c, url) = connect_first(&conn.jdbc_url, &user, &p.password, &p.session)
+                    .await
+                    .map_err(SyncError::Source)?;
+                let split = |split: TableSplit| {
+                    Box::new(MySplit {
+                        url: url.clone(),
+                        user: user.clone(),
+                        password: p.password.clone(),
+                        session: p.session.clone(),
+                        split,
+                    }) as Box<dyn ReadSplit>
+                };
+                for q in &conn.query_sql {
+                    out.push(split(TableSplit {
+                        sql: q.trim().trim_end_matches(';').to_string(),
+                        label: "querySql".into(),
+                    }));
+                }
+                for table in &conn.table {
+                    let splits = plan_table(
+                        &mut MySplitQ(&mut c),
+                        &My,
+                        table,
+                        &p.column,
+                        p.where_clause.as_deref(),
+                        p.split_pk.as_deref(),
+                        channels,
+                    )
+                    .await
+                    .map_err(|e| SyncError::Source(format!("splitting {table}: {e}")))?;
+                    if let Some(pk) = &p.split_pk {
+                        log.info(format!("{table}: {} split(s) by {pk}", splits.len()));
+                    }
+                    out.extend(splits.into_iter().map(split));
+                }
+                let _ = c.disconnect().await;
+            }
+            Ok(out)
+        })
+    }
+}
+
+struct MySplit {
+    url: String,
+    user: String,
+    password: Secret,
+    session: Vec<String>,
+    split: TableSplit,
+}
+
+fn text_or_bytes(b: Vec<u8>, col: &Column) -> Value {
+    if col.character_set() == 63 {
+        return Value::Bytes(b);
+    }
+    match String::from_utf8(b) {
+        Ok(s) => Value::String(s),
+        Err(e) => Value::Bytes(e.into_bytes()),
+    }
+}
+
+/// Maps a MySQL value of column `col` into the column model.
+pub fn to_value(v: MyValue, col: &Column) -> Result<Value, String> {
+    let ty = col.column_type();
+    Ok(match v {
+        MyValue::NULL => Value::Null,
+        MyValue::Int(i) => Value::Int(i),
+        MyValue::UInt(u) => i64::try_from(u)
+            .map(Value::Int)
+            .unwrap_or_else(|_| Value::Decimal(u.to_string())),
+        MyValue::Float(f) => Value::Float(f64::from(f)),
+        MyValue::Double(d) => Value::Float(d),
+        MyValue::Bytes(b) => match ty {
+            ColumnType::MYSQL_TYPE_DECIMAL | ColumnType::MYSQL_TYPE_NEWDECIMAL => {
+                Value::Decimal(String::from_utf8(b).map_err(|_| "decimal is not text")?)
+            }
+            ColumnType::MYSQL_TYPE_JSON => {
+                Value::Json(String::from_utf8(b).map_err(|_| "JSON is not UTF-8")?)
+            }
+            ColumnType::MYSQL_TYPE_BIT => {
+                Value::Int(b.iter().fold(0i64, |acc, x| (acc << 8) | i64::from(*x)))
+            }
+            ColumnType::MYSQL_TYPE_GEOMETRY => Value::Bytes(b),
+            _ if col.flags().contains(ColumnFlags::BINARY_FLAG) && col.character_set() == 63 => {
+                Value::Bytes(b)
+            }
+            _ => text_or_bytes(b, col),
+        },
+        MyValue::Date(y, mo, d, h, mi, s, us) => {
+            if y == 0 && mo == 0 && d == 0 {
+                return Err("zero date 0000-00-00 has no calendar value".into());
+            }
+            let date = NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
+                .ok_or_else(|| format!("invalid date {y}-{mo}-{d}"))?;
+            let time = NaiveTime::from_hms_micro_opt(h.into(), mi.into(), s.into(), us)
+                .ok_or_else(|| format!("invalid time {h}:{mi}:{s}.{us}"))?;
+            match ty {
+                ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_NEWDATE => Value::Date(date),
+                ColumnType::MYSQL_TYPE_TIMESTAMP | ColumnType::MYSQL_TYPE_TIMESTAMP2 => {
+                    // The session runs in UTC, so TIMESTAMP values are UTC instants.
+                    Value::TimestampTz(date.and_time(time).and_utc().fixed_offset())
+                }
+                _ => Value::Timestamp(date.and_time(time)),
+            }
+        }
+        MyValue::Time(neg, days, h, mi, s, us) => {
+            if !neg && days == 0 {
+                Value::Time(
+                    NaiveTime::from_hms_micro_opt(h.into(), mi.into(), s.into(), us)
+                        .ok_or_else(|| "invalid time".to_string())?,
+                )
+            } else {
+                // Durations beyond a day have no time-of-day form; keep MySQL's text.
+                let hours = days * 24 + u32::from(h);
+                Value::String(format!(
+                    "{}{hours:02}:{mi:02}:{s:02}{}",
+                    if neg { "-" } else { "" },
+                    if us > 0 {
+                        format!(".{us:06}")
+                    } else {
+                        String::new()
+                    }
+                ))
+            }
+        }
+    })
+}
+
+impl ReadSplit for MySplit {
+    fn describe(&self) -> String {
+        self.split.label.clone()
+    }
+
+    fn run(self: Box<Self>, sink: &mut RowSink<'_>) -> Result<()> {
+        block_on(async {
+            let src = |e: String| SyncError::Source(format!("{}: {e}", self.split.label));
+            let mut conn = connect(&self.url, &self.user, &self.password, &self.session)
+                .await
+                .map_err(src)?;
+            let mut result = conn
+                .exec_iter(self.split.sql.as_str(), ())
+                .await
+                .map_err(|e| src(format!("{}: {}", self.split.sql, describe(&e))))?;
+            let columns = result.columns().map(|c| c.to_vec()).unwrap_or_default();
+            while let Some(row) = result.next().await.map_err(|e| src(describe(&e)))? {
+                let raw = row.unwrap();
+                let mut values = Vec::with_capacity(raw.len());
+                let mut bad = None;
+                for (v, col) in raw.into_iter().zip(&columns) {
+                    match to_value(v, col) {
+                        Ok(v) => values.push(v),
+                        Err(reason) => {
+                            bad = Some(format!("column {}: {reason}", col.name_str()));
+                            values.push(Value::Null);
+                        }
+                    }
+                }
+                match bad {
+                    None => sink.push(values)?,
+                    Some(reason) => {
+                        sink.shared()
+                            .counters
+                            .records_read
+                            .fetch_add(1, Ordering::Relaxed);
+                        sink.shared().dirty("reader", &values, &reason)?;
+                    }
+                }
+            }
+            drop(result);
+            let _ = conn.disconnect().await;
+            Ok(())
+        })
+    }
+}
+
+/// The largest number of placeholders one MySQL statement may carry.
+const MAX_PLACEHOLDERS: usize = 65_535;
+
+#[derive(Debug, Clone)]
+struct Target {
+    table: String,
+    columns: Vec<String>,
+}
+
+pub struct MysqlWriter {
+    params: RdbmsWriter,
+    target: OnceLock<Target>,
+}
+
+impl MysqlWriter {
+    pub fn new(params: RdbmsWriter) -> Self {
+        Self {
+            params,
+            target: OnceLock::new(),
+        }
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        connect(
+            self.params.target_url(),
+            self.params.username.as_deref().unwrap_or_default(),
+            &self.params.password,
+            &self.params.session,
+        )
+        .await
+        .map_err(SyncError::Target)
+    }
+
+    async fn run_sql(
+        &self,
+        conn: &mut Conn,
+        statements: &[String],
+        what: &str,
+        log: &JobLog,
+    ) -> Result<()> {
+        let table = sql_name(&My, self.params.target_table());
+        for s in statements {
+            let sql = s.replace("@table", &table);
+            log.info(format!("{what}: {sql}"));
+            conn.query_drop(&sql).await.map_err(|e| {
+                SyncError::Target(format!("{what} \"{sql}\" failed: {}", describe(&e)))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds a value for MySQL; the server (in strict mode) decides whether the column takes it.
+pub fn to_mysql(v: &Value) -> MyValue {
+    let dt = |t: NaiveDateTime| {
+        MyValue::Date(
+            t.year() as u16,
+            t.month() as u8,
+            t.day() as u8,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            t.nanosecond() / 1000,
+        )
+    };
+    match v {
+        Value::Null => MyValue::NULL,
+        Value::Bool(b) => MyValue::Int(i64::from(*b)),
+        Value::Int(i) => MyValue::Int(*i),
+        Value::Float(f) => MyValue::Double(*f),
+        Value::Decimal(s) | Value::String(s) | Value::Json(s) => {
+            MyValue::Bytes(s.as_bytes().to_vec())
+        }
+        Value::Bytes(b) => MyValue::Bytes(b.clone()),
+        Value::Date(d) => {
+            MyValue::Date(d.year() as u16, d.month() as u8, d.day() as u8, 0, 0, 0, 0)
+        }
+        Value::Time(t) => MyValue::Time(
+            false,
+            0,
+            t.hour() as u8,
+            t.minute() as u8,
+            t.second() as u8,
+            t.nanosecond() / 1000,
+        ),
+        Value::Timestamp(t) => dt(*t),
+        Value::TimestampTz(t) => dt(t.with_timezone(&Utc).naive_utc()),
+    }
+}
+
+/// Whether a server error is about the data of a row (so the row is dirty), not the job.
+fn is_data_error(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Server(s) => {
+            s.state.starts_with("22")
+                || s.state.starts_with("23")
+                || matches!(
+                    s.code,
+                    1048 | 1062
+                        | 1264
+                        | 1265
+                        | 1292
+                        | 1366
+                        | 1367
+                        | 1406
+                        | 1411
+                        | 1452
+                        | 1690
+                        | 3140
+                        | 3819
+                        | 4025
+                )
+        }
+        _ => false,
+    }
+}
+
+impl Writer for MysqlWriter {
+    fn name(&self) -> &'static str {
+        "mysqlwriter"
+    }
+
+    fn prepare(&self, log: &JobLog) -> Result<()> {
+        block_on(async {
+            let mut conn = self.conn().await?;
+            self.run_sql(&mut conn, &self.params.pre_sql, "preSql", log)
+                .await?;
+            let table = sql_name(&My, self.params.target_table());
+            let cols = select_list(&My, &self.params.column);
+            let stmt = conn
+                .prep(format!("SELECT {cols} FROM {table} LIMIT 0"))
+                .await
+                .map_err(|e| SyncError::Target(format!("target {table}: {}", describe(&e))))?;
+            let columns: Vec<String> = stmt
+                .columns()
+                .iter()
+                .map(|c| My.quote_part(&c.name_str()))
+                .collect();
+            log.info(format!(
+                "mysqlwriter: {table} ({} columns), mode {:?}, multi-row prepared INSERT",
+                columns.len(),
+                self.params.write_mode
+            ));
+            let _ = self.target.set(Target { table, columns });
+            let _ = conn.disconnect().await;
+            Ok(())
+        })
+    }
+
+    fn parallelism(&self) -> usize {
+        usize::MAX
+    }
+
+    fn open(&self, _index: usize) -> Result<Box<dyn WriteChannel>> {
+        let target = self
+            .target
+            .get()
+            .cloned()
+            .ok_or_else(|| SyncError::Internal("writer used before prepare".into()))?;
+        block_on(async {
+            let mut conn = self.conn().await?;
+            conn.query_drop("START TRANSACTION")
+                .await
+                .map_err(|e| SyncError::Target(describe(&e)))?;
+            let width = target.columns.len().max(1);
+            let per_statement = (self.params.batch_size.unwrap_or(1024).max(1) as usize)
+                .min(MAX_PLACEHOLDERS / width)
+                .max(1);
+            Ok(Box::new(MyChannel {
+                conn,
+                target,
+                mode: self.params.write_mode,
+                per_statement,
+                pending: Vec::new(),
+            }) as Box<dyn WriteChannel>)
+        })
+    }
+
+    fn finish(&self, log: &JobLog) -> Result<()> {
+        if self.params.post_sql.is_empty() {
+            return Ok(());
+        }
+        block_on(async {
+            let mut conn = self.conn().await?;
+            self.run_sql(&mut conn, &self.params.post_sql, "postSql", log)
+                .await
+        })
+    }
+
+    fn abort(&self, log: &JobLog) {
+        log.warn(
+            "mysqlwriter: open transactions rolled back; uncommitted rows are not in the target",
+        );
+    }
+}
+
+struct MyChannel {
+    conn: Conn,
+    target: Target,
+    mode: WriteMode,
+    per_statement: usize,
+    pending: Vec<Row>,
+}
+
+impl MyChannel {
+    fn statement(&self, rows: usize) -> String {
+        let width = self.target.columns.len();
+        let one = format!("({})", vec!["?"; width].join(","));
+        let values = vec![one; rows].join(",");
+        let cols = self.target.columns.join(", ");
+        match self.mode {
+            WriteMode::Insert => {
+                format!("INSERT INTO {} ({cols}) VALUES {values}", self.target.table)
+            }
+            WriteMode::Replace => format!(
+                "REPLACE INTO {} ({cols}) VALUES {values}",
+                self.target.table
+            ),
+            WriteMode::Update => {
+                let set: Vec<String> = self
+                    .target
+                    .columns
+                    .iter()
+                    .map(|c| format!("{c} = VALUES({c})"))
+                    .collect();
+                format!(
+                    "INSERT INTO {} ({cols}) VALUES {values} ON DUPLICATE KEY UPDATE {}",
+                    self.target.table,
+                    set.join(", ")
+                )
+            }
+        }
+    }
+
+    async fn exec(&mut self, rows: &[Row]) -> Result<(), mysql_async::Error> {
+        let sql = self.statement(rows.len());
+        let params: Vec<MyValue> = rows.iter().flat_map(|r| r.iter().map(to_mysql)).collect();
+        self.conn.exec_drop(sql, Params::Positional(params)).await
+    }
+
+    async fn flush(&mut self, shared: &Shared) -> Result<()> {
+        let rows = std::mem::take(&mut self.pending);
+        for chunk in rows.chunks(self.per_statement) {
+            match self.exec(chunk).await {
+                Ok(()) => count(shared, chunk),
+                Err(e) if is_data_error(&e) => {
+                    // The statement was rolled back as a whole; find the rows at fault.
+                    for row in chunk {
+                        match self.exec(std::slice::from_ref(row)).await {
+                            Ok(()) => count(shared, std::slice::from_ref(row)),
+                            Err(e) if is_data_error(&e) => {
+                                shared.dirty("writer", row, &describe(&e))?
+                            }
+                            Err(e) => return Err(SyncError::Target(describe(&e))),
+                        }
+                    }
+                }
+                Err(e) => return Err(SyncError::Target(describe(&e))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn count(shared: &Shared, rows: &[Row]) {
+    let bytes: usize = rows.iter().map(row_size).sum();
+    shared
+        .counters
+        .records_written
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    shared
+        .counters
+        .bytes_written
+        .fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+impl WriteChannel for MyChannel {
+    fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
+        let width = self.target.columns.len();
+        for row in rows {
+            if row.len() != width {
+                shared.dirty(
+                    "writer",
+                    &row,
+                    &format!(
+                        "row has {} fields but the target takes {width} columns",
+                        row.len()
+                    ),
+                )?;
+            } else {
+                self.pending.push(row);
+            }
+        }
+        if self.pending.len() >= self.per_statement {
+            block_on(self.flush(shared))?;
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>, shared: &Shared) -> Result<()> {
+        block_on(async {
+            self.flush(shared).await?;
+            self.conn
+                .query_drop("COMMIT")
+                .await
+                .map_err(|e| SyncError::Target(format!("commit failed: {}", describe(&e))))?;
+            let _ = self.conn.disconnect().await;
+            Ok(())
+        })
+    }
+}
