@@ -2,6 +2,8 @@
 //! `scripts/services.sh`): type round trips for every reader x writer pair, splitPk, error
 //! limits, idempotent reruns, and DataX's own job templates.
 
+mod idempotent;
 mod matrix;
+mod splits;
 
 mod support;
