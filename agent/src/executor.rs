@@ -127,7 +127,10 @@ impl Executor {
             }
             Ok(job) => {
                 let limit = job.setting.error_limit.record;
-                let shared = Arc::new(Shared::new(log.clone(), cancel.clone(), limit));
+                let shared = Arc::new(
+                    Shared::new(log.clone(), cancel.clone(), limit)
+                        .with_throttle(sync::throttle_for(&job)),
+                );
                 let reporter = tokio::spawn(report_progress(
                     self.outbox.clone(),
                     attempt_id.clone(),

@@ -1,6 +1,7 @@
 //! The pipeline that binds one reader to one writer, its counters, dirty-record accounting and
 //! cancellation.
 
+use super::throttle::{SystemClock, Throttle};
 use super::value::{Row, row_size};
 use super::{mysql, postgres, sqlite, stream, txtfile};
 use ferry_common::job::{JobSpec, ReaderConfig, WriterConfig};
@@ -120,6 +121,7 @@ pub struct Shared {
     pub log: JobLog,
     pub cancel: CancellationToken,
     dirty_limit: Option<u64>,
+    throttle: Throttle,
 }
 
 impl Shared {
@@ -129,7 +131,14 @@ impl Shared {
             log,
             cancel,
             dirty_limit,
+            throttle: Throttle::unlimited(),
         }
+    }
+
+    /// Applies the job's speed limits to every channel.
+    pub fn with_throttle(mut self, throttle: Throttle) -> Self {
+        self.throttle = throttle;
+        self
     }
 
     /// Counts a dirty record; fails once the count passes `errorLimit.record`.
@@ -169,6 +178,7 @@ pub struct RowSink<'a> {
     tx: &'a flume::Sender<Vec<Row>>,
     shared: &'a Shared,
     batch: Vec<Row>,
+    batch_bytes: u64,
 }
 
 impl<'a> RowSink<'a> {
@@ -177,6 +187,7 @@ impl<'a> RowSink<'a> {
             tx,
             shared,
             batch: Vec::with_capacity(BATCH_ROWS),
+            batch_bytes: 0,
         }
     }
 
@@ -185,10 +196,12 @@ impl<'a> RowSink<'a> {
     }
 
     pub fn push(&mut self, row: Row) -> Result<()> {
+        let size = row_size(&row) as u64;
+        self.batch_bytes += size;
         self.shared
             .counters
             .bytes_read
-            .fetch_add(row_size(&row) as u64, Ordering::Relaxed);
+            .fetch_add(size, Ordering::Relaxed);
         self.shared
             .counters
             .records_read
@@ -205,6 +218,10 @@ impl<'a> RowSink<'a> {
         if self.batch.is_empty() {
             return Ok(());
         }
+        self.shared
+            .throttle
+            .acquire(self.batch.len() as u64, self.batch_bytes);
+        self.batch_bytes = 0;
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
         self.tx
             .send(batch)
@@ -269,11 +286,33 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| SyncError::Internal(format!("worker panicked: {e}")))?
 }
 
+/// The throttle a job's `speed` settings ask for.
+pub fn throttle_for(job: &JobSpec) -> Throttle {
+    Throttle::new(
+        job.setting.speed.record,
+        job.setting.speed.byte,
+        Arc::new(SystemClock::default()),
+    )
+}
+
 /// Runs `job` to the end. `attempt` names temporary files so two attempts never share one.
 pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Summary> {
     let started = Instant::now();
     let channels = job.setting.speed.channel.unwrap_or(1).clamp(1, 64) as usize;
     let reader: Arc<dyn Reader> = Arc::from(build_reader(&job.reader));
+    if job.setting.speed.record.is_some() || job.setting.speed.byte.is_some() {
+        shared.log.info(format!(
+            "speed limit: {} records/s, {} bytes/s across all channels",
+            job.setting
+                .speed
+                .record
+                .map_or("no".into(), |v| v.to_string()),
+            job.setting
+                .speed
+                .byte
+                .map_or("no".into(), |v| v.to_string())
+        ));
+    }
     let writer: Arc<dyn Writer> = Arc::from(build_writer(&job.writer, attempt));
     shared.log.info(format!(
         "sync {} -> {} with {channels} channel(s)",

@@ -16,7 +16,8 @@ pub mod postgres;
 pub mod rdbms;
 pub mod sqlite;
 pub mod stream;
+pub mod throttle;
 pub mod txtfile;
 pub mod value;
 
-pub use engine::{Counters, JobLog, LogEntry, Shared, Summary, SyncError, run};
+pub use engine::{Counters, JobLog, LogEntry, Shared, Summary, SyncError, run, throttle_for};

@@ -7,3 +7,4 @@ mod matrix;
 mod splits;
 
 mod support;
+mod templates;

@@ -124,11 +124,14 @@ pub async fn run_job(json: &str) -> (Result<Summary, SyncError>, Vec<String>) {
         }
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(Shared::new(
-        JobLog::new(tx),
-        CancellationToken::new(),
-        job.setting.error_limit.record,
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            JobLog::new(tx),
+            CancellationToken::new(),
+            job.setting.error_limit.record,
+        )
+        .with_throttle(sync::throttle_for(&job)),
+    );
     let result = sync::run(&job, &unique("att"), shared).await;
     let mut lines = Vec::new();
     while let Ok(l) = rx.try_recv() {
