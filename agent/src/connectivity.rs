@@ -1,8 +1,9 @@
 //! Connectivity tests run from where the agent stands: the point is to learn whether *this*
 //! network reaches the data source, so the check happens here and not on the scheduler.
 
-use crate::sync::{sqlite, txtfile};
-use ferry_common::datasource::DataSourceConfig;
+use crate::sync::{mysql, postgres, sqlite, txtfile};
+use ferry_common::datasource::{DataSourceConfig, DbConnection};
+use ferry_common::job::{DbKind, JdbcUrl};
 use ferry_proto::agent::v1 as pb;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,9 @@ const TIMEOUT: &str = "timeout";
 const NOT_FOUND: &str = "not_found";
 const PERMISSION: &str = "permission";
 const OTHER: &str = "other";
+const AUTH: &str = "auth";
+const MISSING_DATABASE: &str = "missing_database";
+const PRIVILEGE: &str = "privilege";
 
 /// Tests one data source and says how it went.
 pub async fn test(request_id: String, config_json: &str) -> pb::ConnectivityResult {
@@ -72,14 +76,79 @@ async fn check(config: DataSourceConfig) -> Result<String, (&'static str, String
                 .map(|files| format!("{} readable; {} file(s)", f.path, files.len()))
                 .map_err(|m| (fs_kind(&m), m))
         }
-        DataSourceConfig::Mysql(c) | DataSourceConfig::Postgresql(c) => {
-            tcp(&c.host, c.port).await.map(|ms| {
-                format!(
-                    "TCP connection to {}:{} opened in {ms} ms; login is not checked by this release",
-                    c.host, c.port
-                )
-            })
+        DataSourceConfig::Mysql(c) => {
+            tcp(&c.host, c.port).await?;
+            login_mysql(&c).await
         }
+        DataSourceConfig::Postgresql(c) => {
+            tcp(&c.host, c.port).await?;
+            login_postgres(&c).await
+        }
+    }
+}
+
+async fn login_mysql(c: &DbConnection) -> Result<String, (&'static str, String)> {
+    use mysql_async::prelude::Queryable;
+    let url = JdbcUrl::of(DbKind::Mysql, c);
+    let mut conn = mysql::connect(&url, &c.username, &c.password, &[])
+        .await
+        .map_err(|m| (mysql_kind(&m), m))?;
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|e| (OTHER, mysql::describe(&e)))?;
+    let _ = conn.disconnect().await;
+    Ok(format!(
+        "logged in to {} as {}; server {}",
+        c.database,
+        c.username,
+        version.unwrap_or_default()
+    ))
+}
+
+fn mysql_kind(message: &str) -> &'static str {
+    if message.contains("error 1045") {
+        AUTH
+    } else if message.contains("error 1049") {
+        MISSING_DATABASE
+    } else if message.contains("error 1044") || message.contains("error 1142") {
+        PRIVILEGE
+    } else if message.contains("timed out") {
+        TIMEOUT
+    } else {
+        OTHER
+    }
+}
+
+async fn login_postgres(c: &DbConnection) -> Result<String, (&'static str, String)> {
+    let url = JdbcUrl::of(DbKind::Postgresql, c);
+    let client = postgres::connect(&url, &c.username, &c.password)
+        .await
+        .map_err(|m| (pg_kind(&m), m))?;
+    let row = client
+        .query_one("SELECT version()", &[])
+        .await
+        .map_err(|e| (OTHER, postgres::describe(&e)))?;
+    let version: String = row.try_get(0).unwrap_or_default();
+    Ok(format!(
+        "logged in to {} as {}; {}",
+        c.database,
+        c.username,
+        version.split(" on ").next().unwrap_or_default()
+    ))
+}
+
+fn pg_kind(message: &str) -> &'static str {
+    if message.contains("(28P01)") || message.contains("(28000)") {
+        AUTH
+    } else if message.contains("(3D000)") {
+        MISSING_DATABASE
+    } else if message.contains("(42501)") {
+        PRIVILEGE
+    } else if message.contains("timed out") {
+        TIMEOUT
+    } else {
+        OTHER
     }
 }
 
@@ -135,5 +204,13 @@ mod tests {
         assert!(!r.reachable);
         assert_eq!(r.error_kind, "refused", "{}", r.message);
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn unresolvable_host_is_dns() {
+        let cfg = r#"{"type":"mysql","host":"no-such-host.invalid","port":3306,"database":"d","username":"u"}"#;
+        let r = test("r3".into(), cfg).await;
+        assert!(!r.reachable);
+        assert_eq!(r.error_kind, "dns", "{}", r.message);
     }
 }

@@ -2,6 +2,7 @@
 //! `scripts/services.sh`): type round trips for every reader x writer pair, splitPk, error
 //! limits, idempotent reruns, and DataX's own job templates.
 
+mod connectivity;
 mod idempotent;
 mod matrix;
 mod splits;
