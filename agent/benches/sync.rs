@@ -28,7 +28,16 @@ const MY_DDL: &str = "(id BIGINT PRIMARY KEY, customer_id INT, sku VARCHAR(32), 
     price DECIMAL(12,2), discount DOUBLE, status VARCHAR(16), note TEXT, \
     created_at DATETIME, updated_at DATETIME) CHARACTER SET utf8mb4";
 const COLS: &[&str] = &[
-    "id", "customer_id", "sku", "qty", "price", "discount", "status", "note", "created_at", "updated_at",
+    "id",
+    "customer_id",
+    "sku",
+    "qty",
+    "price",
+    "discount",
+    "status",
+    "note",
+    "created_at",
+    "updated_at",
 ];
 
 type Res<T> = Result<T, String>;
@@ -52,11 +61,17 @@ fn sh(cmd: &str) -> Res<String> {
 }
 
 fn psql(db: &str, sql: &str) -> Res<String> {
-    sh(&format!("psql -h 127.0.0.1 -U postgres -d {db} -v ON_ERROR_STOP=1 -tAq -c {}", shell_quote(sql)))
+    sh(&format!(
+        "psql -h 127.0.0.1 -U postgres -d {db} -v ON_ERROR_STOP=1 -tAq -c {}",
+        shell_quote(sql)
+    ))
 }
 
 fn mysql(sql: &str) -> Res<String> {
-    sh(&format!("mysql --protocol=tcp -h 127.0.0.1 -uroot --local-infile=1 -N -B -e {}", shell_quote(sql)))
+    sh(&format!(
+        "mysql --protocol=tcp -h 127.0.0.1 -uroot --local-infile=1 -N -B -e {}",
+        shell_quote(sql)
+    ))
 }
 
 fn shell_quote(s: &str) -> String {
@@ -105,10 +120,16 @@ fn setup(rows: u64, tsv: &Path) -> Res<()> {
     eprintln!("setup: {rows} rows into {DB} (PostgreSQL and MariaDB)");
     write_tsv(tsv, rows)?;
     for db in [DB, PEER_DB] {
-        psql("test", &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))?;
+        psql(
+            "test",
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        )?;
         psql("test", &format!("CREATE DATABASE {db}"))?;
     }
-    psql(DB, &format!("CREATE TABLE src {PG_DDL}; CREATE TABLE dst {PG_DDL}"))?;
+    psql(
+        DB,
+        &format!("CREATE TABLE src {PG_DDL}; CREATE TABLE dst {PG_DDL}"),
+    )?;
     psql(PEER_DB, &format!("CREATE TABLE src {PG_DDL}"))?;
     sh(&format!(
         "psql -h 127.0.0.1 -U postgres -d {DB} -c \"\\copy src FROM '{}'\"",
@@ -126,8 +147,16 @@ fn setup(rows: u64, tsv: &Path) -> Res<()> {
 
 fn reader(kind: &str) -> serde_json::Value {
     let (name, url, user) = match kind {
-        "pg" => ("postgresqlreader", format!("jdbc:postgresql://127.0.0.1:5432/{DB}"), "postgres"),
-        _ => ("mysqlreader", format!("jdbc:mysql://127.0.0.1:3306/{DB}"), "root"),
+        "pg" => (
+            "postgresqlreader",
+            format!("jdbc:postgresql://127.0.0.1:5432/{DB}"),
+            "postgres",
+        ),
+        _ => (
+            "mysqlreader",
+            format!("jdbc:mysql://127.0.0.1:3306/{DB}"),
+            "root",
+        ),
     };
     serde_json::json!({"name": name, "parameter": {"username": user, "password": "", "column": COLS,
         "splitPk": "id", "connection": [{"jdbcUrl": [url], "table": ["src"]}]}})
@@ -135,8 +164,16 @@ fn reader(kind: &str) -> serde_json::Value {
 
 fn writer(kind: &str) -> serde_json::Value {
     let (name, url, user) = match kind {
-        "pg" => ("postgresqlwriter", format!("jdbc:postgresql://127.0.0.1:5432/{DB}"), "postgres"),
-        _ => ("mysqlwriter", format!("jdbc:mysql://127.0.0.1:3306/{DB}"), "root"),
+        "pg" => (
+            "postgresqlwriter",
+            format!("jdbc:postgresql://127.0.0.1:5432/{DB}"),
+            "postgres",
+        ),
+        _ => (
+            "mysqlwriter",
+            format!("jdbc:mysql://127.0.0.1:3306/{DB}"),
+            "root",
+        ),
     };
     serde_json::json!({"name": name, "parameter": {"username": user, "password": "", "column": COLS,
         "connection": [{"jdbcUrl": url, "table": ["dst"]}]}})
@@ -173,7 +210,10 @@ fn ferry(job: &str) -> Res<Measure> {
     let secs = started.elapsed().as_secs_f64();
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(format!("ferry job failed: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "ferry job failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let peak_rss_kb = text
         .lines()
@@ -197,10 +237,16 @@ fn child(job: &str) -> Res<()> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let shared = Arc::new(
-            Shared::new(JobLog::new(tx), CancellationToken::new(), spec.setting.error_limit.record)
-                .with_throttle(sync::throttle_for(&spec)),
+            Shared::new(
+                JobLog::new(tx),
+                CancellationToken::new(),
+                spec.setting.error_limit.record,
+            )
+            .with_throttle(sync::throttle_for(&spec)),
         );
-        let s = sync::run(&spec, "bench", shared).await.map_err(|e| e.to_string())?;
+        let s = sync::run(&spec, "bench", shared)
+            .await
+            .map_err(|e| e.to_string())?;
         println!("records={}", s.records_written);
         Ok::<_, String>(())
     })?;
@@ -226,7 +272,9 @@ fn args() -> Res<Option<Args>> {
     let mut a = Args {
         rows: 2_000_000,
         channels: vec![1, 4, 8],
-        pairs: ["pg-pg", "my-pg", "pg-my", "my-my"].map(String::from).to_vec(),
+        pairs: ["pg-pg", "my-pg", "pg-my", "my-my"]
+            .map(String::from)
+            .to_vec(),
         peers: false,
         keep: false,
     };
@@ -247,7 +295,14 @@ fn args() -> Res<Option<Args>> {
                     .map(|c| c.parse().map_err(|_| format!("bad channel count {c}")))
                     .collect::<Res<_>>()?
             }
-            "--pairs" => a.pairs = it.next().ok_or("--pairs pg-pg,...")?.split(',').map(String::from).collect(),
+            "--pairs" => {
+                a.pairs = it
+                    .next()
+                    .ok_or("--pairs pg-pg,...")?
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            }
             "--peers" => a.peers = true,
             "--keep" => a.keep = true,
             "--bench" => {}
@@ -276,14 +331,18 @@ fn run() -> Res<()> {
         "| pair | tool | channels | seconds | rows/s | MB/s (TSV size) | peak RSS MiB | vs bulk pipe |".into(),
         "|---|---|---|---|---|---|---|---|".into(),
     ];
-    let mb = std::fs::metadata(&tsv).map(|m| m.len() as f64 / 1_048_576.0).unwrap_or(0.0);
+    let mb = std::fs::metadata(&tsv)
+        .map(|m| m.len() as f64 / 1_048_576.0)
+        .unwrap_or(0.0);
     let row = |pair: &str, tool: &str, ch: &str, secs: f64, rss: Option<u64>, base: Option<f64>| {
         format!(
             "| {pair} | {tool} | {ch} | {secs:.2} | {:.0} | {:.1} | {} | {} |",
             n / secs,
             mb / secs,
-            rss.map(|k| format!("{:.0}", k as f64 / 1024.0)).unwrap_or_else(|| "-".into()),
-            base.map(|b| format!("{:.2}x", b / secs)).unwrap_or_else(|| "-".into())
+            rss.map(|k| format!("{:.0}", k as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+            base.map(|b| format!("{:.2}x", b / secs))
+                .unwrap_or_else(|| "-".into())
         )
     };
 
@@ -293,13 +352,27 @@ fn run() -> Res<()> {
         "psql -h 127.0.0.1 -U postgres -d {DB} -c 'COPY src TO STDOUT (FORMAT binary)' | \
          psql -h 127.0.0.1 -U postgres -d {DB} -c 'COPY dst FROM STDIN (FORMAT binary)'"
     ))?;
-    lines.push(row("any -> pg", "psql COPY binary pipe", "1", copy_pipe, None, Some(copy_pipe)));
+    lines.push(row(
+        "any -> pg",
+        "psql COPY binary pipe",
+        "1",
+        copy_pipe,
+        None,
+        Some(copy_pipe),
+    ));
     truncate("my")?;
     let load_data = timed(&format!(
         "mysql --protocol=tcp -h 127.0.0.1 -uroot --local-infile=1 -e \"LOAD DATA LOCAL INFILE '{}' INTO TABLE {DB}.dst\"",
         tsv.display()
     ))?;
-    lines.push(row("any -> my", "LOAD DATA LOCAL INFILE (ready TSV)", "1", load_data, None, Some(load_data)));
+    lines.push(row(
+        "any -> my",
+        "LOAD DATA LOCAL INFILE (ready TSV)",
+        "1",
+        load_data,
+        None,
+        Some(load_data),
+    ));
 
     for pair in &a.pairs {
         let (src, dst) = pair.split_once('-').ok_or(format!("bad pair {pair}"))?;
@@ -312,10 +385,20 @@ fn run() -> Res<()> {
             let m = ferry(&job)?;
             let got = count(dst)?;
             if got != a.rows {
-                return Err(format!("{pair} x{ch}: target has {got} rows, expected {}", a.rows));
+                return Err(format!(
+                    "{pair} x{ch}: target has {got} rows, expected {}",
+                    a.rows
+                ));
             }
             eprintln!("{pair} ferry x{ch}: {:.2}s", m.secs);
-            lines.push(row(pair, "ferry", &ch.to_string(), m.secs, Some(m.peak_rss_kb), Some(base)));
+            lines.push(row(
+                pair,
+                "ferry",
+                &ch.to_string(),
+                m.secs,
+                Some(m.peak_rss_kb),
+                Some(base),
+            ));
         }
     }
 
@@ -324,8 +407,14 @@ fn run() -> Res<()> {
     }
     println!("{}", lines.join("\n"));
     if !a.keep {
-        psql("test", &format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"))?;
-        psql("test", &format!("DROP DATABASE IF EXISTS {PEER_DB} WITH (FORCE)"))?;
+        psql(
+            "test",
+            &format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)"),
+        )?;
+        psql(
+            "test",
+            &format!("DROP DATABASE IF EXISTS {PEER_DB} WITH (FORCE)"),
+        )?;
         mysql(&format!("DROP DATABASE IF EXISTS {DB}"))?;
     }
     Ok(())

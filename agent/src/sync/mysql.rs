@@ -396,8 +396,9 @@ impl MysqlWriter {
     }
 }
 
-/// Binds a value for MySQL; the server (in strict mode) decides whether the column takes it.
-pub fn to_mysql(v: &Value) -> MyValue {
+/// Binds a value for MySQL, moving its bytes; the server (in strict mode) decides whether the
+/// column takes it.
+pub fn to_mysql(v: Value) -> MyValue {
     let dt = |t: NaiveDateTime| {
         MyValue::Date(
             t.year() as u16,
@@ -411,13 +412,11 @@ pub fn to_mysql(v: &Value) -> MyValue {
     };
     match v {
         Value::Null => MyValue::NULL,
-        Value::Bool(b) => MyValue::Int(i64::from(*b)),
-        Value::Int(i) => MyValue::Int(*i),
-        Value::Float(f) => MyValue::Double(*f),
-        Value::Decimal(s) | Value::String(s) | Value::Json(s) => {
-            MyValue::Bytes(s.as_bytes().to_vec())
-        }
-        Value::Bytes(b) => MyValue::Bytes(b.clone()),
+        Value::Bool(b) => MyValue::Int(i64::from(b)),
+        Value::Int(i) => MyValue::Int(i),
+        Value::Float(f) => MyValue::Double(f),
+        Value::Decimal(s) | Value::String(s) | Value::Json(s) => MyValue::Bytes(s.into_bytes()),
+        Value::Bytes(b) => MyValue::Bytes(b),
         Value::Date(d) => {
             MyValue::Date(d.year() as u16, d.month() as u8, d.day() as u8, 0, 0, 0, 0)
         }
@@ -429,9 +428,20 @@ pub fn to_mysql(v: &Value) -> MyValue {
             t.second() as u8,
             t.nanosecond() / 1000,
         ),
-        Value::Timestamp(t) => dt(*t),
+        Value::Timestamp(t) => dt(t),
         Value::TimestampTz(t) => dt(t.with_timezone(&Utc).naive_utc()),
     }
+}
+
+/// Bound values as a row, for the dirty-record log.
+fn shown(values: &[MyValue]) -> Row {
+    values
+        .iter()
+        .map(|v| match v {
+            MyValue::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
+            other => Value::String(format!("{other:?}")),
+        })
+        .collect()
 }
 
 /// Whether a server error is about the data of a row (so the row is dirty), not the job.
@@ -518,6 +528,7 @@ impl Writer for MysqlWriter {
                 mode: self.params.write_mode,
                 per_statement,
                 pending: Vec::new(),
+                full_statement: None,
             }) as Box<dyn WriteChannel>)
         })
     }
@@ -546,6 +557,8 @@ struct MyChannel {
     mode: WriteMode,
     per_statement: usize,
     pending: Vec<Row>,
+    /// The statement text for a full chunk, built once.
+    full_statement: Option<(usize, String)>,
 }
 
 impl MyChannel {
@@ -578,24 +591,42 @@ impl MyChannel {
         }
     }
 
-    async fn exec(&mut self, rows: &[Row]) -> Result<(), mysql_async::Error> {
-        let sql = self.statement(rows.len());
-        let params: Vec<MyValue> = rows.iter().flat_map(|r| r.iter().map(to_mysql)).collect();
+    async fn exec(&mut self, rows: usize, params: Vec<MyValue>) -> Result<(), mysql_async::Error> {
+        let sql = match &self.full_statement {
+            Some((n, sql)) if *n == rows => sql.clone(),
+            _ => {
+                let sql = self.statement(rows);
+                if rows == self.per_statement {
+                    self.full_statement = Some((rows, sql.clone()));
+                }
+                sql
+            }
+        };
         self.conn.exec_drop(sql, Params::Positional(params)).await
     }
 
     async fn flush(&mut self, shared: &Shared) -> Result<()> {
-        let rows = std::mem::take(&mut self.pending);
-        for chunk in rows.chunks(self.per_statement) {
-            match self.exec(chunk).await {
-                Ok(()) => count(shared, chunk),
+        let width = self.target.columns.len().max(1);
+        let mut rows = std::mem::take(&mut self.pending).into_iter();
+        loop {
+            let chunk: Vec<Row> = rows.by_ref().take(self.per_statement).collect();
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let n = chunk.len();
+            let bytes: usize = chunk.iter().map(row_size).sum();
+            let params: Vec<MyValue> = chunk.into_iter().flatten().map(to_mysql).collect();
+            // Kept only in case the statement is refused and the rows must be replayed.
+            let backup = params.clone();
+            match self.exec(n, params).await {
+                Ok(()) => count(shared, n, bytes),
                 Err(e) if is_data_error(&e) => {
                     // The statement was rolled back as a whole; find the rows at fault.
-                    for row in chunk {
-                        match self.exec(std::slice::from_ref(row)).await {
-                            Ok(()) => count(shared, std::slice::from_ref(row)),
+                    for one in backup.chunks(width) {
+                        match self.exec(1, one.to_vec()).await {
+                            Ok(()) => count(shared, 1, 0),
                             Err(e) if is_data_error(&e) => {
-                                shared.dirty("writer", row, &describe(&e))?
+                                shared.dirty("writer", &shown(one), &describe(&e))?
                             }
                             Err(e) => return Err(SyncError::Target(describe(&e))),
                         }
@@ -604,16 +635,14 @@ impl MyChannel {
                 Err(e) => return Err(SyncError::Target(describe(&e))),
             }
         }
-        Ok(())
     }
 }
 
-fn count(shared: &Shared, rows: &[Row]) {
-    let bytes: usize = rows.iter().map(row_size).sum();
+fn count(shared: &Shared, rows: usize, bytes: usize) {
     shared
         .counters
         .records_written
-        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        .fetch_add(rows as u64, Ordering::Relaxed);
     shared
         .counters
         .bytes_written

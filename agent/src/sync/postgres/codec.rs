@@ -18,16 +18,10 @@ const NUMERIC_POS: u16 = 0x0000;
 const NUMERIC_NEG: u16 = 0x4000;
 const NUMERIC_NAN: u16 = 0xC000;
 
-/// Encodes a plain decimal string (`-123.4500`, no exponent) as PostgreSQL binary NUMERIC.
-pub fn encode_numeric(text: &str) -> Result<Vec<u8>, String> {
+/// Checks a plain decimal string (`-123.4500`, no exponent) and returns its parts:
+/// negative, integer digits without leading zeros, fraction digits.
+fn decimal_parts(text: &str) -> Result<(bool, &[u8], &[u8]), String> {
     let t = text.trim();
-    if t.eq_ignore_ascii_case("nan") {
-        let mut out = Vec::with_capacity(8);
-        for v in [0u16, 0, NUMERIC_NAN, 0] {
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-        return Ok(out);
-    }
     let (negative, body) = match t.strip_prefix('-') {
         Some(b) => (true, b),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
@@ -39,49 +33,77 @@ pub fn encode_numeric(text: &str) -> Result<Vec<u8>, String> {
     if !valid {
         return Err(format!("\"{text}\" is not a decimal number"));
     }
-    let dscale = frac_part.len();
-    let int_part = int_part.trim_start_matches('0');
-    // Base-10000 groups: the integer part aligned from the right, the fraction from the left.
-    let pad_int = (4 - int_part.len() % 4) % 4;
-    let int_digits: String = "0".repeat(pad_int) + int_part;
-    let pad_frac = (4 - frac_part.len() % 4) % 4;
-    let frac_digits: String = frac_part.to_string() + &"0".repeat(pad_frac);
-    let group = |s: &str| -> Vec<i16> {
-        s.as_bytes()
-            .chunks(4)
-            .map(|c| c.iter().fold(0i16, |acc, d| acc * 10 + i16::from(d - b'0')))
-            .collect()
-    };
-    let int_groups = group(&int_digits);
-    let frac_groups = group(&frac_digits);
-    let mut weight = int_groups.len() as i32 - 1;
-    let mut digits: Vec<i16> = int_groups.into_iter().chain(frac_groups).collect();
-    while digits.first() == Some(&0) {
-        digits.remove(0);
-        weight -= 1;
-    }
-    while digits.last() == Some(&0) {
-        digits.pop();
-    }
-    if digits.is_empty() {
-        weight = 0;
-    }
-    if digits.len() > i16::MAX as usize || !(-32768..=32767).contains(&weight) || dscale > 0x3FFF {
+    if frac_part.len() > 0x3FFF || int_part.len() > 131_072 {
         return Err(format!("\"{text}\" is out of NUMERIC's range"));
     }
-    let sign = if negative && !digits.is_empty() {
-        NUMERIC_NEG
-    } else {
-        NUMERIC_POS
-    };
-    let mut out = Vec::with_capacity(8 + digits.len() * 2);
-    out.extend_from_slice(&(digits.len() as i16).to_be_bytes());
-    out.extend_from_slice(&(weight as i16).to_be_bytes());
-    out.extend_from_slice(&sign.to_be_bytes());
-    out.extend_from_slice(&(dscale as u16).to_be_bytes());
-    for d in digits {
-        out.extend_from_slice(&d.to_be_bytes());
+    Ok((
+        negative,
+        int_part.trim_start_matches('0').as_bytes(),
+        frac_part.as_bytes(),
+    ))
+}
+
+/// Validates text that [`numeric_into`] will encode.
+pub fn check_numeric(text: &str) -> Result<(), String> {
+    if text.trim().eq_ignore_ascii_case("nan") {
+        return Ok(());
     }
+    decimal_parts(text).map(|_| ())
+}
+
+/// Writes a plain decimal string as PostgreSQL binary NUMERIC, without intermediate
+/// allocations: base-10000 groups are read straight off the digits.
+pub fn numeric_into(text: &str, out: &mut impl BufMut) -> Result<(), String> {
+    if text.trim().eq_ignore_ascii_case("nan") {
+        for v in [0u16, 0, NUMERIC_NAN, 0] {
+            out.put_u16(v);
+        }
+        return Ok(());
+    }
+    let (negative, int, frac) = decimal_parts(text)?;
+    let pad_int = (4 - int.len() % 4) % 4;
+    let pad_frac = (4 - frac.len() % 4) % 4;
+    let total = pad_int + int.len() + frac.len() + pad_frac;
+    let groups = total / 4;
+    let int_groups = (pad_int + int.len()) / 4;
+    let digit = |k: usize| -> i16 {
+        if k < pad_int {
+            0
+        } else if k < pad_int + int.len() {
+            i16::from(int[k - pad_int] - b'0')
+        } else if k < pad_int + int.len() + frac.len() {
+            i16::from(frac[k - pad_int - int.len()] - b'0')
+        } else {
+            0
+        }
+    };
+    let group = |g: usize| (0..4).fold(0i16, |acc, j| acc * 10 + digit(g * 4 + j));
+    let first = (0..groups).find(|&g| group(g) != 0);
+    let last = (0..groups).rev().find(|&g| group(g) != 0);
+    let (ndigits, weight, sign) = match (first, last) {
+        (Some(f), Some(l)) => (
+            l - f + 1,
+            int_groups as i32 - 1 - f as i32,
+            if negative { NUMERIC_NEG } else { NUMERIC_POS },
+        ),
+        _ => (0, 0, NUMERIC_POS),
+    };
+    out.put_i16(ndigits as i16);
+    out.put_i16(weight as i16);
+    out.put_u16(sign);
+    out.put_u16(frac.len() as u16);
+    if let Some(f) = first {
+        for g in f..f + ndigits {
+            out.put_i16(group(g));
+        }
+    }
+    Ok(())
+}
+
+/// Encodes a plain decimal string as PostgreSQL binary NUMERIC.
+pub fn encode_numeric(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(16);
+    numeric_into(text, &mut out)?;
     Ok(out)
 }
 
@@ -105,15 +127,20 @@ pub fn decode_numeric(raw: &[u8]) -> Result<String, String> {
     let digits: Vec<u16> = (0..ndigits)
         .map(|i| word(4 + i))
         .collect::<Result<_, _>>()?;
-    let mut int_part = String::new();
+    let push4 = |s: &mut String, d: u16| {
+        for div in [1000, 100, 10, 1] {
+            s.push(char::from(b'0' + (d / div % 10) as u8));
+        }
+    };
+    let mut int_part = String::with_capacity(4 * (weight.max(0) as usize + 1));
     for pos in 0..=weight.max(-1) {
         let d = digits.get(pos as usize).copied().unwrap_or(0);
         if int_part.is_empty() {
             if d != 0 {
-                int_part = d.to_string();
+                int_part.push_str(&d.to_string());
             }
         } else {
-            int_part.push_str(&format!("{d:04}"));
+            push4(&mut int_part, d);
         }
     }
     if int_part.is_empty() {
@@ -127,7 +154,7 @@ pub fn decode_numeric(raw: &[u8]) -> Result<String, String> {
         } else {
             0
         };
-        frac.push_str(&format!("{d:04}"));
+        push4(&mut frac, d);
         pos += 1;
     }
     frac.truncate(dscale);
@@ -230,7 +257,8 @@ pub enum PgValue {
     I64(i64),
     F32(f32),
     F64(f64),
-    Numeric(Vec<u8>),
+    /// Validated decimal text, encoded when written.
+    Numeric(String),
     Text(String),
     Bytes(Vec<u8>),
     Date(NaiveDate),
@@ -251,7 +279,11 @@ impl ToSql for PgValue {
             PgValue::I64(v) => v.to_sql(ty, out)?,
             PgValue::F32(v) => v.to_sql(ty, out)?,
             PgValue::F64(v) => v.to_sql(ty, out)?,
-            PgValue::Numeric(b) | PgValue::Bytes(b) => {
+            PgValue::Numeric(s) => {
+                numeric_into(s, out)?;
+                IsNull::No
+            }
+            PgValue::Bytes(b) => {
                 out.put_slice(b);
                 IsNull::No
             }
@@ -369,7 +401,7 @@ fn parse_timestamptz(text: &str) -> Option<DateTime<Utc>> {
 }
 
 fn check_text(s: String) -> Result<String, String> {
-    if s.contains('\0') {
+    if s.as_bytes().contains(&0) {
         Err("text contains a NUL character, which PostgreSQL text cannot hold".into())
     } else {
         Ok(s)
@@ -409,16 +441,20 @@ pub fn convert(v: Value, ty: &Type) -> Result<PgValue, String> {
         Type::INT8 => PgValue::I64(as_int(&v)?),
         Type::FLOAT4 => PgValue::F32(as_float(&v)? as f32),
         Type::FLOAT8 => PgValue::F64(as_float(&v)?),
-        Type::NUMERIC => PgValue::Numeric(match &v {
-            Value::Int(i) => encode_numeric(&i.to_string())?,
-            Value::Bool(b) => encode_numeric(if *b { "1" } else { "0" })?,
-            Value::Float(f) if f.is_nan() => encode_numeric("NaN")?,
-            Value::Float(f) if f.is_finite() => encode_numeric(&f.to_string())?,
-            Value::Decimal(s) | Value::String(s) => encode_numeric(s)?,
-            other => return Err(format!("{} cannot become a numeric", kind(other))),
+        Type::NUMERIC => PgValue::Numeric(match v {
+            Value::Int(i) => i.to_string(),
+            Value::Bool(b) => if b { "1" } else { "0" }.to_string(),
+            Value::Float(f) if f.is_nan() => "NaN".to_string(),
+            Value::Float(f) if f.is_finite() => f.to_string(),
+            Value::Decimal(s) | Value::String(s) => {
+                check_numeric(&s)?;
+                s
+            }
+            other => return Err(format!("{} cannot become a numeric", kind(&other))),
         }),
         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
             PgValue::Text(check_text(match v {
+                Value::String(s) | Value::Decimal(s) | Value::Json(s) => s,
                 Value::Bytes(b) => {
                     String::from_utf8(b).map_err(|_| "bytes are not UTF-8 text".to_string())?
                 }

@@ -14,16 +14,18 @@ use super::engine::{
 };
 use super::rdbms::{Dialect, SplitQueries, TableSplit, block_on, plan_table, sql_name};
 use super::value::{Row, Value, row_size};
+use bytes::{BufMut, BytesMut};
 use chrono::{FixedOffset, Utc};
 use codec::{JsonText, Numeric, PgValue, UuidText, convert, readable, writable};
 use ferry_common::job::{JdbcUrl, RdbmsReader, RdbmsWriter, WriteMode};
 use ferry_common::secret::Secret;
+use futures_util::SinkExt;
 use std::pin::pin;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio_postgres::binary_copy::{BinaryCopyInWriter, BinaryCopyOutRow, BinaryCopyOutStream};
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 use tokio_stream::StreamExt;
 
@@ -541,7 +543,7 @@ impl Writer for PgWriter {
                 target,
                 stage,
                 pending: Vec::new(),
-                batch: self.params.batch_size.unwrap_or(8192).max(1) as usize,
+                batch: self.params.batch_size.unwrap_or(32_768).max(1) as usize,
             }) as Box<dyn WriteChannel>)
         })
     }
@@ -566,28 +568,80 @@ struct PgChannel {
     client: Client,
     target: Target,
     stage: Option<String>,
-    /// Converted rows waiting for the next COPY, with their source form for dirty reports.
-    pending: Vec<(Vec<PgValue>, Row, u64)>,
+    /// Converted rows waiting for the next COPY, with their size for statistics.
+    pending: Vec<(Vec<PgValue>, u64)>,
     batch: usize,
 }
 
+/// Binary COPY header: signature, flags, header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// Send COPY data in chunks of about this size: large enough that the connection task is woken
+/// rarely, small enough to keep memory flat.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// Appends one row in binary COPY format; on an encoding error the buffer is left as it was.
+fn encode_row(buf: &mut BytesMut, values: &[PgValue], types: &[Type]) -> Result<(), String> {
+    let row_start = buf.len();
+    buf.put_i16(values.len() as i16);
+    for (v, ty) in values.iter().zip(types) {
+        let at = buf.len();
+        buf.put_i32(0);
+        match v.to_sql(ty, buf) {
+            Ok(IsNull::Yes) => {
+                buf.truncate(at);
+                buf.put_i32(-1);
+            }
+            Ok(IsNull::No) => {
+                let len = (buf.len() - at - 4) as i32;
+                buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            Err(e) => {
+                buf.truncate(row_start);
+                return Err(format!("cannot encode {v:?} as {ty}: {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A row as text, for the dirty-record log.
+fn shown(values: &[PgValue]) -> Row {
+    values
+        .iter()
+        .map(|v| Value::String(format!("{v:?}")))
+        .collect()
+}
+
 impl PgChannel {
-    async fn copy(&self, rows: &[(Vec<PgValue>, Row, u64)]) -> Result<(), tokio_postgres::Error> {
+    /// COPYs `rows` (into the staging table and merges, in update/replace mode). Rows that
+    /// cannot be encoded are returned with the reason; the others were sent.
+    async fn copy(
+        &self,
+        rows: &[(Vec<PgValue>, u64)],
+    ) -> Result<Vec<(usize, String)>, tokio_postgres::Error> {
         let into = self.stage.as_deref().unwrap_or(&self.target.table);
         let sink = self
             .client
-            .copy_in(&format!(
+            .copy_in::<_, bytes::Bytes>(&format!(
                 "COPY {into} ({}) FROM STDIN (FORMAT binary)",
                 self.target.columns.join(", ")
             ))
             .await?;
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &self.target.types));
-        for (values, _, _) in rows {
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            writer.as_mut().write(&refs).await?;
+        let mut sink = pin!(sink);
+        let mut buf = BytesMut::with_capacity(COPY_CHUNK + (64 << 10));
+        buf.put_slice(COPY_HEADER);
+        let mut refused = Vec::new();
+        for (i, (values, _)) in rows.iter().enumerate() {
+            if let Err(reason) = encode_row(&mut buf, values, &self.target.types) {
+                refused.push((i, reason));
+            }
+            if buf.len() >= COPY_CHUNK {
+                sink.send(buf.split().freeze()).await?;
+            }
         }
-        writer.finish().await?;
+        buf.put_i16(-1);
+        sink.send(buf.split().freeze()).await?;
+        sink.as_mut().finish().await?;
         if let Some(stage) = &self.stage {
             let cols = self.target.columns.join(", ");
             let updates: Vec<String> = self
@@ -610,10 +664,11 @@ impl PgChannel {
                 ))
                 .await?;
         }
-        Ok(())
+        Ok(refused)
     }
 
-    /// Writes the pending rows; a refused batch is replayed row by row to isolate dirty rows.
+    /// Writes the pending rows; a batch the server refuses is replayed row by row behind
+    /// savepoints to isolate the dirty rows and keep the rest.
     async fn flush(&mut self, shared: &Shared) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -625,12 +680,21 @@ impl PgChannel {
             .await
             .map_err(err)?;
         match self.copy(&rows).await {
-            Ok(()) => {
+            Ok(refused) => {
                 self.client
                     .batch_execute("RELEASE SAVEPOINT ferry_batch")
                     .await
                     .map_err(err)?;
-                count(shared, &rows);
+                let bad: std::collections::HashSet<usize> = refused.iter().map(|r| r.0).collect();
+                for (i, reason) in &refused {
+                    shared.dirty("writer", &shown(&rows[*i].0), reason)?;
+                }
+                let (n, bytes) = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !bad.contains(i))
+                    .fold((0u64, 0u64), |(n, b), (_, r)| (n + 1, b + r.1));
+                count(shared, n, bytes);
                 return Ok(());
             }
             Err(e) if e.as_db_error().is_none() => return Err(err(e)),
@@ -641,19 +705,21 @@ impl PgChannel {
                     .map_err(err)?;
             }
         }
-        for row in rows {
+        for row in &rows {
             self.client
                 .batch_execute("SAVEPOINT ferry_row")
                 .await
                 .map_err(err)?;
-            let one = std::slice::from_ref(&row);
-            match self.copy(one).await {
-                Ok(()) => {
+            match self.copy(std::slice::from_ref(row)).await {
+                Ok(refused) => {
                     self.client
                         .batch_execute("RELEASE SAVEPOINT ferry_row")
                         .await
                         .map_err(err)?;
-                    count(shared, one);
+                    match refused.first() {
+                        Some((_, reason)) => shared.dirty("writer", &shown(&row.0), reason)?,
+                        None => count(shared, 1, row.1),
+                    }
                 }
                 Err(e) => match e.as_db_error() {
                     Some(db) => {
@@ -663,7 +729,7 @@ impl PgChannel {
                             .map_err(err)?;
                         shared.dirty(
                             "writer",
-                            &row.1,
+                            &shown(&row.0),
                             &format!("{} ({})", db.message(), db.code().code()),
                         )?;
                     }
@@ -675,12 +741,11 @@ impl PgChannel {
     }
 }
 
-fn count(shared: &Shared, rows: &[(Vec<PgValue>, Row, u64)]) {
-    let bytes: u64 = rows.iter().map(|r| r.2).sum();
+fn count(shared: &Shared, rows: u64, bytes: u64) {
     shared
         .counters
         .records_written
-        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        .fetch_add(rows, Ordering::Relaxed);
     shared
         .counters
         .bytes_written
@@ -704,9 +769,11 @@ impl WriteChannel for PgChannel {
             }
             let size = row_size(&row) as u64;
             let mut values = Vec::with_capacity(width);
+            let mut cells = row.into_iter();
             let mut bad = None;
-            for (i, (v, ty)) in row.iter().zip(&self.target.types).enumerate() {
-                match convert(v.clone(), ty) {
+            for (i, ty) in self.target.types.iter().enumerate() {
+                let Some(v) = cells.next() else { break };
+                match convert(v, ty) {
                     Ok(pv) => values.push(pv),
                     Err(reason) => {
                         bad = Some(format!("column {}: {reason}", self.target.columns[i]));
@@ -715,8 +782,12 @@ impl WriteChannel for PgChannel {
                 }
             }
             match bad {
-                Some(reason) => shared.dirty("writer", &row, &reason)?,
-                None => self.pending.push((values, row, size)),
+                Some(reason) => {
+                    let mut partial = shown(&values);
+                    partial.extend(cells);
+                    shared.dirty("writer", &partial, &reason)?
+                }
+                None => self.pending.push((values, size)),
             }
         }
         if self.pending.len() >= self.batch {
