@@ -174,15 +174,29 @@ impl Shared {
 pub const BATCH_ROWS: usize = 1024;
 
 /// Where a reader puts its rows; batches them onto the channel and counts them.
+/// What travels from readers to writers.
+pub enum Batch {
+    Rows(Vec<Row>),
+    /// Tuples in PostgreSQL's binary COPY format, passed from a PostgreSQL reader to a
+    /// PostgreSQL writer whose columns have exactly the source's types: nothing is decoded.
+    PgCopy(PgCopyBatch),
+}
+
+/// Raw binary COPY tuples and where each starts.
+pub struct PgCopyBatch {
+    pub data: bytes::Bytes,
+    pub starts: Vec<usize>,
+}
+
 pub struct RowSink<'a> {
-    tx: &'a flume::Sender<Vec<Row>>,
+    tx: &'a flume::Sender<Batch>,
     shared: &'a Shared,
     batch: Vec<Row>,
     batch_bytes: u64,
 }
 
 impl<'a> RowSink<'a> {
-    fn new(tx: &'a flume::Sender<Vec<Row>>, shared: &'a Shared) -> Self {
+    fn new(tx: &'a flume::Sender<Batch>, shared: &'a Shared) -> Self {
         Self {
             tx,
             shared,
@@ -224,7 +238,26 @@ impl<'a> RowSink<'a> {
         self.batch_bytes = 0;
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
         self.tx
-            .send(batch)
+            .send(Batch::Rows(batch))
+            .map_err(|_| SyncError::Killed("the writer stopped".into()))
+    }
+
+    /// Sends raw binary COPY tuples (see [`Batch::PgCopy`]).
+    pub fn push_pg_copy(&mut self, batch: PgCopyBatch) -> Result<()> {
+        self.flush()?;
+        let rows = batch.starts.len() as u64;
+        let bytes = batch.data.len() as u64;
+        self.shared
+            .counters
+            .records_read
+            .fetch_add(rows, Ordering::Relaxed);
+        self.shared
+            .counters
+            .bytes_read
+            .fetch_add(bytes, Ordering::Relaxed);
+        self.shared.throttle.acquire(rows, bytes);
+        self.tx
+            .send(Batch::PgCopy(batch))
             .map_err(|_| SyncError::Killed("the writer stopped".into()))
     }
 }
@@ -238,20 +271,45 @@ pub trait ReadSplit: Send {
 /// A reader cuts its source into splits.
 pub trait Reader: Send + Sync {
     fn name(&self) -> &'static str;
-    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>>;
+    /// `target` describes the writer, so a reader can pick a pass-through path.
+    fn splits(
+        &self,
+        channels: usize,
+        log: &JobLog,
+        target: &TargetInfo,
+    ) -> Result<Vec<Box<dyn ReadSplit>>>;
 }
 
 /// One writer worker's connection or file.
 pub trait WriteChannel: Send {
     /// Writes a batch; rows the target refuses are reported with [`Shared::dirty`].
     fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()>;
+    /// Writes raw binary COPY tuples; only writers that announce [`TargetInfo::pg_copy_types`]
+    /// receive them.
+    fn write_pg_copy(&mut self, _batch: PgCopyBatch, _shared: &Shared) -> Result<()> {
+        Err(SyncError::Internal(
+            "this writer cannot take PostgreSQL COPY data".into(),
+        ))
+    }
     fn commit(self: Box<Self>, shared: &Shared) -> Result<()>;
+}
+
+/// What a writer tells readers about itself after `prepare`.
+#[derive(Debug, Clone, Default)]
+pub struct TargetInfo {
+    /// A PostgreSQL writer's column type OIDs: a PostgreSQL reader whose columns have exactly
+    /// these types may pass binary COPY tuples through untouched.
+    pub pg_copy_types: Option<Vec<u32>>,
 }
 
 /// A writer: prepares the target, opens channels, and finishes (or cleans up) at the end.
 pub trait Writer: Send + Sync {
     fn name(&self) -> &'static str;
     fn prepare(&self, log: &JobLog) -> Result<()>;
+    /// Facts readers may use, known after `prepare`.
+    fn target_info(&self) -> TargetInfo {
+        TargetInfo::default()
+    }
     /// How many channels may write at once (1 for a single file or SQLite database).
     fn parallelism(&self) -> usize;
     fn open(&self, index: usize) -> Result<Box<dyn WriteChannel>>;
@@ -320,18 +378,20 @@ pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Su
         writer.name()
     ));
 
+    // As in DataX, the writer prepares (preSql) before the reader splits.
+    {
+        let (w, s) = (writer.clone(), shared.clone());
+        blocking(move || w.prepare(&s.log)).await?;
+    }
+    let target = writer.target_info();
     let splits = {
         let (r, s) = (reader.clone(), shared.clone());
-        blocking(move || r.splits(channels, &s.log)).await?
+        blocking(move || r.splits(channels, &s.log, &target)).await?
     };
     shared.log.info(format!(
         "reader cut the source into {} split(s)",
         splits.len()
     ));
-    {
-        let (w, s) = (writer.clone(), shared.clone());
-        blocking(move || w.prepare(&s.log)).await?;
-    }
 
     let result = pump(splits, channels, writer.clone(), shared.clone()).await;
     let result = match result {
@@ -375,7 +435,8 @@ async fn pump(
 ) -> Result<()> {
     let readers = channels.min(splits.len()).max(1);
     let writers = channels.min(writer.parallelism()).max(1);
-    let (tx, rx) = flume::bounded::<Vec<Row>>(channels * 2);
+    // A few batches in flight per channel let readers and writers overlap their waits.
+    let (tx, rx) = flume::bounded::<Batch>(channels * 4);
     let queue = Arc::new(Mutex::new(VecDeque::from(splits)));
     let mut handles = Vec::new();
     for _ in 0..readers {
@@ -406,7 +467,10 @@ async fn pump(
                 let mut ch = writer.open(index)?;
                 while let Ok(batch) = rx.recv() {
                     shared.check_cancel()?;
-                    ch.write(batch, &shared)?;
+                    match batch {
+                        Batch::Rows(rows) => ch.write(rows, &shared)?,
+                        Batch::PgCopy(raw) => ch.write_pg_copy(raw, &shared)?,
+                    }
                 }
                 shared.check_cancel()?;
                 ch.commit(&shared)

@@ -8,7 +8,7 @@
 //! silent truncation MySQL does otherwise.
 
 use super::engine::{
-    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, WriteChannel, Writer,
+    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::rdbms::{
     Dialect, SplitQueries, TableSplit, block_on, plan_table, select_list, sql_name,
@@ -164,7 +164,12 @@ impl Reader for MysqlReader {
         "mysqlreader"
     }
 
-    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(
+        &self,
+        channels: usize,
+        log: &JobLog,
+        _target: &TargetInfo,
+    ) -> Result<Vec<Box<dyn ReadSplit>>> {
         let p = &self.params;
         let user = p.username.clone().unwrap_or_default();
         block_on(async {

@@ -5,7 +5,7 @@
 //! table as it was, and a rerun does not duplicate rows.
 
 use super::engine::{
-    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, WriteChannel, Writer,
+    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::value::{Row, Value, row_size};
 use ferry_common::job::{SqliteReader as ReaderParams, SqliteWriter as WriterParams, WriteMode};
@@ -97,7 +97,12 @@ impl Reader for SqliteReader {
         "sqlitereader"
     }
 
-    fn splits(&self, _channels: usize, _log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(
+        &self,
+        _channels: usize,
+        _log: &JobLog,
+        _target: &TargetInfo,
+    ) -> Result<Vec<Box<dyn ReadSplit>>> {
         let path = self.params.path.clone().unwrap_or_default();
         let conn = open(&path, false).map_err(SyncError::Source)?;
         let sql = self.query();

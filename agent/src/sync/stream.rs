@@ -3,7 +3,7 @@
 //! `sliceRecordCount` rows.
 
 use super::engine::{
-    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, WriteChannel, Writer,
+    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::value::{Row, Value, parse_typed, row_size};
 use ferry_common::job::{StreamColumn, StreamReader as Params, StreamWriter as WriterParams};
@@ -35,7 +35,12 @@ impl Reader for StreamReader {
         "streamreader"
     }
 
-    fn splits(&self, channels: usize, _log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(
+        &self,
+        channels: usize,
+        _log: &JobLog,
+        _target: &TargetInfo,
+    ) -> Result<Vec<Box<dyn ReadSplit>>> {
         let row: Row = self
             .params
             .column

@@ -6,7 +6,7 @@
 //! target never see half a file and a failed run leaves the old one in place.
 
 use super::engine::{
-    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, WriteChannel, Writer,
+    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::value::{Row, Value, java_date_format, parse_typed, row_size};
 use ferry_common::job::{
@@ -78,7 +78,12 @@ impl Reader for TxtFileReader {
         "txtfilereader"
     }
 
-    fn splits(&self, _channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(
+        &self,
+        _channels: usize,
+        log: &JobLog,
+        _target: &TargetInfo,
+    ) -> Result<Vec<Box<dyn ReadSplit>>> {
         let delim = delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Source)?;
         let files = expand(&self.params.path).map_err(SyncError::Source)?;
         if files.is_empty() {

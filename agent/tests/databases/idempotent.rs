@@ -123,3 +123,42 @@ async fn dirty_rows_follow_error_limit_on_both_databases() -> anyhow::Result<()>
     my.drop_db().await?;
     result
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passed_through_tuples_still_yield_dirty_rows() -> anyhow::Result<()> {
+    let pg = PgDb::create().await?;
+    let result = async {
+        let c = pg.client().await?;
+        // Same column types on both sides: tuples pass through undecoded; the duplicate keys
+        // are refused by the server and must come out as dirty records, the rest written.
+        c.batch_execute(
+            "CREATE TABLE src (id integer, v text);
+             INSERT INTO src SELECT g, 'v' || g FROM generate_series(1, 5000) g;
+             INSERT INTO src VALUES (10, 'dup'), (4000, 'dup');
+             CREATE TABLE dst (id integer PRIMARY KEY, v text);",
+        )
+        .await?;
+        let (r, log) = run_job(&job(
+            1,
+            Some(2),
+            pg_reader(&pg, "src", &["id", "v"], None),
+            pg_writer(&pg, "dst", &["id", "v"], json!({})),
+        ))
+        .await;
+        let s = r.map_err(|e| anyhow::anyhow!("{e}\n{}", log.join("\n")))?;
+        assert_eq!(
+            (s.records_read, s.records_written, s.dirty_records),
+            (5002, 5000, 2)
+        );
+        assert!(log.iter().any(|l| l.contains("duplicate key")), "{log:?}");
+        assert!(
+            log.iter().any(|l| l.contains("binary COPY tuple")),
+            "passed through: {log:?}"
+        );
+        assert_eq!(pg_count(&pg, "SELECT count(*) FROM dst").await?, 5000);
+        anyhow::Ok(())
+    }
+    .await;
+    pg.drop_db().await?;
+    result
+}
