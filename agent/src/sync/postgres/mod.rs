@@ -315,7 +315,7 @@ impl PgSplit {
                 if pending.len() < COPY_HEADER.len() {
                     continue;
                 }
-                if &pending[..11] != &COPY_HEADER[..11] {
+                if pending[..11] != COPY_HEADER[..11] {
                     return Err(src("not a binary COPY stream".into()));
                 }
                 let ext = u32::from_be_bytes([pending[15], pending[16], pending[17], pending[18]])
@@ -667,8 +667,9 @@ impl Writer for PgWriter {
                 target,
                 stage,
                 segment: Vec::new(),
+                segment_bytes: 0,
                 copy: None,
-                batch: self.params.batch_size.unwrap_or(32_768).max(1) as usize,
+                batch: self.params.batch_size.unwrap_or(16_384).max(1) as usize,
             }) as Box<dyn WriteChannel>)
         })
     }
@@ -696,6 +697,8 @@ struct PgChannel {
     /// Rows of the COPY in progress (kept until the server accepts them, so a refused segment
     /// can be replayed row by row), with their size for statistics.
     segment: Vec<SegRow>,
+    /// Bytes held by `segment`.
+    segment_bytes: u64,
     /// The COPY in progress and its unsent bytes.
     copy: Option<(Pin<Box<CopyInSink<Bytes>>>, BytesMut)>,
     batch: usize,
@@ -766,7 +769,15 @@ fn shown(values: &[PgValue]) -> Row {
         .collect()
 }
 
+/// A segment is also ended at this many bytes, which bounds a channel's memory whatever the
+/// row width.
+const SEGMENT_BYTES: u64 = 8 << 20;
+
 impl PgChannel {
+    fn segment_full(&self) -> bool {
+        self.segment.len() >= self.batch || self.segment_bytes >= SEGMENT_BYTES
+    }
+
     async fn open_copy(&self) -> Result<Pin<Box<CopyInSink<Bytes>>>, tokio_postgres::Error> {
         let into = self.stage.as_deref().unwrap_or(&self.target.table);
         let sink = self
@@ -824,7 +835,10 @@ impl PgChannel {
             return Ok(());
         };
         match encode_row(buf, &values, &self.target.types) {
-            Ok(()) => self.segment.push(SegRow::Values(values, size)),
+            Ok(()) => {
+                self.segment_bytes += size;
+                self.segment.push(SegRow::Values(values, size));
+            }
             Err(reason) => shared.dirty("writer", &shown(&values), &reason)?,
         }
         if buf.len() >= COPY_CHUNK {
@@ -860,6 +874,7 @@ impl PgChannel {
             .copied()
             .chain([batch.data.len()]);
         for (start, end) in batch.starts.iter().copied().zip(ends) {
+            self.segment_bytes += (end - start) as u64;
             self.segment.push(SegRow::Raw(batch.data.slice(start..end)));
         }
         let mut sent = Ok(());
@@ -883,6 +898,7 @@ impl PgChannel {
             return Ok(());
         };
         let rows = std::mem::take(&mut self.segment);
+        self.segment_bytes = 0;
         let err = |e: tokio_postgres::Error| SyncError::Target(describe(&e));
         buf.put_i16(-1);
         let sent = async {
@@ -1041,7 +1057,7 @@ impl WriteChannel for PgChannel {
                     }
                     None => {
                         self.push(values, size, shared).await?;
-                        if self.segment.len() >= self.batch {
+                        if self.segment_full() {
                             self.finish_segment(shared).await?;
                         }
                     }
@@ -1054,7 +1070,7 @@ impl WriteChannel for PgChannel {
     fn write_pg_copy(&mut self, batch: PgCopyBatch, shared: &Shared) -> Result<()> {
         block_on(async {
             self.push_raw(batch).await?;
-            if self.segment.len() >= self.batch {
+            if self.segment_full() {
                 self.finish_segment(shared).await?;
             }
             Ok(())
