@@ -14,6 +14,7 @@ use super::rdbms::{
     Dialect, SplitQueries, TableSplit, block_on, plan_table, select_list, sql_name,
 };
 use super::value::{Row, Value, row_size};
+use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use ferry_common::job::{JdbcUrl, RdbmsReader, RdbmsWriter, WriteMode};
 use ferry_common::secret::Secret;
@@ -449,6 +450,66 @@ fn shown(values: &[MyValue]) -> Row {
         .collect()
 }
 
+/// Rows per `LOAD DATA` chunk: a few MB, kept until the server confirms them.
+const LOAD_DATA_ROWS: usize = 16_384;
+
+/// Appends a row as LOAD DATA text: tab-separated, `\N` for NULL, backslash escapes.
+fn tsv_row(out: &mut Vec<u8>, row: &Row) {
+    use std::io::Write;
+    for (i, v) in row.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        match v {
+            Value::Null => out.extend_from_slice(b"\\N"),
+            Value::Bool(b) => out.push(if *b { b'1' } else { b'0' }),
+            Value::Int(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Value::Float(f) => {
+                let _ = write!(out, "{f}");
+            }
+            Value::Decimal(s) | Value::String(s) | Value::Json(s) => escape(out, s.as_bytes()),
+            Value::Bytes(b) => escape(out, b),
+            Value::Date(d) => {
+                let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+            }
+            Value::Time(t) => {
+                let _ = write!(out, "{}", t.format("%H:%M:%S%.6f"));
+            }
+            Value::Timestamp(t) => {
+                let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+            }
+            Value::TimestampTz(t) => {
+                let _ = write!(
+                    out,
+                    "{}",
+                    t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S%.6f")
+                );
+            }
+        }
+    }
+    out.push(b'\n');
+}
+
+fn escape(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0 => out.extend_from_slice(b"\\0"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// The server or its settings forbid `LOAD DATA LOCAL`.
+fn is_local_infile_refused(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if matches!(s.code, 1148 | 3948 | 4166))
+}
+
 /// Whether a server error is about the data of a row (so the row is dirty), not the job.
 fn is_data_error(e: &mysql_async::Error) -> bool {
     match e {
@@ -534,6 +595,14 @@ impl Writer for MysqlWriter {
                 per_statement,
                 pending: Vec::new(),
                 full_statement: None,
+                load_data: self.params.write_mode != WriteMode::Update,
+                chunk: if self.params.write_mode == WriteMode::Update {
+                    per_statement
+                } else {
+                    LOAD_DATA_ROWS
+                },
+                loaded: 0,
+                inserted: 0,
             }) as Box<dyn WriteChannel>)
         })
     }
@@ -564,6 +633,13 @@ struct MyChannel {
     pending: Vec<Row>,
     /// The statement text for a full chunk, built once.
     full_statement: Option<(usize, String)>,
+    /// Insert and replace modes load through `LOAD DATA LOCAL INFILE`.
+    load_data: bool,
+    /// Rows per flush.
+    chunk: usize,
+    /// Rows written by LOAD DATA and by INSERT, for the log.
+    loaded: usize,
+    inserted: usize,
 }
 
 impl MyChannel {
@@ -610,9 +686,92 @@ impl MyChannel {
         self.conn.exec_drop(sql, Params::Positional(params)).await
     }
 
+    /// Writes pending rows: LOAD DATA when the mode allows, else multi-row INSERTs.
     async fn flush(&mut self, shared: &Shared) -> Result<()> {
+        let rows = std::mem::take(&mut self.pending);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.load_data {
+            return self.flush_load_data(rows, shared).await;
+        }
+        self.flush_insert(rows, shared).await
+    }
+
+    /// Streams the rows as tab-separated text through `LOAD DATA LOCAL INFILE`, MySQL's own
+    /// bulk path. LOCAL turns bad values and duplicate keys into warnings rather than errors, so
+    /// a chunk with any warning is rolled back to its savepoint and replayed through strict
+    /// INSERTs, which say exactly which rows are dirty: nothing is loaded altered.
+    async fn flush_load_data(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
+        let err = |e: mysql_async::Error| SyncError::Target(describe(&e));
+        let mut tsv = Vec::with_capacity(rows.len() * 128);
+        for row in &rows {
+            tsv_row(&mut tsv, row);
+        }
+        let data = Bytes::from(tsv);
+        self.conn
+            .query_drop("SAVEPOINT ferry_chunk")
+            .await
+            .map_err(err)?;
+        self.conn.set_infile_handler(async move {
+            let stream: mysql_async::InfileData =
+                Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(data)]));
+            Ok(stream)
+        });
+        let verb = if self.mode == WriteMode::Replace {
+            "REPLACE "
+        } else {
+            ""
+        };
+        let sql = format!(
+            "LOAD DATA LOCAL INFILE 'ferry' {verb}INTO TABLE {} CHARACTER SET utf8mb4 \
+             FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
+            self.target.table,
+            self.target.columns.join(", ")
+        );
+        let loaded = self.conn.query_drop(&sql).await;
+        let clean = match &loaded {
+            Ok(()) => {
+                self.conn.get_warnings() == 0
+                    && (self.mode == WriteMode::Replace
+                        || self.conn.affected_rows() == rows.len() as u64)
+            }
+            Err(e) if is_data_error(e) => false,
+            Err(e) if is_local_infile_refused(e) => {
+                shared.log.warn(format!(
+                    "mysqlwriter: the server refuses LOAD DATA LOCAL ({}); using multi-row INSERT",
+                    describe(e)
+                ));
+                self.load_data = false;
+                self.conn
+                    .query_drop("ROLLBACK TO SAVEPOINT ferry_chunk")
+                    .await
+                    .map_err(err)?;
+                return self.flush_insert(rows, shared).await;
+            }
+            Err(e) => return Err(SyncError::Target(describe(e))),
+        };
+        if clean {
+            self.conn
+                .query_drop("RELEASE SAVEPOINT ferry_chunk")
+                .await
+                .map_err(err)?;
+            let bytes: usize = rows.iter().map(row_size).sum();
+            count(shared, rows.len(), bytes);
+            self.loaded += rows.len();
+            return Ok(());
+        }
+        self.conn
+            .query_drop("ROLLBACK TO SAVEPOINT ferry_chunk")
+            .await
+            .map_err(err)?;
+        self.flush_insert(rows, shared).await
+    }
+
+    async fn flush_insert(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
+        self.inserted += rows.len();
         let width = self.target.columns.len().max(1);
-        let mut rows = std::mem::take(&mut self.pending).into_iter();
+        let mut rows = rows.into_iter();
         loop {
             let chunk: Vec<Row> = rows.by_ref().take(self.per_statement).collect();
             if chunk.is_empty() {
@@ -671,7 +830,7 @@ impl WriteChannel for MyChannel {
                 self.pending.push(row);
             }
         }
-        if self.pending.len() >= self.per_statement {
+        if self.pending.len() >= self.chunk {
             block_on(self.flush(shared))?;
         }
         Ok(())
@@ -680,6 +839,10 @@ impl WriteChannel for MyChannel {
     fn commit(mut self: Box<Self>, shared: &Shared) -> Result<()> {
         block_on(async {
             self.flush(shared).await?;
+            shared.log.info(format!(
+                "mysqlwriter channel: {} rows by LOAD DATA, {} by INSERT",
+                self.loaded, self.inserted
+            ));
             self.conn
                 .query_drop("COMMIT")
                 .await

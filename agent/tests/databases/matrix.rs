@@ -252,6 +252,18 @@ async fn every_reader_writer_pair_round_trips_types() -> anyhow::Result<()> {
             let summary =
                 summary.map_err(|e| anyhow::anyhow!("{pair}: {e}\n{}", log.join("\n")))?;
             assert_eq!(summary.records_written, 5, "{pair}");
+            if !to_pg {
+                // MySQL's bulk path took every row: none needed the INSERT fallback.
+                let channels: Vec<_> = log
+                    .iter()
+                    .filter(|l| l.contains("mysqlwriter channel"))
+                    .collect();
+                assert!(!channels.is_empty(), "{pair}: {log:?}");
+                assert!(
+                    channels.iter().all(|l| l.ends_with(" 0 by INSERT")),
+                    "{pair}: {channels:?}"
+                );
+            }
             assert_eq!(summary.dirty_records, 0, "{pair}");
             let actual = if to_pg {
                 read_pg(&pg, &table).await?
