@@ -450,8 +450,10 @@ fn shown(values: &[MyValue]) -> Row {
         .collect()
 }
 
-/// Rows per `LOAD DATA` chunk: a few MB, kept until the server confirms them.
-const LOAD_DATA_ROWS: usize = 16_384;
+/// Rows per `LOAD DATA` statement, kept until the server confirms them; also ended at
+/// [`LOAD_DATA_BYTES`], which bounds a channel's memory whatever the row width.
+const LOAD_DATA_ROWS: usize = 8_192;
+const LOAD_DATA_BYTES: usize = 4 << 20;
 
 /// Appends a row as LOAD DATA text: tab-separated, `\N` for NULL, backslash escapes.
 fn tsv_row(out: &mut Vec<u8>, row: &Row) {
@@ -589,18 +591,14 @@ impl Writer for MysqlWriter {
                 .min(MAX_PLACEHOLDERS / width)
                 .max(1);
             Ok(Box::new(MyChannel {
-                conn,
+                conn: Some(conn),
                 target,
                 mode: self.params.write_mode,
                 per_statement,
                 pending: Vec::new(),
                 full_statement: None,
                 load_data: self.params.write_mode != WriteMode::Update,
-                chunk: if self.params.write_mode == WriteMode::Update {
-                    per_statement
-                } else {
-                    LOAD_DATA_ROWS
-                },
+                loading: None,
                 loaded: 0,
                 inserted: 0,
             }) as Box<dyn WriteChannel>)
@@ -626,23 +624,44 @@ impl Writer for MysqlWriter {
 }
 
 struct MyChannel {
-    conn: Conn,
+    /// The connection; lent to the task running a streaming `LOAD DATA` while one runs.
+    conn: Option<Conn>,
     target: Target,
     mode: WriteMode,
     per_statement: usize,
+    /// Rows waiting for the next INSERT (update mode, or the fallback).
     pending: Vec<Row>,
     /// The statement text for a full chunk, built once.
     full_statement: Option<(usize, String)>,
     /// Insert and replace modes load through `LOAD DATA LOCAL INFILE`.
     load_data: bool,
-    /// Rows per flush.
-    chunk: usize,
+    /// The `LOAD DATA` in progress.
+    loading: Option<Loading>,
     /// Rows written by LOAD DATA and by INSERT, for the log.
     loaded: usize,
     inserted: usize,
 }
 
+/// A `LOAD DATA LOCAL INFILE` statement running in its own task while rows stream into it.
+struct Loading {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    task: tokio::task::JoinHandle<(Conn, Result<(u16, u64), mysql_async::Error>)>,
+    /// Kept until the server confirms them, for the replay through INSERT.
+    rows: Vec<Row>,
+    bytes: usize,
+    buf: Vec<u8>,
+}
+
+/// Send streamed LOAD DATA text in pieces of about this size.
+const LOAD_DATA_PIECE: usize = 256 << 10;
+
 impl MyChannel {
+    fn conn(&mut self) -> Result<&mut Conn> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| SyncError::Internal("MySQL connection is lent to a LOAD DATA".into()))
+    }
+
     fn statement(&self, rows: usize) -> String {
         let width = self.target.columns.len();
         let one = format!("({})", vec!["?"; width].join(","));
@@ -683,39 +702,29 @@ impl MyChannel {
                 sql
             }
         };
-        self.conn.exec_drop(sql, Params::Positional(params)).await
+        match self.conn.as_mut() {
+            Some(c) => c.exec_drop(sql, Params::Positional(params)).await,
+            None => Err(mysql_async::Error::Other(
+                "MySQL connection is lent to a LOAD DATA".into(),
+            )),
+        }
     }
 
-    /// Writes pending rows: LOAD DATA when the mode allows, else multi-row INSERTs.
-    async fn flush(&mut self, shared: &Shared) -> Result<()> {
-        let rows = std::mem::take(&mut self.pending);
-        if rows.is_empty() {
-            return Ok(());
-        }
-        if self.load_data {
-            return self.flush_load_data(rows, shared).await;
-        }
-        self.flush_insert(rows, shared).await
-    }
-
-    /// Streams the rows as tab-separated text through `LOAD DATA LOCAL INFILE`, MySQL's own
-    /// bulk path. LOCAL turns bad values and duplicate keys into warnings rather than errors, so
-    /// a chunk with any warning is rolled back to its savepoint and replayed through strict
-    /// INSERTs, which say exactly which rows are dirty: nothing is loaded altered.
-    async fn flush_load_data(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
+    /// Starts a streaming `LOAD DATA LOCAL INFILE` behind a savepoint.
+    async fn start_load(&mut self) -> Result<()> {
         let err = |e: mysql_async::Error| SyncError::Target(describe(&e));
-        let mut tsv = Vec::with_capacity(rows.len() * 128);
-        for row in &rows {
-            tsv_row(&mut tsv, row);
+        let mut conn = self
+            .conn
+            .take()
+            .ok_or_else(|| SyncError::Internal("LOAD DATA already running".into()))?;
+        if let Err(e) = conn.query_drop("SAVEPOINT ferry_chunk").await {
+            self.conn = Some(conn);
+            return Err(err(e));
         }
-        let data = Bytes::from(tsv);
-        self.conn
-            .query_drop("SAVEPOINT ferry_chunk")
-            .await
-            .map_err(err)?;
-        self.conn.set_infile_handler(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+        conn.set_infile_handler(async move {
             let stream: mysql_async::InfileData =
-                Box::pin(futures_util::stream::iter([Ok::<_, std::io::Error>(data)]));
+                Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx));
             Ok(stream)
         });
         let verb = if self.mode == WriteMode::Replace {
@@ -729,12 +738,66 @@ impl MyChannel {
             self.target.table,
             self.target.columns.join(", ")
         );
-        let loaded = self.conn.query_drop(&sql).await;
-        let clean = match &loaded {
-            Ok(()) => {
-                self.conn.get_warnings() == 0
-                    && (self.mode == WriteMode::Replace
-                        || self.conn.affected_rows() == rows.len() as u64)
+        let task = tokio::spawn(async move {
+            let r = conn.query_drop(sql).await;
+            let r = r.map(|_| (conn.get_warnings(), conn.affected_rows()));
+            (conn, r)
+        });
+        self.loading = Some(Loading {
+            tx,
+            task,
+            rows: Vec::with_capacity(LOAD_DATA_ROWS),
+            bytes: 0,
+            buf: Vec::with_capacity(LOAD_DATA_PIECE + (16 << 10)),
+        });
+        Ok(())
+    }
+
+    /// Adds a row to the running `LOAD DATA`, starting one if needed.
+    async fn load_row(&mut self, row: Row, shared: &Shared) -> Result<()> {
+        if self.loading.is_none() {
+            self.start_load().await?;
+        }
+        let Some(l) = self.loading.as_mut() else {
+            return Ok(());
+        };
+        tsv_row(&mut l.buf, &row);
+        l.bytes += row_size(&row);
+        l.rows.push(row);
+        if l.buf.len() >= LOAD_DATA_PIECE {
+            let piece = Bytes::from(std::mem::take(&mut l.buf));
+            // A closed receiver means the statement already ended; finishing says why.
+            let _ = l.tx.send(Ok(piece)).await;
+        }
+        if l.rows.len() >= LOAD_DATA_ROWS || l.bytes >= LOAD_DATA_BYTES {
+            self.finish_load(shared).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the running `LOAD DATA`. LOCAL turns bad values and duplicate keys into warnings
+    /// rather than errors, so a chunk with any warning is rolled back to its savepoint and
+    /// replayed through strict INSERTs, which say exactly which rows are dirty: nothing is
+    /// loaded altered.
+    async fn finish_load(&mut self, shared: &Shared) -> Result<()> {
+        let Some(mut l) = self.loading.take() else {
+            return Ok(());
+        };
+        if !l.buf.is_empty() {
+            let _ = l.tx.send(Ok(Bytes::from(std::mem::take(&mut l.buf)))).await;
+        }
+        drop(l.tx);
+        let (conn, result) = l
+            .task
+            .await
+            .map_err(|e| SyncError::Internal(format!("LOAD DATA task failed: {e}")))?;
+        self.conn = Some(conn);
+        let err = |e: mysql_async::Error| SyncError::Target(describe(&e));
+        let rows = l.rows;
+        let clean = match &result {
+            Ok((warnings, affected)) => {
+                *warnings == 0
+                    && (self.mode == WriteMode::Replace || *affected == rows.len() as u64)
             }
             Err(e) if is_data_error(e) => false,
             Err(e) if is_local_infile_refused(e) => {
@@ -743,25 +806,20 @@ impl MyChannel {
                     describe(e)
                 ));
                 self.load_data = false;
-                self.conn
-                    .query_drop("ROLLBACK TO SAVEPOINT ferry_chunk")
-                    .await
-                    .map_err(err)?;
-                return self.flush_insert(rows, shared).await;
+                false
             }
             Err(e) => return Err(SyncError::Target(describe(e))),
         };
         if clean {
-            self.conn
+            self.conn()?
                 .query_drop("RELEASE SAVEPOINT ferry_chunk")
                 .await
                 .map_err(err)?;
-            let bytes: usize = rows.iter().map(row_size).sum();
-            count(shared, rows.len(), bytes);
+            count(shared, rows.len(), l.bytes);
             self.loaded += rows.len();
             return Ok(());
         }
-        self.conn
+        self.conn()?
             .query_drop("ROLLBACK TO SAVEPOINT ferry_chunk")
             .await
             .map_err(err)?;
@@ -815,39 +873,48 @@ fn count(shared: &Shared, rows: usize, bytes: usize) {
 
 impl WriteChannel for MyChannel {
     fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
-        let width = self.target.columns.len();
-        for row in rows {
-            if row.len() != width {
-                shared.dirty(
-                    "writer",
-                    &row,
-                    &format!(
-                        "row has {} fields but the target takes {width} columns",
-                        row.len()
-                    ),
-                )?;
-            } else {
-                self.pending.push(row);
+        block_on(async {
+            let width = self.target.columns.len();
+            for row in rows {
+                if row.len() != width {
+                    shared.dirty(
+                        "writer",
+                        &row,
+                        &format!(
+                            "row has {} fields but the target takes {width} columns",
+                            row.len()
+                        ),
+                    )?;
+                } else if self.load_data {
+                    self.load_row(row, shared).await?;
+                } else {
+                    self.pending.push(row);
+                }
             }
-        }
-        if self.pending.len() >= self.chunk {
-            block_on(self.flush(shared))?;
-        }
-        Ok(())
+            if self.pending.len() >= self.per_statement {
+                let rows = std::mem::take(&mut self.pending);
+                self.flush_insert(rows, shared).await?;
+            }
+            Ok(())
+        })
     }
 
     fn commit(mut self: Box<Self>, shared: &Shared) -> Result<()> {
         block_on(async {
-            self.flush(shared).await?;
+            self.finish_load(shared).await?;
+            let rows = std::mem::take(&mut self.pending);
+            self.flush_insert(rows, shared).await?;
             shared.log.info(format!(
                 "mysqlwriter channel: {} rows by LOAD DATA, {} by INSERT",
                 self.loaded, self.inserted
             ));
-            self.conn
-                .query_drop("COMMIT")
+            let conn = self.conn()?;
+            conn.query_drop("COMMIT")
                 .await
                 .map_err(|e| SyncError::Target(format!("commit failed: {}", describe(&e))))?;
-            let _ = self.conn.disconnect().await;
+            if let Some(c) = self.conn.take() {
+                let _ = c.disconnect().await;
+            }
             Ok(())
         })
     }
