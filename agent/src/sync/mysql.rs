@@ -645,12 +645,15 @@ struct MyChannel {
 /// A `LOAD DATA LOCAL INFILE` statement running in its own task while rows stream into it.
 struct Loading {
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    task: tokio::task::JoinHandle<(Conn, Result<(u16, u64), mysql_async::Error>)>,
+    task: tokio::task::JoinHandle<LoadOutcome>,
     /// Kept until the server confirms them, for the replay through INSERT.
     rows: Vec<Row>,
     bytes: usize,
     buf: Vec<u8>,
 }
+
+/// The connection back from a `LOAD DATA` task, with its warnings and affected rows.
+type LoadOutcome = (Conn, Result<(u16, u64), mysql_async::Error>);
 
 /// Send streamed LOAD DATA text in pieces of about this size.
 const LOAD_DATA_PIECE: usize = 256 << 10;
