@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench -p ferry-agent --bench sync -- [--rows 2000000] [--channels 1,4,8]
-//!     [--pairs pg-pg,my-pg,pg-my,my-my] [--peers] [--keep]
+//!     [--pairs pg-pg,my-pg,pg-my,my-my] [--repeat 3] [--peers] [--keep]
 //! ```
 //! Needs PostgreSQL and MariaDB on 127.0.0.1 (`scripts/services.sh`), `psql` and `mysql`;
 //! `--peers` also runs pgloader and sling (`scripts/bench-peers.sh` installs them). Each Ferry
@@ -266,6 +266,7 @@ struct Args {
     pairs: Vec<String>,
     peers: bool,
     keep: bool,
+    repeat: usize,
 }
 
 fn args() -> Res<Option<Args>> {
@@ -277,6 +278,7 @@ fn args() -> Res<Option<Args>> {
             .to_vec(),
         peers: false,
         keep: false,
+        repeat: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -304,6 +306,13 @@ fn args() -> Res<Option<Args>> {
                     .collect()
             }
             "--peers" => a.peers = true,
+            "--repeat" => {
+                a.repeat = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|r| *r > 0)
+                    .ok_or("--repeat N")?
+            }
             "--keep" => a.keep = true,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -319,21 +328,74 @@ fn main() {
     }
 }
 
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn run() -> Res<()> {
     let Some(a) = args()? else { return Ok(()) };
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let tsv: PathBuf = dir.path().join("src.tsv");
     setup(a.rows, &tsv)?;
     let n = a.rows as f64;
-    let mut lines = vec![
-        format!("rows: {}, table: 10 columns (bigint, int, varchar, int, numeric(12,2), double, varchar, text, 2 timestamps)", a.rows),
-        String::new(),
-        "| pair | tool | channels | seconds | rows/s | MB/s (TSV size) | peak RSS MiB | vs bulk pipe |".into(),
-        "|---|---|---|---|---|---|---|---|".into(),
-    ];
     let mb = std::fs::metadata(&tsv)
         .map(|m| m.len() as f64 / 1_048_576.0)
         .unwrap_or(0.0);
+    // Every measurement is repeated; each round measures the baselines again right before
+    // Ferry, so a noisy neighbour shifts both sides of a ratio alike. Medians are reported.
+    let mut copy_pipe = Vec::new();
+    let mut load_data = Vec::new();
+    let mut runs: Vec<(String, usize, Vec<f64>, u64)> = Vec::new();
+    for pair in &a.pairs {
+        for &ch in &a.channels {
+            runs.push((pair.clone(), ch, Vec::new(), 0));
+        }
+    }
+    for round in 0..a.repeat {
+        eprintln!("round {}/{}", round + 1, a.repeat);
+        truncate("pg")?;
+        copy_pipe.push(timed(&format!(
+            "psql -h 127.0.0.1 -U postgres -d {DB} -c 'COPY src TO STDOUT (FORMAT binary)' | \
+             psql -h 127.0.0.1 -U postgres -d {DB} -c 'COPY dst FROM STDIN (FORMAT binary)'"
+        ))?);
+        truncate("my")?;
+        load_data.push(timed(&format!(
+            "mysql --protocol=tcp -h 127.0.0.1 -uroot --local-infile=1 -e \"LOAD DATA LOCAL INFILE '{}' INTO TABLE {DB}.dst\"",
+            tsv.display()
+        ))?);
+        for (pair, ch, secs, rss) in runs.iter_mut() {
+            let (src, dst) = pair.split_once('-').ok_or(format!("bad pair {pair}"))?;
+            truncate(dst)?;
+            let job = serde_json::json!({"job": {"setting": {"speed": {"channel": *ch}, "errorLimit": {"record": 0}},
+                "content": [{"reader": reader(src), "writer": writer(dst)}]}})
+            .to_string();
+            let m = ferry(&job)?;
+            let got = count(dst)?;
+            if got != a.rows {
+                return Err(format!(
+                    "{pair} x{ch}: target has {got} rows, expected {}",
+                    a.rows
+                ));
+            }
+            eprintln!("  {pair} ferry x{ch}: {:.2}s", m.secs);
+            secs.push(m.secs);
+            *rss = (*rss).max(m.peak_rss_kb);
+        }
+    }
+    let copy_pipe = median(&copy_pipe);
+    let load_data = median(&load_data);
+    let mut lines = vec![
+        format!(
+            "rows: {}, table: 10 columns (bigint, int, varchar, int, numeric(12,2), double, varchar, text, 2 timestamps), \
+             {:.0} MB as TSV; median of {} rounds",
+            a.rows, mb, a.repeat
+        ),
+        String::new(),
+        "| pair | tool | channels | seconds | rows/s | MB/s (TSV size) | peak RSS MiB | vs target's bulk pipe |".into(),
+        "|---|---|---|---|---|---|---|---|".into(),
+    ];
     let row = |pair: &str, tool: &str, ch: &str, secs: f64, rss: Option<u64>, base: Option<f64>| {
         format!(
             "| {pair} | {tool} | {ch} | {secs:.2} | {:.0} | {:.1} | {} | {} |",
@@ -345,26 +407,14 @@ fn run() -> Res<()> {
                 .unwrap_or_else(|| "-".into())
         )
     };
-
-    // The targets' own bulk limits, measured first.
-    truncate("pg")?;
-    let copy_pipe = timed(&format!(
-        "psql -h 127.0.0.1 -U postgres -d {DB} -c 'COPY src TO STDOUT (FORMAT binary)' | \
-         psql -h 127.0.0.1 -U postgres -d {DB} -c 'COPY dst FROM STDIN (FORMAT binary)'"
-    ))?;
     lines.push(row(
-        "any -> pg",
+        "pg -> pg",
         "psql COPY binary pipe",
         "1",
         copy_pipe,
         None,
         Some(copy_pipe),
     ));
-    truncate("my")?;
-    let load_data = timed(&format!(
-        "mysql --protocol=tcp -h 127.0.0.1 -uroot --local-infile=1 -e \"LOAD DATA LOCAL INFILE '{}' INTO TABLE {DB}.dst\"",
-        tsv.display()
-    ))?;
     lines.push(row(
         "any -> my",
         "LOAD DATA LOCAL INFILE (ready TSV)",
@@ -373,35 +423,21 @@ fn run() -> Res<()> {
         None,
         Some(load_data),
     ));
-
-    for pair in &a.pairs {
-        let (src, dst) = pair.split_once('-').ok_or(format!("bad pair {pair}"))?;
-        let base = if dst == "pg" { copy_pipe } else { load_data };
-        for &ch in &a.channels {
-            truncate(dst)?;
-            let job = serde_json::json!({"job": {"setting": {"speed": {"channel": ch}, "errorLimit": {"record": 0}},
-                "content": [{"reader": reader(src), "writer": writer(dst)}]}})
-            .to_string();
-            let m = ferry(&job)?;
-            let got = count(dst)?;
-            if got != a.rows {
-                return Err(format!(
-                    "{pair} x{ch}: target has {got} rows, expected {}",
-                    a.rows
-                ));
-            }
-            eprintln!("{pair} ferry x{ch}: {:.2}s", m.secs);
-            lines.push(row(
-                pair,
-                "ferry",
-                &ch.to_string(),
-                m.secs,
-                Some(m.peak_rss_kb),
-                Some(base),
-            ));
-        }
+    for (pair, ch, secs, rss) in &runs {
+        let base = if pair.ends_with("pg") {
+            copy_pipe
+        } else {
+            load_data
+        };
+        lines.push(row(
+            pair,
+            "ferry",
+            &ch.to_string(),
+            median(secs),
+            Some(*rss),
+            Some(base),
+        ));
     }
-
     if a.peers {
         peers(&a, &mut lines, &row, copy_pipe, load_data)?;
     }

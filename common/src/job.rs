@@ -697,23 +697,42 @@ fn parse_writer(raw: RawPlugin) -> Result<WriterConfig> {
     })
 }
 
+/// Whether a `compress` value means gzip; other codecs are refused at parse time.
+pub fn is_gzip(c: Option<&str>) -> bool {
+    matches!(
+        c.map(str::to_ascii_lowercase).as_deref(),
+        Some("gzip" | "gz")
+    )
+}
+
 fn check_compress(c: Option<&str>, p: &str) -> Result<()> {
     match c {
         None => Ok(()),
+        Some(_) if is_gzip(c) => Ok(()),
         Some(other) => Err(Error::InvalidJob {
             path: format!("{p}.compress"),
-            message: format!("compression \"{other}\" is not supported yet; remove it"),
+            message: format!("compression \"{other}\" is not supported; use \"gzip\" or none"),
         }),
     }
 }
 
+/// The text encoding a job names (`UTF-8`, `GBK`, `GB18030`, `Big5`, `Shift_JIS`, …).
+pub fn text_encoding(label: Option<&str>) -> Option<&'static encoding_rs::Encoding> {
+    match label {
+        None => Some(encoding_rs::UTF_8),
+        Some(l) => encoding_rs::Encoding::for_label(l.trim().as_bytes()),
+    }
+}
+
 fn check_encoding(e: Option<&str>, p: &str) -> Result<()> {
-    match e.map(|s| s.to_ascii_lowercase()) {
-        None => Ok(()),
-        Some(s) if s == "utf-8" || s == "utf8" => Ok(()),
-        Some(other) => Err(Error::InvalidJob {
+    match text_encoding(e) {
+        Some(_) => Ok(()),
+        None => Err(Error::InvalidJob {
             path: format!("{p}.encoding"),
-            message: format!("encoding \"{other}\" is not supported yet; only UTF-8"),
+            message: format!(
+                "unknown encoding \"{}\"; use a WHATWG label such as UTF-8, GBK, GB18030, Big5",
+                e.unwrap_or_default()
+            ),
         }),
     }
 }

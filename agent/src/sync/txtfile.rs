@@ -11,9 +11,11 @@ use super::engine::{
 use super::value::{Row, Value, java_date_format, parse_typed, row_size};
 use ferry_common::job::{
     FileWriteMode, TxtColumn, TxtFileReader as ReaderParams, TxtFileWriter as WriterParams,
+    is_gzip, text_encoding,
 };
 use std::fs::File;
 use std::io::BufWriter;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -162,11 +164,27 @@ impl ReadSplit for FileSplit {
         let name = self.file.display().to_string();
         let f = File::open(&self.file)
             .map_err(|e| SyncError::Source(format!("cannot open {name}: {e}")))?;
+        let mut input: Box<dyn Read + Send> = Box::new(f);
+        if is_gzip(self.params.compress.as_deref()) {
+            input = Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+                input,
+            )));
+        }
+        let encoding = text_encoding(self.params.encoding.as_deref()).unwrap_or(encoding_rs::UTF_8);
+        if encoding != encoding_rs::UTF_8 {
+            // Decoded to UTF-8 as it streams; bytes that are not valid in the encoding become
+            // U+FFFD, which the reader reports as a dirty record rather than passing on.
+            input = Box::new(
+                encoding_rs_io::DecodeReaderBytesBuilder::new()
+                    .encoding(Some(encoding))
+                    .build(input),
+            );
+        }
         let mut rdr = csv::ReaderBuilder::new()
             .delimiter(self.delim)
             .has_headers(false)
             .flexible(true)
-            .from_reader(std::io::BufReader::with_capacity(1 << 16, f));
+            .from_reader(std::io::BufReader::with_capacity(1 << 16, input));
         let mut record = csv::StringRecord::new();
         let mut first = true;
         loop {
@@ -183,7 +201,14 @@ impl ReadSplit for FileSplit {
                 continue;
             }
             first = false;
-            match self.convert(&record) {
+            let decoded = if encoding != encoding_rs::UTF_8
+                && record.iter().any(|f| f.contains('\u{FFFD}'))
+            {
+                Err(format!("bytes that are not valid {}", encoding.name()))
+            } else {
+                self.convert(&record)
+            };
+            match decoded {
                 Ok(row) => sink.push(row)?,
                 Err(reason) => {
                     let raw: Row = record.iter().map(|f| Value::String(f.into())).collect();
@@ -291,7 +316,8 @@ impl Writer for TxtFileWriter {
             .as_deref()
             .is_some_and(|f| f.eq_ignore_ascii_case("text"));
         let delim = delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Target)?;
-        let mut out = csv::WriterBuilder::new()
+        let line_buf = LineBuf::default();
+        let line = csv::WriterBuilder::new()
             .delimiter(delim)
             .flexible(true)
             .quote_style(if text {
@@ -299,13 +325,20 @@ impl Writer for TxtFileWriter {
             } else {
                 csv::QuoteStyle::Necessary
             })
-            .from_writer(BufWriter::with_capacity(1 << 16, file));
-        if !self.params.header.is_empty() && !append_to_existing {
-            out.write_record(&self.params.header)
-                .map_err(|e| SyncError::Target(format!("header: {e}")))?;
-        }
-        Ok(Box::new(FileChannel {
+            .from_writer(line_buf.clone());
+        let out = if is_gzip(self.params.compress.as_deref()) {
+            Output::Gzip(BufWriter::with_capacity(
+                1 << 16,
+                flate2::write::GzEncoder::new(file, flate2::Compression::default()),
+            ))
+        } else {
+            Output::Plain(BufWriter::with_capacity(1 << 16, file))
+        };
+        let mut ch = FileChannel {
+            line,
+            line_buf,
             out,
+            encoding: text_encoding(self.params.encoding.as_deref()).unwrap_or(encoding_rs::UTF_8),
             path: self.final_path.clone(),
             null: self
                 .params
@@ -313,7 +346,14 @@ impl Writer for TxtFileWriter {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_NULL.to_string()),
             date_format: self.params.date_format.as_deref().map(java_date_format),
-        }))
+        };
+        if !self.params.header.is_empty() && !append_to_existing {
+            let header: Vec<String> = self.params.header.clone();
+            ch.put_line(&header)
+                .map_err(|e| SyncError::Target(format!("header: {e}")))?
+                .map_err(|e| SyncError::Target(format!("header has {e}")))?;
+        }
+        Ok(Box::new(ch))
     }
 
     fn finish(&self, log: &JobLog) -> Result<()> {
@@ -350,8 +390,58 @@ impl Writer for TxtFileWriter {
     }
 }
 
+/// The file being written, plain or gzip-compressed.
+enum Output {
+    Plain(BufWriter<File>),
+    Gzip(BufWriter<flate2::write::GzEncoder<File>>),
+}
+
+impl Output {
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Output::Plain(w) => w.write_all(b),
+            Output::Gzip(w) => w.write_all(b),
+        }
+    }
+
+    /// Flushes, ends the gzip stream, and syncs the file to disk.
+    fn finish(self) -> std::io::Result<()> {
+        let file = match self {
+            Output::Plain(w) => w.into_inner().map_err(|e| e.into_error())?,
+            Output::Gzip(w) => w.into_inner().map_err(|e| e.into_error())?.finish()?,
+        };
+        file.sync_all()
+    }
+}
+
+/// Where the CSV formatter puts one record, so it can be transcoded and checked on its own.
+#[derive(Clone, Default)]
+struct LineBuf(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl Write for LineBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LineBuf {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
 struct FileChannel {
-    out: csv::Writer<BufWriter<File>>,
+    line: csv::Writer<LineBuf>,
+    line_buf: LineBuf,
+    out: Output,
+    encoding: &'static encoding_rs::Encoding,
     path: PathBuf,
     null: String,
     date_format: Option<String>,
@@ -366,22 +456,50 @@ impl FileChannel {
             (other, _) => other.to_string(),
         }
     }
+
+    /// Writes one record; an error string means the record cannot be represented in the
+    /// file's encoding (a dirty record), an `Err` of the outer result is an I/O failure.
+    fn put_line(&mut self, fields: &[String]) -> Result<Result<(), String>, String> {
+        self.line.write_record(fields).map_err(|e| e.to_string())?;
+        self.line.flush().map_err(|e| e.to_string())?;
+        let bytes = self.line_buf.take();
+        if self.encoding == encoding_rs::UTF_8 {
+            self.out.write_all(&bytes).map_err(|e| e.to_string())?;
+            return Ok(Ok(()));
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let (encoded, _, unmappable) = self.encoding.encode(&text);
+        if unmappable {
+            return Ok(Err(format!(
+                "characters that {} cannot represent",
+                self.encoding.name()
+            )));
+        }
+        self.out.write_all(&encoded).map_err(|e| e.to_string())?;
+        Ok(Ok(()))
+    }
 }
 
 impl WriteChannel for FileChannel {
     fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
-        let mut bytes = 0u64;
+        let (mut written, mut bytes) = (0u64, 0u64);
         for row in &rows {
             let fields: Vec<String> = row.iter().map(|v| self.text(v)).collect();
-            self.out
-                .write_record(&fields)
-                .map_err(|e| SyncError::Target(format!("{}: {e}", self.path.display())))?;
-            bytes += row_size(row) as u64;
+            match self
+                .put_line(&fields)
+                .map_err(|e| SyncError::Target(format!("{}: {e}", self.path.display())))?
+            {
+                Ok(()) => {
+                    written += 1;
+                    bytes += row_size(row) as u64;
+                }
+                Err(reason) => shared.dirty("writer", row, &reason)?,
+            }
         }
         shared
             .counters
             .records_written
-            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+            .fetch_add(written, Ordering::Relaxed);
         shared
             .counters
             .bytes_written
@@ -391,13 +509,8 @@ impl WriteChannel for FileChannel {
 
     fn commit(self: Box<Self>, _shared: &Shared) -> Result<()> {
         let path = self.path.clone();
-        let buf = self
-            .out
-            .into_inner()
-            .map_err(|e| SyncError::Target(format!("{}: {e}", path.display())))?;
-        let file = buf
-            .into_inner()
-            .map_err(|e| SyncError::Target(format!("{}: {e}", path.display())))?;
-        file.sync_all().map_err(|e| io_err("cannot sync", &path, e))
+        self.out
+            .finish()
+            .map_err(|e| io_err("cannot finish", &path, e))
     }
 }
