@@ -438,8 +438,62 @@ fn run() -> Res<()> {
             Some(base),
         ));
     }
+    let mut peer_secs = Vec::new();
     if a.peers {
-        peers(&a, &mut lines, &row, copy_pipe, load_data)?;
+        peer_secs = peers(&a, &mut lines, &row, copy_pipe, load_data)?;
+    }
+    // The targets the sync-engine issue sets, from the medians above.
+    let best = |pair: &str| {
+        runs.iter()
+            .filter(|r| r.0 == pair)
+            .map(|r| median(&r.2))
+            .fold(f64::INFINITY, f64::min)
+    };
+    let max_rss = runs
+        .iter()
+        .filter(|r| r.1 == 8)
+        .map(|r| r.3)
+        .max()
+        .unwrap_or(0) as f64
+        / 1024.0;
+    lines.push(String::new());
+    lines.push("| check | measured | target |".into());
+    lines.push("|---|---|---|".into());
+    let mut check = |what: String, value: f64, target: f64| {
+        if value.is_finite() {
+            let ok = if value >= target { "met" } else { "NOT met" };
+            lines.push(format!("| {what} | {value:.2}x | >= {target}x ({ok}) |"));
+        }
+    };
+    check(
+        "pg-pg Ferry (best channels) vs COPY pipe".into(),
+        copy_pipe / best("pg-pg"),
+        1.0,
+    );
+    check(
+        "my-pg Ferry vs COPY pipe".into(),
+        copy_pipe / best("my-pg"),
+        0.8,
+    );
+    check(
+        "pg-my Ferry vs LOAD DATA".into(),
+        load_data / best("pg-my"),
+        0.9,
+    );
+    check(
+        "my-my Ferry vs LOAD DATA".into(),
+        load_data / best("my-my"),
+        0.9,
+    );
+    for (pair, tool, secs) in &peer_secs {
+        let target = if pair == "pg-my" { 10.0 } else { 3.0 };
+        check(format!("{pair} Ferry vs {tool}"), secs / best(pair), target);
+    }
+    if max_rss > 0.0 {
+        lines.push(format!(
+            "| peak RSS at 8 channels, any pair | {max_rss:.0} MiB | <= 256 MiB ({}) |",
+            if max_rss <= 256.0 { "met" } else { "NOT met" }
+        ));
     }
     println!("{}", lines.join("\n"));
     if !a.keep {
@@ -463,8 +517,11 @@ fn peers(
     row: RowFmt<'_>,
     copy_pipe: f64,
     load_data: f64,
-) -> Res<()> {
-    let venv = std::env::var("FERRY_BENCH_VENV").unwrap_or_else(|_| "target/bench-venv".into());
+) -> Res<Vec<(String, String, f64)>> {
+    let mut out = Vec::new();
+    let venv = std::env::var("FERRY_BENCH_VENV").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench-venv").to_string()
+    });
     let load = std::env::temp_dir().join("ferry-bench.load");
     std::fs::write(
         &load,
@@ -482,13 +539,25 @@ fn peers(
             let got = psql(PEER_DB, "SELECT count(*) FROM src")?;
             eprintln!("pgloader: {secs:.2}s, {got} rows");
             lines.push(row("my-pg", "pgloader", "-", secs, None, Some(copy_pipe)));
+            out.push(("my-pg".to_string(), "pgloader".to_string(), secs));
         }
         Err(e) => eprintln!("pgloader skipped: {e}"),
     }
-    let sling = format!("{venv}/bin/sling");
+    // The binary ships inside the PyPI package sling-linux-amd64; the `sling` wrapper would try
+    // to download a matching one, which this network does not allow.
+    let sling = std::fs::read_dir(format!("{venv}/lib"))
+        .ok()
+        .and_then(|mut d| d.next())
+        .and_then(|e| e.ok())
+        .map(|py| {
+            py.path()
+                .join("site-packages/sling_linux_amd64/bin/sling-linux-amd64")
+        })
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     if !Path::new(&sling).exists() {
-        eprintln!("sling not installed at {sling}; run scripts/bench-peers.sh");
-        return Ok(());
+        eprintln!("sling not installed under {venv}; run scripts/bench-peers.sh");
+        return Ok(out);
     }
     let env = format!(
         "MYSQL_SRC='mysql://root:@127.0.0.1:3306/{DB}' PG_SRC='postgresql://postgres@127.0.0.1:5432/{DB}?sslmode=disable' \
@@ -499,11 +568,13 @@ fn peers(
         "{env} {sling} run --src-conn MYSQL_SRC --src-stream {DB}.src --tgt-conn PG_PEER --tgt-object public.sling_dst --mode full-refresh"
     ))?;
     lines.push(row("my-pg", "sling", "-", secs, None, Some(copy_pipe)));
+    out.push(("my-pg".to_string(), "sling".to_string(), secs));
     mysql(&format!("DROP TABLE IF EXISTS {DB}.sling_dst"))?;
     let secs = timed(&format!(
         "{env} {sling} run --src-conn PG_SRC --src-stream public.src --tgt-conn MYSQL_SRC --tgt-object {DB}.sling_dst --mode full-refresh"
     ))?;
     lines.push(row("pg-my", "sling", "-", secs, None, Some(load_data)));
+    out.push(("pg-my".to_string(), "sling".to_string(), secs));
     let _ = a;
-    Ok(())
+    Ok(out)
 }
