@@ -198,6 +198,8 @@ fn stats(s: &Summary) -> pb::SyncStats {
         bytes_written: s.bytes_written,
         dirty_records: s.dirty_records,
         elapsed_ms: s.elapsed_ms,
+        splits_done: s.splits_done,
+        splits_total: s.splits_total,
     }
 }
 

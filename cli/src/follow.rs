@@ -58,12 +58,14 @@ pub async fn follow(admin: &mut Admin, instance_id: &str) -> anyhow::Result<pb::
                     .checked_div(s.elapsed_ms)
                     .unwrap_or(0);
                 let msg = format!(
-                    "read {} records ({}), written {}, {} rec/s, dirty {}",
+                    "read {} records ({}), written {}, {} rec/s, dirty {}, splits {}/{}",
                     thousands(s.records_read),
                     bytes(s.bytes_read),
                     thousands(s.records_written),
                     thousands(rate),
-                    thousands(s.dirty_records)
+                    thousands(s.dirty_records),
+                    s.splits_done,
+                    s.splits_total
                 );
                 if bar.is_hidden() {
                     // Without a terminal, print progress every few seconds instead of a bar.

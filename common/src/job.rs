@@ -36,6 +36,17 @@ pub struct Setting {
     pub speed: Speed,
     #[serde(default)]
     pub error_limit: ErrorLimit,
+    /// Ferry: where to append dirty records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty: Option<DirtySetting>,
+}
+
+/// `job.setting.dirty`: a file that receives every dirty record as a JSON line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirtySetting {
+    #[serde(default, deserialize_with = "de::opt_string")]
+    pub path: Option<String>,
 }
 
 /// `job.setting.speed`: parallel channels and limits across all of them.

@@ -55,6 +55,8 @@ impl From<pb::SyncStats> for Stats {
             bytes_written: s.bytes_written,
             dirty_records: s.dirty_records,
             elapsed_ms: s.elapsed_ms,
+            splits_done: s.splits_done,
+            splits_total: s.splits_total,
         }
     }
 }

@@ -14,6 +14,8 @@ impl From<Stats> for pb::SyncStats {
             bytes_written: s.bytes_written,
             dirty_records: s.dirty_records,
             elapsed_ms: s.elapsed_ms,
+            splits_done: s.splits_done,
+            splits_total: s.splits_total,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! cancellation.
 
 use super::throttle::{SystemClock, Throttle};
-use super::value::{Row, row_size};
+use super::value::{Row, Value, row_size};
 use super::{mysql, postgres, sqlite, stream, txtfile};
 use ferry_common::job::{JobSpec, ReaderConfig, WriterConfig};
 use std::collections::VecDeque;
@@ -47,6 +47,8 @@ pub struct Counters {
     pub records_written: AtomicU64,
     pub bytes_written: AtomicU64,
     pub dirty: AtomicU64,
+    pub splits_done: AtomicU64,
+    pub splits_total: AtomicU64,
 }
 
 /// Final statistics of a successful sync.
@@ -58,6 +60,8 @@ pub struct Summary {
     pub bytes_written: u64,
     pub dirty_records: u64,
     pub elapsed_ms: u64,
+    pub splits_done: u64,
+    pub splits_total: u64,
 }
 
 impl Counters {
@@ -69,6 +73,8 @@ impl Counters {
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             dirty_records: self.dirty.load(Ordering::Relaxed),
             elapsed_ms,
+            splits_done: self.splits_done.load(Ordering::Relaxed),
+            splits_total: self.splits_total.load(Ordering::Relaxed),
         }
     }
 }
@@ -122,6 +128,8 @@ pub struct Shared {
     pub cancel: CancellationToken,
     dirty_limit: Option<u64>,
     throttle: Throttle,
+    /// `job.setting.dirty.path`: every dirty record as a JSON line.
+    dirty_file: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl Shared {
@@ -132,6 +140,38 @@ impl Shared {
             cancel,
             dirty_limit,
             throttle: Throttle::unlimited(),
+            dirty_file: Mutex::new(None),
+        }
+    }
+
+    /// Appends dirty records to `path` (created with its folder if needed).
+    pub fn open_dirty_file(&self, path: &str) -> Result<()> {
+        let p = std::path::Path::new(path);
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| SyncError::Internal(format!("dirty-record file {path}: {e}")))?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| SyncError::Internal(format!("dirty-record file {path}: {e}")))?;
+        *self.dirty_file.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::io::BufWriter::new(f));
+        self.log.info(format!("dirty records go to {path}"));
+        Ok(())
+    }
+
+    /// Flushes the dirty-record file.
+    pub fn close_dirty_file(&self) {
+        use std::io::Write;
+        if let Some(f) = self
+            .dirty_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            let _ = f.flush();
         }
     }
 
@@ -144,6 +184,25 @@ impl Shared {
     /// Counts a dirty record; fails once the count passes `errorLimit.record`.
     pub fn dirty(&self, side: &str, row: &Row, reason: &str) -> Result<()> {
         let n = self.counters.dirty.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(f) = self
+            .dirty_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            use std::io::Write;
+            let line = serde_json::json!({
+                "side": side,
+                "reason": reason,
+                "row": row.iter().map(|v| match v {
+                    Value::Null => serde_json::Value::Null,
+                    other => serde_json::Value::String(other.to_string()),
+                }).collect::<Vec<_>>(),
+            });
+            if writeln!(f, "{line}").is_err() {
+                self.log.warn("cannot append to the dirty-record file");
+            }
+        }
         if n <= DIRTY_SAMPLES {
             let shown: Vec<String> = row.iter().take(8).map(|v| format!("{v:?}")).collect();
             self.log.warn(format!(
@@ -392,8 +451,16 @@ pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Su
         "reader cut the source into {} split(s)",
         splits.len()
     ));
+    shared
+        .counters
+        .splits_total
+        .store(splits.len() as u64, Ordering::Relaxed);
+    if let Some(path) = job.setting.dirty.as_ref().and_then(|d| d.path.as_deref()) {
+        shared.open_dirty_file(path)?;
+    }
 
     let result = pump(splits, channels, writer.clone(), shared.clone()).await;
+    shared.close_dirty_file();
     let result = match result {
         Ok(()) => {
             let (w, s) = (writer.clone(), shared.clone());
@@ -450,7 +517,11 @@ async fn pump(
                     let mut sink = RowSink::new(&tx, &shared);
                     split.run(&mut sink)?;
                     sink.flush()?;
-                    shared.log.info(format!("split done: {what}"));
+                    let done = shared.counters.splits_done.fetch_add(1, Ordering::Relaxed) + 1;
+                    shared.log.info(format!(
+                        "split {done}/{} done: {what}",
+                        shared.counters.splits_total.load(Ordering::Relaxed)
+                    ));
                 }
             })();
             if result.is_err() {

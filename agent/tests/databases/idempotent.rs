@@ -110,11 +110,22 @@ async fn dirty_rows_follow_error_limit_on_both_databases() -> anyhow::Result<()>
             assert!(err.contains("exceed errorLimit.record = 0"), "{err}\n{}", log.join("\n"));
             assert!(log.iter().any(|l| l.contains("dirty record #1")), "{log:?}");
             assert_eq!(count().await?, 0, "to_pg={to_pg}: rolled back");
-            // Limit 5: both bad rows are dirty, the rest written.
-            let (r, log) = run_job(&job(2, Some(5), pg_reader(&pg, "src", &cols, None), writer(()))).await;
+            // Limit 5: both bad rows are dirty, the rest written; the dirty-record file has both.
+            let dir = tempfile::tempdir()?;
+            let dirty_path = dir.path().join("dirty/rows.jsonl");
+            let mut lenient: serde_json::Value =
+                serde_json::from_str(&job(2, Some(5), pg_reader(&pg, "src", &cols, None), writer(())))?;
+            lenient["job"]["setting"]["dirty"] = json!({"path": dirty_path.display().to_string()});
+            let (r, log) = run_job(&lenient.to_string()).await;
             let s = r.map_err(|e| anyhow::anyhow!("{e}\n{}", log.join("\n")))?;
             assert_eq!((s.records_read, s.records_written, s.dirty_records), (3000, 2998, 2), "to_pg={to_pg}");
             assert_eq!(count().await?, 2998);
+            let dirty: Vec<serde_json::Value> = std::fs::read_to_string(&dirty_path)?
+                .lines()
+                .map(serde_json::from_str)
+                .collect::<Result<_, _>>()?;
+            assert_eq!(dirty.len(), 2, "{dirty:?}");
+            assert!(dirty.iter().all(|d| d["side"] == "writer" && d["reason"].as_str().is_some_and(|r| !r.is_empty())));
         }
         anyhow::Ok(())
     }

@@ -145,6 +145,10 @@ pub struct Stats {
     pub bytes_written: u64,
     pub dirty_records: u64,
     pub elapsed_ms: u64,
+    #[serde(default)]
+    pub splits_done: u64,
+    #[serde(default)]
+    pub splits_total: u64,
 }
 
 /// One try at running an instance on one agent.
