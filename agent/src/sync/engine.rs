@@ -324,19 +324,16 @@ impl<'a> RowSink<'a> {
 /// One piece of the source, read by one worker.
 pub trait ReadSplit: Send {
     fn describe(&self) -> String;
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>) -> Result<()>;
+    /// Reads the split. `target` describes the writer (known once it has prepared), so a
+    /// reader can pick a pass-through path.
+    fn run(self: Box<Self>, sink: &mut RowSink<'_>, target: &TargetInfo) -> Result<()>;
 }
 
 /// A reader cuts its source into splits.
 pub trait Reader: Send + Sync {
     fn name(&self) -> &'static str;
-    /// `target` describes the writer, so a reader can pick a pass-through path.
-    fn splits(
-        &self,
-        channels: usize,
-        log: &JobLog,
-        target: &TargetInfo,
-    ) -> Result<Vec<Box<dyn ReadSplit>>>;
+    /// Cuts the source; this checks the source is there before the writer touches the target.
+    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>>;
 }
 
 /// One writer worker's connection or file.
@@ -437,15 +434,11 @@ pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Su
         writer.name()
     ));
 
-    // As in DataX, the writer prepares (preSql) before the reader splits.
-    {
-        let (w, s) = (writer.clone(), shared.clone());
-        blocking(move || w.prepare(&s.log)).await?;
-    }
-    let target = writer.target_info();
+    // The source is checked (split) before the writer runs preSql, so a missing source never
+    // costs the target its rows.
     let splits = {
         let (r, s) = (reader.clone(), shared.clone());
-        blocking(move || r.splits(channels, &s.log, &target)).await?
+        blocking(move || r.splits(channels, &s.log)).await?
     };
     shared.log.info(format!(
         "reader cut the source into {} split(s)",
@@ -457,6 +450,10 @@ pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Su
         .store(splits.len() as u64, Ordering::Relaxed);
     if let Some(path) = job.setting.dirty.as_ref().and_then(|d| d.path.as_deref()) {
         shared.open_dirty_file(path)?;
+    }
+    {
+        let (w, s) = (writer.clone(), shared.clone());
+        blocking(move || w.prepare(&s.log)).await?;
     }
 
     let result = pump(splits, channels, writer.clone(), shared.clone()).await;
@@ -500,6 +497,7 @@ async fn pump(
     writer: Arc<dyn Writer>,
     shared: Arc<Shared>,
 ) -> Result<()> {
+    let target = Arc::new(writer.target_info());
     let readers = channels.min(splits.len()).max(1);
     let writers = channels.min(writer.parallelism()).max(1);
     // A few batches in flight per channel let readers and writers overlap their waits.
@@ -507,7 +505,8 @@ async fn pump(
     let queue = Arc::new(Mutex::new(VecDeque::from(splits)));
     let mut handles = Vec::new();
     for _ in 0..readers {
-        let (tx, queue, shared) = (tx.clone(), queue.clone(), shared.clone());
+        let (tx, queue, shared, target) =
+            (tx.clone(), queue.clone(), shared.clone(), target.clone());
         handles.push(tokio::task::spawn_blocking(move || {
             let result = (|| {
                 loop {
@@ -515,7 +514,7 @@ async fn pump(
                     let Some(split) = split else { return Ok(()) };
                     let what = split.describe();
                     let mut sink = RowSink::new(&tx, &shared);
-                    split.run(&mut sink)?;
+                    split.run(&mut sink, &target)?;
                     sink.flush()?;
                     let done = shared.counters.splits_done.fetch_add(1, Ordering::Relaxed) + 1;
                     shared.log.info(format!(

@@ -165,12 +165,7 @@ impl Reader for MysqlReader {
         "mysqlreader"
     }
 
-    fn splits(
-        &self,
-        channels: usize,
-        log: &JobLog,
-        _target: &TargetInfo,
-    ) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
         let p = &self.params;
         let user = p.username.clone().unwrap_or_default();
         block_on(async {
@@ -308,7 +303,7 @@ impl ReadSplit for MySplit {
         self.split.label.clone()
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>) -> Result<()> {
+    fn run(self: Box<Self>, sink: &mut RowSink<'_>, _target: &TargetInfo) -> Result<()> {
         block_on(async {
             let src = |e: String| SyncError::Source(format!("{}: {e}", self.split.label));
             let mut conn = connect(&self.url, &self.user, &self.password, &self.session)

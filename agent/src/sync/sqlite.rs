@@ -97,12 +97,7 @@ impl Reader for SqliteReader {
         "sqlitereader"
     }
 
-    fn splits(
-        &self,
-        _channels: usize,
-        _log: &JobLog,
-        _target: &TargetInfo,
-    ) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(&self, _channels: usize, _log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
         let path = self.params.path.clone().unwrap_or_default();
         let conn = open(&path, false).map_err(SyncError::Source)?;
         let sql = self.query();
@@ -132,7 +127,7 @@ impl ReadSplit for Query {
         format!("{}: {}", self.path, self.sql)
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>) -> Result<()> {
+    fn run(self: Box<Self>, sink: &mut RowSink<'_>, _target: &TargetInfo) -> Result<()> {
         let err = |e: rusqlite::Error| SyncError::Source(format!("{}: {e}", self.path));
         let conn = open(&self.path, false).map_err(SyncError::Source)?;
         let mut stmt = conn.prepare(&self.sql).map_err(err)?;

@@ -35,12 +35,7 @@ impl Reader for StreamReader {
         "streamreader"
     }
 
-    fn splits(
-        &self,
-        channels: usize,
-        _log: &JobLog,
-        _target: &TargetInfo,
-    ) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(&self, channels: usize, _log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
         let row: Row = self
             .params
             .column
@@ -70,7 +65,7 @@ impl ReadSplit for Slice {
         format!("slice {} ({} records)", self.index, self.count)
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>) -> Result<()> {
+    fn run(self: Box<Self>, sink: &mut RowSink<'_>, _target: &TargetInfo) -> Result<()> {
         for _ in 0..self.count {
             sink.push(self.row.clone())?;
         }

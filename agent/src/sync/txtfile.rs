@@ -80,12 +80,7 @@ impl Reader for TxtFileReader {
         "txtfilereader"
     }
 
-    fn splits(
-        &self,
-        _channels: usize,
-        log: &JobLog,
-        _target: &TargetInfo,
-    ) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(&self, _channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
         let delim = delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Source)?;
         let files = expand(&self.params.path).map_err(SyncError::Source)?;
         if files.is_empty() {
@@ -160,7 +155,7 @@ impl ReadSplit for FileSplit {
         self.file.display().to_string()
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>) -> Result<()> {
+    fn run(self: Box<Self>, sink: &mut RowSink<'_>, _target: &TargetInfo) -> Result<()> {
         let name = self.file.display().to_string();
         let f = File::open(&self.file)
             .map_err(|e| SyncError::Source(format!("cannot open {name}: {e}")))?;

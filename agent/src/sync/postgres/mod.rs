@@ -182,15 +182,9 @@ impl Reader for PgReader {
         "postgresqlreader"
     }
 
-    fn splits(
-        &self,
-        channels: usize,
-        log: &JobLog,
-        target: &TargetInfo,
-    ) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
         let p = &self.params;
         let user = p.username.clone().unwrap_or_default();
-        let passthrough = target.pg_copy_types.clone();
         block_on(async {
             let mut out: Vec<Box<dyn ReadSplit>> = Vec::new();
             for conn in &p.connection {
@@ -207,7 +201,6 @@ impl Reader for PgReader {
                             sql: q.trim().trim_end_matches(';').to_string(),
                             label: "querySql".into(),
                         },
-                        passthrough: passthrough.clone(),
                     }));
                 }
                 for table in &conn.table {
@@ -236,7 +229,6 @@ impl Reader for PgReader {
                             password: p.password.clone(),
                             session: p.session.clone(),
                             split,
-                            passthrough: passthrough.clone(),
                         }) as Box<dyn ReadSplit>
                     }));
                 }
@@ -252,8 +244,6 @@ struct PgSplit {
     password: Secret,
     session: Vec<String>,
     split: TableSplit,
-    /// The PostgreSQL writer's column types, when the writer is one.
-    passthrough: Option<Vec<u32>>,
 }
 
 /// Tuples per pass-through batch, and bytes.
@@ -398,7 +388,7 @@ impl ReadSplit for PgSplit {
         self.split.label.clone()
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>) -> Result<()> {
+    fn run(self: Box<Self>, sink: &mut RowSink<'_>, target: &TargetInfo) -> Result<()> {
         block_on(async {
             let src = |e: String| SyncError::Source(format!("{}: {e}", self.split.label));
             let client = connect(&self.url, &self.user, &self.password)
@@ -411,7 +401,7 @@ impl ReadSplit for PgSplit {
                 .map_err(|e| src(format!("{}: {}", self.split.sql, describe(&e))))?;
             let columns = stmt.columns();
             let oids: Vec<u32> = columns.iter().map(|c| c.type_().oid()).collect();
-            if self.passthrough.as_ref() == Some(&oids) {
+            if target.pg_copy_types.as_ref() == Some(&oids) {
                 tracing::debug!(split = %self.split.label, "column types match the target: passing COPY tuples through");
                 return self.run_raw(&client, oids.len(), sink).await;
             }
