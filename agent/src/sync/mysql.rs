@@ -447,8 +447,8 @@ fn shown(values: &[MyValue]) -> Row {
 
 /// Rows per `LOAD DATA` statement, kept until the server confirms them; also ended at
 /// [`LOAD_DATA_BYTES`], which bounds a channel's memory whatever the row width.
-const LOAD_DATA_ROWS: usize = 8_192;
-const LOAD_DATA_BYTES: usize = 4 << 20;
+const LOAD_DATA_ROWS: usize = 16_384;
+const LOAD_DATA_BYTES: usize = 8 << 20;
 
 /// Appends a row as LOAD DATA text: tab-separated, `\N` for NULL, backslash escapes.
 fn tsv_row(out: &mut Vec<u8>, row: &Row) {
@@ -468,25 +468,57 @@ fn tsv_row(out: &mut Vec<u8>, row: &Row) {
             }
             Value::Decimal(s) | Value::String(s) | Value::Json(s) => escape(out, s.as_bytes()),
             Value::Bytes(b) => escape(out, b),
-            Value::Date(d) => {
-                let _ = write!(out, "{}", d.format("%Y-%m-%d"));
-            }
-            Value::Time(t) => {
-                let _ = write!(out, "{}", t.format("%H:%M:%S%.6f"));
-            }
+            Value::Date(d) => push_date(out, *d),
+            Value::Time(t) => push_time(out, *t),
             Value::Timestamp(t) => {
-                let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+                push_date(out, t.date());
+                out.push(b' ');
+                push_time(out, t.time());
             }
             Value::TimestampTz(t) => {
-                let _ = write!(
-                    out,
-                    "{}",
-                    t.with_timezone(&Utc).format("%Y-%m-%d %H:%M:%S%.6f")
-                );
+                let t = t.with_timezone(&Utc).naive_utc();
+                push_date(out, t.date());
+                out.push(b' ');
+                push_time(out, t.time());
             }
         }
     }
     out.push(b'\n');
+}
+
+fn push_digits(out: &mut Vec<u8>, v: u32, width: u32) {
+    for i in (0..width).rev() {
+        out.push(b'0' + (v / 10u32.pow(i) % 10) as u8);
+    }
+}
+
+/// `YYYY-MM-DD`, written by hand: chrono's formatter parses its pattern on every call, which
+/// shows up at millions of rows.
+fn push_date(out: &mut Vec<u8>, d: NaiveDate) {
+    if !(0..=9999).contains(&d.year()) {
+        use std::io::Write;
+        let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+        return;
+    }
+    push_digits(out, d.year() as u32, 4);
+    out.push(b'-');
+    push_digits(out, d.month(), 2);
+    out.push(b'-');
+    push_digits(out, d.day(), 2);
+}
+
+/// `HH:MM:SS[.ffffff]`, the fraction only when there is one.
+fn push_time(out: &mut Vec<u8>, t: NaiveTime) {
+    push_digits(out, t.hour(), 2);
+    out.push(b':');
+    push_digits(out, t.minute(), 2);
+    out.push(b':');
+    push_digits(out, t.second(), 2);
+    let micros = t.nanosecond() / 1000;
+    if micros > 0 {
+        out.push(b'.');
+        push_digits(out, micros.min(999_999), 6);
+    }
 }
 
 fn escape(out: &mut Vec<u8>, bytes: &[u8]) {

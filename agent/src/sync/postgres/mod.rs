@@ -659,7 +659,7 @@ impl Writer for PgWriter {
                 segment: Vec::new(),
                 segment_bytes: 0,
                 copy: None,
-                batch: self.params.batch_size.unwrap_or(16_384).max(1) as usize,
+                batch: self.params.batch_size.unwrap_or(65_536).max(1) as usize,
             }) as Box<dyn WriteChannel>)
         })
     }
