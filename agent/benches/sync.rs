@@ -460,7 +460,7 @@ fn run() -> Res<()> {
     lines.push("| check | measured | target |".into());
     lines.push("|---|---|---|".into());
     let mut check = |what: String, value: f64, target: f64| {
-        if value.is_finite() {
+        if value.is_finite() && value > 0.0 {
             let ok = if value >= target { "met" } else { "NOT met" };
             lines.push(format!("| {what} | {value:.2}x | >= {target}x ({ok}) |"));
         }
