@@ -162,7 +162,10 @@ fn reader(kind: &str) -> serde_json::Value {
         "splitPk": "id", "connection": [{"jdbcUrl": [url], "table": ["src"]}]}})
 }
 
+/// A writer; `kind` may carry a write mode after a colon (`my:update` forces MySQL's INSERT
+/// path, for comparing it with LOAD DATA).
 fn writer(kind: &str) -> serde_json::Value {
+    let (kind, mode) = kind.split_once(':').unwrap_or((kind, "insert"));
     let (name, url, user) = match kind {
         "pg" => (
             "postgresqlwriter",
@@ -176,18 +179,18 @@ fn writer(kind: &str) -> serde_json::Value {
         ),
     };
     serde_json::json!({"name": name, "parameter": {"username": user, "password": "", "column": COLS,
-        "connection": [{"jdbcUrl": url, "table": ["dst"]}]}})
+        "writeMode": mode, "connection": [{"jdbcUrl": url, "table": ["dst"]}]}})
 }
 
 fn truncate(kind: &str) -> Res<()> {
-    match kind {
+    match kind.split(':').next().unwrap_or(kind) {
         "pg" => psql(DB, "TRUNCATE dst").map(drop),
         _ => mysql(&format!("TRUNCATE {DB}.dst")).map(drop),
     }
 }
 
 fn count(kind: &str) -> Res<u64> {
-    let n = match kind {
+    let n = match kind.split(':').next().unwrap_or(kind) {
         "pg" => psql(DB, "SELECT count(*) FROM dst")?,
         _ => mysql(&format!("SELECT COUNT(*) FROM {DB}.dst"))?,
     };

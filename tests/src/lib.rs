@@ -282,6 +282,24 @@ impl Cluster {
         Ok(n)
     }
 
+    /// Starts an agent with no group and token, as someone who skipped the install command would.
+    pub fn start_agent_without_token(&mut self, name: &str) -> Result<usize> {
+        let args: Vec<String> = vec![
+            "--scheduler".into(),
+            self.url.clone(),
+            "--data-dir".into(),
+            self.path(&format!("agent-{name}")).display().to_string(),
+        ];
+        let n = self.agents.len();
+        let proc = Proc::spawn(
+            &bin("ferry-agent")?,
+            &args,
+            self.path(&format!("agent-{name}-{n}.log")),
+        )?;
+        self.agents.push(proc);
+        Ok(n)
+    }
+
     /// Waits until `count` agents of `group` are online.
     pub fn wait_online(&self, group: &str, count: usize) -> Result<()> {
         wait_for(Duration::from_secs(30), "agents online", || {

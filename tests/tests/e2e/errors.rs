@@ -24,6 +24,12 @@ fn wrong_registration_token_is_refused() -> Result<()> {
     let groups = c.ferry(&["group", "list"])?.ok()?;
     assert!(groups.stdout.contains("no agents"), "{}", groups.stdout);
 
+    // No token at all (and no saved identity): the agent says what it needs.
+    let k = c.start_agent_without_token("none")?;
+    c.agents[k].wait_exit(Duration::from_secs(30))?;
+    let log = c.agents[k].log_text();
+    assert!(log.contains("pass --group and --token"), "{log}");
+
     // An unknown group is refused too, naming it.
     let j = c.start_agent("bad2", "nope", "frt_x")?;
     c.agents[j].wait_exit(Duration::from_secs(30))?;

@@ -826,7 +826,9 @@ impl PgChannel {
         };
         match encode_row(buf, &values, &self.target.types) {
             Ok(()) => {
-                self.segment_bytes += size;
+                // What the decoded row really holds in memory: its data plus one enum slot per
+                // value and allocation overhead, so the byte cap bounds memory, not just data.
+                self.segment_bytes += size + 48 * values.len() as u64 + 64;
                 self.segment.push(SegRow::Values(values, size));
             }
             Err(reason) => shared.dirty("writer", &shown(&values), &reason)?,
