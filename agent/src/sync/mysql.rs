@@ -187,6 +187,7 @@ impl Reader for MysqlReader {
                     out.push(split(TableSplit {
                         sql: q.trim().trim_end_matches(';').to_string(),
                         label: "querySql".into(),
+                        whole_table: None,
                     }));
                 }
                 for table in &conn.table {

@@ -76,6 +76,9 @@ pub(crate) trait SplitQueries {
 pub struct TableSplit {
     pub sql: String,
     pub label: String,
+    /// `table (columns)` when the split is the whole table with plain column names, so a
+    /// database that can copy a table directly (PostgreSQL `COPY t TO`) may skip the executor.
+    pub whole_table: Option<String>,
 }
 
 fn and_where(filter: Option<&str>, extra: &str) -> String {
@@ -105,9 +108,18 @@ pub(crate) async fn plan_table<Q: SplitQueries>(
     let qtable = sql_name(d, table);
     let base = format!("SELECT {} FROM {qtable}", select_list(d, columns));
     let Some(pk) = split_pk.filter(|_| channels > 1) else {
+        let plain = columns.iter().all(|c| c == "*" || is_plain(c));
+        let whole_table = (filter.is_none_or(|w| w.trim().is_empty()) && plain).then(|| {
+            if columns.is_empty() || columns == ["*"] {
+                qtable.clone()
+            } else {
+                format!("{qtable} ({})", select_list(d, columns))
+            }
+        });
         return Ok(vec![TableSplit {
             sql: format!("{base}{}", only_where(filter)),
             label: table.to_string(),
+            whole_table,
         }]);
     };
     let qpk = sql_name(d, pk);
@@ -129,6 +141,7 @@ pub(crate) async fn plan_table<Q: SplitQueries>(
                 splits.push(TableSplit {
                     sql: format!("{base}{}", and_where(filter, &format!("({cond})"))),
                     label: format!("{table} [{cond}]"),
+                    whole_table: None,
                 });
                 start = end;
             }
@@ -168,6 +181,7 @@ pub(crate) async fn plan_table<Q: SplitQueries>(
                 splits.push(TableSplit {
                     sql: format!("{base}{}", and_where(filter, &format!("({cond})"))),
                     label: format!("{table} [{cond}]"),
+                    whole_table: None,
                 });
                 lower = b;
             }
@@ -176,6 +190,7 @@ pub(crate) async fn plan_table<Q: SplitQueries>(
     splits.push(TableSplit {
         sql: format!("{base}{}", and_where(filter, &format!("{qpk} IS NULL"))),
         label: format!("{table} [{pk} IS NULL]"),
+        whole_table: None,
     });
     Ok(splits)
 }

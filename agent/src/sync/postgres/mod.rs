@@ -200,6 +200,7 @@ impl Reader for PgReader {
                         split: TableSplit {
                             sql: q.trim().trim_end_matches(';').to_string(),
                             label: "querySql".into(),
+                            whole_table: None,
                         },
                     }));
                 }
@@ -284,6 +285,15 @@ fn next_tuple(
 }
 
 impl PgSplit {
+    /// `COPY t (cols) TO` for a whole table, which skips the executor; `COPY (SELECT …) TO`
+    /// otherwise.
+    fn copy_sql(&self) -> String {
+        match &self.split.whole_table {
+            Some(t) => format!("COPY {t} TO STDOUT (FORMAT binary)"),
+            None => format!("COPY ({}) TO STDOUT (FORMAT binary)", self.split.sql),
+        }
+    }
+
     /// Streams the split's binary COPY tuples untouched to a PostgreSQL writer.
     async fn run_raw(&self, client: &Client, width: usize, sink: &mut RowSink<'_>) -> Result<()> {
         let src = |e: String| SyncError::Source(format!("{}: {e}", self.split.label));
@@ -408,7 +418,7 @@ impl ReadSplit for PgSplit {
             let all_native = columns.iter().all(|c| readable(c.type_()));
             let (copy_sql, types) = if all_native {
                 (
-                    format!("COPY ({}) TO STDOUT (FORMAT binary)", self.split.sql),
+                    self.copy_sql(),
                     columns
                         .iter()
                         .map(|c| c.type_().clone())
