@@ -219,6 +219,16 @@ impl Shared {
         }
     }
 
+    /// Counts rows the target has taken.
+    pub fn written(&self, rows: u64, bytes: u64) {
+        self.counters
+            .records_written
+            .fetch_add(rows, Ordering::Relaxed);
+        self.counters
+            .bytes_written
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub fn check_cancel(&self) -> Result<()> {
         if self.cancel.is_cancelled() {
             Err(SyncError::Killed("the attempt was stopped".into()))

@@ -846,7 +846,7 @@ impl MyChannel {
                 .query_drop("RELEASE SAVEPOINT ferry_chunk")
                 .await
                 .map_err(err)?;
-            count(shared, rows.len(), l.bytes);
+            shared.written(rows.len() as u64, l.bytes as u64);
             self.loaded += rows.len();
             return Ok(());
         }
@@ -872,12 +872,12 @@ impl MyChannel {
             // Kept only in case the statement is refused and the rows must be replayed.
             let backup = params.clone();
             match self.exec(n, params).await {
-                Ok(()) => count(shared, n, bytes),
+                Ok(()) => shared.written(n as u64, bytes as u64),
                 Err(e) if is_data_error(&e) => {
                     // The statement was rolled back as a whole; find the rows at fault.
                     for one in backup.chunks(width) {
                         match self.exec(1, one.to_vec()).await {
-                            Ok(()) => count(shared, 1, 0),
+                            Ok(()) => shared.written(1, 0),
                             Err(e) if is_data_error(&e) => {
                                 shared.dirty("writer", &shown(one), &describe(&e))?
                             }
@@ -889,17 +889,6 @@ impl MyChannel {
             }
         }
     }
-}
-
-fn count(shared: &Shared, rows: usize, bytes: usize) {
-    shared
-        .counters
-        .records_written
-        .fetch_add(rows as u64, Ordering::Relaxed);
-    shared
-        .counters
-        .bytes_written
-        .fetch_add(bytes as u64, Ordering::Relaxed);
 }
 
 impl WriteChannel for MyChannel {

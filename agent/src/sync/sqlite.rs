@@ -12,7 +12,6 @@ use ferry_common::job::{SqliteReader as ReaderParams, SqliteWriter as WriterPara
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Quotes a plain identifier; anything else (an expression the job author wrote, like
@@ -328,14 +327,7 @@ impl WriteChannel for SqliteChannel {
                 Err(e) => return Err(SyncError::Target(format!("{}: {e}", self.path))),
             }
         }
-        shared
-            .counters
-            .records_written
-            .fetch_add(written, Ordering::Relaxed);
-        shared
-            .counters
-            .bytes_written
-            .fetch_add(bytes, Ordering::Relaxed);
+        shared.written(written, bytes);
         Ok(())
     }
 

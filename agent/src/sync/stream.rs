@@ -135,14 +135,7 @@ impl WriteChannel for StreamChannel {
                 }
             }
         }
-        shared
-            .counters
-            .records_written
-            .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        shared
-            .counters
-            .bytes_written
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+        shared.written(rows.len() as u64, bytes as u64);
         Ok(())
     }
 

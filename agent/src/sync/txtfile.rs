@@ -491,14 +491,7 @@ impl WriteChannel for FileChannel {
                 Err(reason) => shared.dirty("writer", row, &reason)?,
             }
         }
-        shared
-            .counters
-            .records_written
-            .fetch_add(written, Ordering::Relaxed);
-        shared
-            .counters
-            .bytes_written
-            .fetch_add(bytes, Ordering::Relaxed);
+        shared.written(written, bytes);
         Ok(())
     }
 

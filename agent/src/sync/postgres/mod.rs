@@ -916,7 +916,7 @@ impl PgChannel {
                     .await
                     .map_err(err)?;
                 let bytes = rows.iter().map(SegRow::size).sum();
-                count(shared, rows.len() as u64, bytes);
+                shared.written(rows.len() as u64, bytes);
                 return Ok(());
             }
             Err(e) if e.as_db_error().is_none() => return Err(err(e)),
@@ -982,11 +982,7 @@ impl PgChannel {
                     .batch_execute("RELEASE SAVEPOINT ferry_part")
                     .await
                     .map_err(err)?;
-                count(
-                    shared,
-                    rows.len() as u64,
-                    rows.iter().map(SegRow::size).sum(),
-                );
+                shared.written(rows.len() as u64, rows.iter().map(SegRow::size).sum());
                 Ok(())
             }
             Err(e) => match e.as_db_error() {
@@ -1008,17 +1004,6 @@ impl PgChannel {
             },
         }
     }
-}
-
-fn count(shared: &Shared, rows: u64, bytes: u64) {
-    shared
-        .counters
-        .records_written
-        .fetch_add(rows, Ordering::Relaxed);
-    shared
-        .counters
-        .bytes_written
-        .fetch_add(bytes, Ordering::Relaxed);
 }
 
 impl WriteChannel for PgChannel {
