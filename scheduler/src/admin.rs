@@ -154,12 +154,7 @@ impl AdminService for AdminApi {
         &self,
         _request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        let mut running: HashMap<String, u32> = HashMap::new();
-        for a in self.ctx.store.attempts()? {
-            if !a.state.is_final() {
-                *running.entry(a.agent_id).or_default() += 1;
-            }
-        }
+        let running = self.ctx.store.running_per_agent()?;
         let agents = self.ctx.store.agents()?;
         let groups = self
             .ctx

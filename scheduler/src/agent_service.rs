@@ -232,11 +232,8 @@ async fn on_hello(ctx: &Context, agent_id: &str, hello: pb::Hello) -> Result<(),
         })
         .await?;
     // Attempts this agent should be running but does not know about were lost with its process.
-    for attempt in ctx.store.attempts()? {
-        if attempt.agent_id == agent_id
-            && !attempt.state.is_final()
-            && !hello.running_attempts.contains(&attempt.id)
-        {
+    for attempt in ctx.store.live_attempts()? {
+        if attempt.agent_id == agent_id && !hello.running_attempts.contains(&attempt.id) {
             warn!(attempt = %attempt.id, instance = %attempt.instance_id, "agent does not run an attempt it was given; failing it");
             let applied = ctx
                 .store

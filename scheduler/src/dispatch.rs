@@ -9,7 +9,7 @@ use crate::context::{Context, now_ms};
 use crate::error::{Error, Result};
 use crate::hub::InstanceEvent;
 use crate::state::command::{Applied, Command};
-use crate::state::model::{AttemptState, Instance, InstanceState};
+use crate::state::model::{AttemptState, Instance};
 use ferry_common::job::JobSpec;
 use ferry_common::params::{self, ParamContext};
 use ferry_proto::agent::v1 as pb;
@@ -34,22 +34,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 
 async fn tick(ctx: &Context) -> Result<()> {
     expire_leases(ctx).await?;
-    let waiting: Vec<Instance> = ctx
-        .store
-        .instances()?
-        .into_iter()
-        .filter(|i| i.state == InstanceState::WaitingResources)
-        .collect();
+    let waiting = ctx.store.waiting_instances()?;
     if waiting.is_empty() {
         return Ok(());
     }
     // Slots in use per agent, from the durable state (dispatched or running attempts).
-    let mut busy: HashMap<String, u32> = HashMap::new();
-    for a in ctx.store.attempts()? {
-        if !a.state.is_final() {
-            *busy.entry(a.agent_id).or_default() += 1;
-        }
-    }
+    let mut busy = ctx.store.running_per_agent()?;
     let agents = ctx.store.agents()?;
     for inst in waiting {
         let span = info_span!("instance", instance = %inst.id, task = %inst.task);
@@ -200,8 +190,8 @@ async fn dispatch(
 
 /// Fails attempts whose agent has had no session for longer than the lease.
 async fn expire_leases(ctx: &Context) -> Result<()> {
-    for a in ctx.store.attempts()? {
-        if a.state.is_final() || a.agent_id.is_empty() {
+    for a in ctx.store.live_attempts()? {
+        if a.agent_id.is_empty() {
             continue;
         }
         let Some(lost) = ctx.hub.lost_for(&a.agent_id) else {

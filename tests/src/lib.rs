@@ -300,6 +300,33 @@ impl Cluster {
         Ok(n)
     }
 
+    /// A scheduler with group `group` and one online agent `a1` in it; also returns the group's
+    /// registration token.
+    pub fn start_with_agent(group: &str) -> Result<(Self, String)> {
+        let mut c = Self::start()?;
+        let token = c.create_group(group)?;
+        c.start_agent("a1", group, &token)?;
+        c.wait_online(group, 1)?;
+        Ok((c, token))
+    }
+
+    /// Adds the data sources `files` (a CSV folder) and `wh` (a SQLite database).
+    pub fn add_path_datasources(&self, files: &Path, db: &Path) -> Result<()> {
+        for (name, kind, path) in [("files", "csv", files), ("wh", "sqlite", db)] {
+            self.ferry(&[
+                "datasource",
+                "add",
+                name,
+                "--type",
+                kind,
+                "--path",
+                &path.display().to_string(),
+            ])?
+            .ok()?;
+        }
+        Ok(())
+    }
+
     /// Waits until `count` agents of `group` are online.
     pub fn wait_online(&self, group: &str, count: usize) -> Result<()> {
         wait_for(Duration::from_secs(30), "agents online", || {

@@ -11,7 +11,7 @@ use super::engine::{
     JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::rdbms::{
-    Dialect, SplitQueries, TableSplit, block_on, plan_table, select_list, sql_name,
+    Dialect, SplitQueries, TableSplit, block_on, connect_first, plan_table, select_list, sql_name,
 };
 use super::value::{Row, Value, row_size};
 use bytes::Bytes;
@@ -90,22 +90,6 @@ pub async fn connect(
     Ok(conn)
 }
 
-async fn connect_first(
-    urls: &[String],
-    user: &str,
-    password: &Secret,
-    session: &[String],
-) -> Result<(Conn, String), String> {
-    let mut errors = Vec::new();
-    for url in urls {
-        match connect(url, user, password, session).await {
-            Ok(c) => return Ok((c, url.clone())),
-            Err(e) => errors.push(e),
-        }
-    }
-    Err(errors.join("; "))
-}
-
 struct MySplitQ<'a>(&'a mut Conn);
 
 impl SplitQueries for MySplitQ<'_> {
@@ -171,9 +155,13 @@ impl Reader for MysqlReader {
         block_on(async {
             let mut out: Vec<Box<dyn ReadSplit>> = Vec::new();
             for conn in &p.connection {
-                let (mut c, url) = connect_first(&conn.jdbc_url, &user, &p.password, &p.session)
-                    .await
-                    .map_err(SyncError::Source)?;
+                let (mut c, url) = connect_first(&conn.jdbc_url, |u| {
+                    let (user, password, session) =
+                        (user.clone(), p.password.clone(), p.session.clone());
+                    async move { connect(&u, &user, &password, &session).await }
+                })
+                .await
+                .map_err(SyncError::Source)?;
                 let split = |split: TableSplit| {
                     Box::new(MySplit {
                         url: url.clone(),

@@ -14,6 +14,22 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
     tokio::runtime::Handle::current().block_on(f)
 }
 
+/// Connects to the first of DataX's `jdbcUrl[]` that answers; the error lists every attempt.
+pub async fn connect_first<C, F, Fut>(urls: &[String], connect: F) -> Result<(C, String), String>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<C, String>>,
+{
+    let mut errors = Vec::new();
+    for url in urls {
+        match connect(url.clone()).await {
+            Ok(c) => return Ok((c, url.clone())),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
+}
+
 /// Quotes one identifier part for a dialect.
 pub trait Dialect {
     fn quote_part(&self, part: &str) -> String;

@@ -29,6 +29,10 @@ const VERSION: &str = "v/";
 const INSTANCE: &str = "i/";
 const ATTEMPT: &str = "x/";
 const LOG: &str = "l/";
+/// Index of instances waiting for resources, so the dispatcher does not scan every instance.
+const WAITING: &str = "q/";
+/// Index of attempts not yet finished, for slot counts, leases and agent reconciliation.
+const LIVE: &str = "r/";
 const FENCING: &str = "m/fencing";
 const APPLIED: &str = "m/applied";
 
@@ -247,6 +251,7 @@ impl Store {
                     attempts: Vec::new(),
                 };
                 w.put(key(INSTANCE, &id), &i)?;
+                w.put(key(WAITING, &id), &id)?;
                 Applied::Done
             }
             Command::DispatchAttempt {
@@ -278,6 +283,8 @@ impl Store {
                 };
                 inst.state = InstanceState::Dispatched;
                 inst.attempts.push(id.clone());
+                w.batch.remove(key(WAITING, &instance_id));
+                w.put(key(LIVE, &id), &id)?;
                 w.put(key(ATTEMPT, &id), &a)?;
                 w.put(key(INSTANCE, &instance_id), &inst)?;
                 Applied::Dispatched { fencing_token }
@@ -346,6 +353,7 @@ impl Store {
                     _ => InstanceState::Failed,
                 };
                 inst.finished_ms = at_ms;
+                w.batch.remove(key(LIVE, &id));
                 w.put(key(ATTEMPT, &id), &a)?;
                 w.put(key(INSTANCE, &a.instance_id), &inst)?;
                 Applied::Done
@@ -426,6 +434,35 @@ impl Store {
         let mut all: Vec<Instance> = self.scan(INSTANCE)?;
         all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         Ok(all)
+    }
+    /// Instances waiting for resources, oldest first.
+    pub fn waiting_instances(&self) -> Result<Vec<Instance>> {
+        let mut out = Vec::new();
+        for id in self.scan::<String>(WAITING)? {
+            if let Some(i) = self.instance(&id)? {
+                out.push(i);
+            }
+        }
+        out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+        Ok(out)
+    }
+    /// Attempts dispatched or running.
+    pub fn live_attempts(&self) -> Result<Vec<Attempt>> {
+        let mut out = Vec::new();
+        for id in self.scan::<String>(LIVE)? {
+            if let Some(a) = self.attempt(&id)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+    /// Attempts dispatched or running, per agent: the slots each agent has in use.
+    pub fn running_per_agent(&self) -> Result<std::collections::HashMap<String, u32>> {
+        let mut busy = std::collections::HashMap::new();
+        for a in self.live_attempts()? {
+            *busy.entry(a.agent_id).or_default() += 1;
+        }
+        Ok(busy)
     }
     pub fn attempt(&self, id: &str) -> Result<Option<Attempt>> {
         self.get(&key(ATTEMPT, id))

@@ -56,6 +56,7 @@ async fn state_survives_reopen() -> Result<()> {
         store.instance("i1")?.map(|i| i.state),
         Some(InstanceState::WaitingResources)
     );
+    assert_eq!(store.waiting_instances()?.len(), 1);
     Ok(())
 }
 
@@ -102,6 +103,8 @@ async fn fencing_rejects_stale_reports() -> Result<()> {
         .await?;
     assert!(matches!(again, Applied::Stale(_)));
     assert!(store.attempt("a2")?.is_none());
+    assert!(store.waiting_instances()?.is_empty());
+    assert_eq!(store.running_per_agent()?.get("ag"), Some(&1));
 
     let stale = store
         .propose(Command::FinishAttempt {
@@ -137,6 +140,7 @@ async fn fencing_rejects_stale_reports() -> Result<()> {
         store.instance("i1")?.map(|i| i.state),
         Some(InstanceState::Success)
     );
+    assert!(store.live_attempts()?.is_empty());
     // A resent finish after success changes nothing.
     let resent = store
         .propose(Command::FinishAttempt {

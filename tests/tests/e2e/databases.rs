@@ -71,10 +71,7 @@ fn mysql_partition_to_postgresql_via_catalog_datasources() -> Result<()> {
          USE {name}; INSERT INTO {name}.orders SELECT seq, IF(seq % 2 = 0, '20261124', '20261123'), seq / 7 FROM seq_1_to_4000;"
     ))?;
 
-    let mut c = Cluster::start()?;
-    let token = c.create_group("rg")?;
-    c.start_agent("a1", "rg", &token)?;
-    c.wait_online("rg", 1)?;
+    let (c, _) = Cluster::start_with_agent("rg")?;
     for (ds, kind, port, user) in [
         ("shop", "mysql", "3306", "root"),
         ("dwh", "postgresql", "5432", "postgres"),

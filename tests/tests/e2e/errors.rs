@@ -137,33 +137,11 @@ fn run_waits_for_an_agent_and_says_why() -> Result<()> {
 
 #[test]
 fn missing_source_file_fails_and_keeps_the_target() -> Result<()> {
-    let mut c = Cluster::start()?;
-    let token = c.create_group("rg")?;
-    c.start_agent("a1", "rg", &token)?;
-    c.wait_online("rg", 1)?;
+    let (c, _) = Cluster::start_with_agent("rg")?;
     let files = c.path("files");
     write_orders_csv(&files, "orders.csv", 10)?;
     let db = c.path("wh.db");
-    c.ferry(&[
-        "datasource",
-        "add",
-        "files",
-        "--type",
-        "csv",
-        "--path",
-        &files.display().to_string(),
-    ])?
-    .ok()?;
-    c.ferry(&[
-        "datasource",
-        "add",
-        "wh",
-        "--type",
-        "sqlite",
-        "--path",
-        &db.display().to_string(),
-    ])?
-    .ok()?;
+    c.add_path_datasources(&files, &db)?;
     let good = c.job_file("good.json", &csv_to_sqlite_job("orders.csv", "t"))?;
     c.ferry(&["task", "create", "good", "--group", "rg", "--file", &good])?
         .ok()?;
@@ -187,10 +165,7 @@ fn missing_source_file_fails_and_keeps_the_target() -> Result<()> {
 
 #[test]
 fn dirty_records_past_the_limit_fail_and_roll_back() -> Result<()> {
-    let mut c = Cluster::start()?;
-    let token = c.create_group("rg")?;
-    c.start_agent("a1", "rg", &token)?;
-    c.wait_online("rg", 1)?;
+    let (c, _) = Cluster::start_with_agent("rg")?;
     let files = c.path("files");
     std::fs::create_dir_all(&files)?;
     std::fs::write(
@@ -198,26 +173,7 @@ fn dirty_records_past_the_limit_fail_and_roll_back() -> Result<()> {
         "id,name,amount\n1,a,1\nx,b,2\n3,c,3\ny,d,4\n",
     )?;
     let db = c.path("wh.db");
-    c.ferry(&[
-        "datasource",
-        "add",
-        "files",
-        "--type",
-        "csv",
-        "--path",
-        &files.display().to_string(),
-    ])?
-    .ok()?;
-    c.ferry(&[
-        "datasource",
-        "add",
-        "wh",
-        "--type",
-        "sqlite",
-        "--path",
-        &db.display().to_string(),
-    ])?
-    .ok()?;
+    c.add_path_datasources(&files, &db)?;
     // errorLimit.record = 0: the first bad id fails the run; nothing is committed.
     let strict = c.job_file("strict.json", &csv_to_sqlite_job("in.csv", "t"))?;
     c.ferry(&[

@@ -10,10 +10,7 @@ const ENDLESS: &str = r#"{"job":{"setting":{"speed":{"channel":1}},"content":[{"
 
 #[test]
 fn scheduler_crash_keeps_catalog_and_agents_reconnect() -> Result<()> {
-    let mut c = Cluster::start()?;
-    let token = c.create_group("rg")?;
-    c.start_agent("a1", "rg", &token)?;
-    c.wait_online("rg", 1)?;
+    let (mut c, _) = Cluster::start_with_agent("rg")?;
     c.ferry(&["datasource", "add", "gen", "--type", "stream"])?
         .ok()?;
     let job = c.job_file("job.json", SMALL)?;
@@ -55,10 +52,7 @@ fn scheduler_crash_keeps_catalog_and_agents_reconnect() -> Result<()> {
 
 #[test]
 fn agent_killed_mid_sync_fails_the_attempt_visibly() -> Result<()> {
-    let mut c = Cluster::start()?;
-    let token = c.create_group("rg")?;
-    let i = c.start_agent("a1", "rg", &token)?;
-    c.wait_online("rg", 1)?;
+    let (mut c, token) = Cluster::start_with_agent("rg")?;
     let job = c.job_file("job.json", ENDLESS)?;
     c.ferry(&["task", "create", "t", "--group", "rg", "--file", &job])?
         .ok()?;
@@ -68,7 +62,7 @@ fn agent_killed_mid_sync_fails_the_attempt_visibly() -> Result<()> {
         let out = c.ferry(&["instance", "show", &id]).ok()?;
         out.stdout.contains("state: running").then_some(())
     })?;
-    c.agents[i].kill9();
+    c.agents[0].kill9();
     // The agent comes back (same identity) without the attempt: it is failed, not left running.
     c.start_agent("a1", "rg", &token)?;
     let shown = wait_for(Duration::from_secs(30), "failed attempt", || {
@@ -110,10 +104,7 @@ fn agent_gone_past_the_lease_fails_the_attempt() -> Result<()> {
 
 #[test]
 fn agent_stop_reports_the_killed_attempt() -> Result<()> {
-    let mut c = Cluster::start()?;
-    let token = c.create_group("rg")?;
-    let i = c.start_agent("a1", "rg", &token)?;
-    c.wait_online("rg", 1)?;
+    let (mut c, _) = Cluster::start_with_agent("rg")?;
     let job = c.job_file("job.json", ENDLESS)?;
     c.ferry(&["task", "create", "t", "--group", "rg", "--file", &job])?
         .ok()?;
@@ -123,7 +114,7 @@ fn agent_stop_reports_the_killed_attempt() -> Result<()> {
         let out = c.ferry(&["instance", "show", &id]).ok()?;
         out.stdout.contains("state: running").then_some(())
     })?;
-    c.agents[i].stop()?;
+    c.agents[0].stop()?;
     let shown = c.ferry(&["instance", "show", &id])?.ok()?;
     assert!(shown.stdout.contains("state: killed"), "{}", shown.stdout);
     Ok(())

@@ -6,34 +6,12 @@ use ferry_tests::{Cluster, shared_job, sqlite_count, write_orders_csv};
 
 #[test]
 fn csv_folder_to_sqlite_end_to_end() -> Result<()> {
-    let mut c = Cluster::start()?;
-    let token = c.create_group("rg-east")?;
-    c.start_agent("a1", "rg-east", &token)?;
-    c.wait_online("rg-east", 1)?;
+    let (c, _) = Cluster::start_with_agent("rg-east")?;
 
     let files = c.path("files");
     write_orders_csv(&files, "orders.csv", 25_000)?;
     let db = c.path("wh.db");
-    c.ferry(&[
-        "datasource",
-        "add",
-        "files",
-        "--type",
-        "csv",
-        "--path",
-        &files.display().to_string(),
-    ])?
-    .ok()?;
-    c.ferry(&[
-        "datasource",
-        "add",
-        "wh",
-        "--type",
-        "sqlite",
-        "--path",
-        &db.display().to_string(),
-    ])?
-    .ok()?;
+    c.add_path_datasources(&files, &db)?;
     let list = c.ferry(&["datasource", "list"])?.ok()?;
     assert!(
         list.stdout.contains("files") && list.stdout.contains("wh"),
@@ -103,10 +81,7 @@ fn csv_folder_to_sqlite_end_to_end() -> Result<()> {
 
 #[test]
 fn datax_job_files_run_unchanged() -> Result<()> {
-    let mut c = Cluster::start()?;
-    let token = c.create_group("rg")?;
-    c.start_agent("a1", "rg", &token)?;
-    c.wait_online("rg", 1)?;
+    let (c, _) = Cluster::start_with_agent("rg")?;
     // job.json: 2 channels x 100 records; stream2stream.json: 5 channels x 10, printed.
     for (name, records) in [("job.json", 200), ("stream2stream.json", 50)] {
         let path = c.job_file(name, &shared_job(name)?)?;
@@ -128,10 +103,7 @@ fn datax_job_files_run_unchanged() -> Result<()> {
 
 #[test]
 fn sqlite_to_csv_with_header_and_nulls() -> Result<()> {
-    let mut c = Cluster::start()?;
-    let token = c.create_group("rg")?;
-    c.start_agent("a1", "rg", &token)?;
-    c.wait_online("rg", 1)?;
+    let (c, _) = Cluster::start_with_agent("rg")?;
     let db = c.path("src.db");
     {
         let conn = rusqlite::Connection::open(&db)?;

@@ -13,7 +13,9 @@ use super::engine::{
     JobLog, PgCopyBatch, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo,
     WriteChannel, Writer,
 };
-use super::rdbms::{Dialect, SplitQueries, TableSplit, block_on, plan_table, sql_name};
+use super::rdbms::{
+    Dialect, SplitQueries, TableSplit, block_on, connect_first, plan_table, sql_name,
+};
 use super::value::{Row, Value, row_size};
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{FixedOffset, Utc};
@@ -96,21 +98,6 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-async fn connect_first(
-    urls: &[String],
-    user: &str,
-    password: &Secret,
-) -> Result<(Client, String), String> {
-    let mut errors = Vec::new();
-    for url in urls {
-        match connect(url, user, password).await {
-            Ok(c) => return Ok((c, url.clone())),
-            Err(e) => errors.push(e),
-        }
-    }
-    Err(errors.join("; "))
-}
-
 async fn run_session(client: &Client, session: &[String]) -> Result<(), String> {
     for s in session {
         client
@@ -188,9 +175,12 @@ impl Reader for PgReader {
         block_on(async {
             let mut out: Vec<Box<dyn ReadSplit>> = Vec::new();
             for conn in &p.connection {
-                let (client, url) = connect_first(&conn.jdbc_url, &user, &p.password)
-                    .await
-                    .map_err(SyncError::Source)?;
+                let (client, url) = connect_first(&conn.jdbc_url, |u| {
+                    let (user, password) = (user.clone(), p.password.clone());
+                    async move { connect(&u, &user, &password).await }
+                })
+                .await
+                .map_err(SyncError::Source)?;
                 for q in &conn.query_sql {
                     out.push(Box::new(PgSplit {
                         url: url.clone(),
@@ -817,11 +807,10 @@ impl PgChannel {
             .await
     }
 
-    /// Adds a converted row to the COPY in progress, opening one (behind a savepoint) if needed
-    /// and sending full chunks, so the server ingests while the next rows are converted.
-    async fn push(&mut self, values: Vec<PgValue>, size: u64, shared: &Shared) -> Result<()> {
-        let err = |e: tokio_postgres::Error| SyncError::Target(describe(&e));
+    /// The COPY of the current segment, opened behind a savepoint when there is none.
+    async fn open_segment(&mut self) -> Result<()> {
         if self.copy.is_none() {
+            let err = |e: tokio_postgres::Error| SyncError::Target(describe(&e));
             self.client
                 .batch_execute("SAVEPOINT ferry_segment")
                 .await
@@ -831,6 +820,13 @@ impl PgChannel {
             buf.put_slice(COPY_HEADER);
             self.copy = Some((sink, buf));
         }
+        Ok(())
+    }
+
+    /// Adds a converted row to the COPY in progress, opening one (behind a savepoint) if needed
+    /// and sending full chunks, so the server ingests while the next rows are converted.
+    async fn push(&mut self, values: Vec<PgValue>, size: u64, shared: &Shared) -> Result<()> {
+        self.open_segment().await?;
         let Some((sink, buf)) = self.copy.as_mut() else {
             return Ok(());
         };
@@ -855,17 +851,7 @@ impl PgChannel {
 
     /// Adds passed-through tuples to the COPY in progress, sending them as they are.
     async fn push_raw(&mut self, batch: PgCopyBatch) -> Result<()> {
-        let err = |e: tokio_postgres::Error| SyncError::Target(describe(&e));
-        if self.copy.is_none() {
-            self.client
-                .batch_execute("SAVEPOINT ferry_segment")
-                .await
-                .map_err(err)?;
-            let sink = self.open_copy().await.map_err(err)?;
-            let mut buf = BytesMut::with_capacity(COPY_CHUNK + (64 << 10));
-            buf.put_slice(COPY_HEADER);
-            self.copy = Some((sink, buf));
-        }
+        self.open_segment().await?;
         let Some((sink, buf)) = self.copy.as_mut() else {
             return Ok(());
         };
