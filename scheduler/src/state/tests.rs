@@ -1,6 +1,20 @@
 use super::*;
 use model::Stats;
 
+/// Opens the store again in the same process. sled's background flusher can hold the
+/// directory's lock for a moment after the previous handle is dropped (a new process never
+/// sees that), so poll with a deadline.
+fn reopen(dir: &std::path::Path) -> Result<Store> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir) {
+            Ok(s) => return Ok(s),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 async fn setup(store: &Store) -> Result<()> {
     store
         .propose(Command::CreateGroup {
@@ -45,7 +59,7 @@ async fn state_survives_reopen() -> Result<()> {
             .await?;
         assert_eq!(v, Applied::TaskVersion(2));
     }
-    let store = Store::open(dir.path())?;
+    let store = reopen(dir.path())?;
     assert_eq!(store.groups()?.len(), 1);
     assert_eq!(store.task("t")?.map(|t| t.version), Some(2));
     assert_eq!(
