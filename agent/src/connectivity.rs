@@ -1,5 +1,12 @@
 //! Connectivity tests run from where the agent stands: the point is to learn whether *this*
 //! network reaches the data source, so the check happens here and not on the scheduler.
+//!
+//! A test goes as far as it can and names the first thing that stops it, in the terms an
+//! operator acts on: the name does not resolve (dns), nothing listens (refused), packets vanish
+//! (timeout), the login is refused (auth), the database or table is missing, or the user may not
+//! read or write the table. Table checks never change data: PostgreSQL answers privilege
+//! questions itself (`has_table_privilege`); MySQL is asked to insert the empty result of a
+//! query inside a transaction that is rolled back.
 
 use crate::sync::{mysql, postgres, sqlite, txtfile};
 use ferry_common::datasource::{DataSourceConfig, DbConnection};
@@ -16,17 +23,48 @@ const PERMISSION: &str = "permission";
 const OTHER: &str = "other";
 const AUTH: &str = "auth";
 const MISSING_DATABASE: &str = "missing_database";
+const MISSING_TABLE: &str = "missing_table";
+const READ_PRIVILEGE: &str = "read_privilege";
+const WRITE_PRIVILEGE: &str = "write_privilege";
 const PRIVILEGE: &str = "privilege";
 
-/// Tests one data source and says how it went.
-pub async fn test(request_id: String, config_json: &str) -> pb::ConnectivityResult {
+/// What a test checks beyond reaching and logging in.
+#[derive(Debug, Clone, Default)]
+struct Probe {
+    table: Option<String>,
+    read: bool,
+    write: bool,
+}
+
+impl Probe {
+    fn new(table: &str, access: &str) -> Self {
+        let table = Some(table.trim().to_string()).filter(|t| !t.is_empty());
+        let (read, write) = match access {
+            "read" => (true, false),
+            "write" => (false, true),
+            "both" => (true, true),
+            _ => (false, false),
+        };
+        Self { table, read, write }
+    }
+}
+
+/// Tests one data source (and optionally `table` for `access`: read, write or both) and says
+/// how it went.
+pub async fn test(
+    request_id: String,
+    config_json: &str,
+    table: &str,
+    access: &str,
+) -> pb::ConnectivityResult {
     let started = Instant::now();
+    let probe = Probe::new(table, access);
     let outcome = match serde_json::from_str::<DataSourceConfig>(config_json) {
         Err(e) => Err((
             OTHER,
             format!("agent cannot read the data source settings: {e}"),
         )),
-        Ok(config) => check(config).await,
+        Ok(config) => check(config, &probe).await,
     };
     let latency_ms = started.elapsed().as_millis() as u64;
     match outcome {
@@ -57,37 +95,85 @@ fn fs_kind(message: &str) -> &'static str {
     }
 }
 
-async fn check(config: DataSourceConfig) -> Result<String, (&'static str, String)> {
+async fn check(config: DataSourceConfig, probe: &Probe) -> Result<String, (&'static str, String)> {
     match config {
         DataSourceConfig::Stream {} => Ok("stream data sources are always reachable".into()),
         DataSourceConfig::Sqlite(f) => {
             let path = f.path.clone();
-            tokio::task::spawn_blocking(move || sqlite::probe(&path))
-                .await
-                .map_err(|e| (OTHER, e.to_string()))?
-                .map(|n| format!("{} opened; {n} table(s)", f.path))
-                .map_err(|m| (fs_kind(&m), m))
+            let table = probe.table.clone();
+            tokio::task::spawn_blocking(move || {
+                let n = sqlite::probe(&path).map_err(|m| (fs_kind(&m), m))?;
+                if let Some(t) = &table {
+                    sqlite::probe_table(&path, t).map_err(|m| (MISSING_TABLE, m))?;
+                }
+                Ok(format!("{path} opened; {n} table(s)"))
+            })
+            .await
+            .map_err(|e| (OTHER, e.to_string()))?
         }
         DataSourceConfig::Csv(f) => {
             let path = f.path.clone();
-            tokio::task::spawn_blocking(move || txtfile::expand(std::slice::from_ref(&path)))
-                .await
-                .map_err(|e| (OTHER, e.to_string()))?
-                .map(|files| format!("{} readable; {} file(s)", f.path, files.len()))
-                .map_err(|m| (fs_kind(&m), m))
+            let write = probe.write;
+            tokio::task::spawn_blocking(move || {
+                let files =
+                    txtfile::expand(std::slice::from_ref(&path)).map_err(|m| (fs_kind(&m), m))?;
+                if write {
+                    writable_folder(&path)?;
+                }
+                Ok(format!("{path} readable; {} file(s)", files.len()))
+            })
+            .await
+            .map_err(|e| (OTHER, e.to_string()))?
         }
         DataSourceConfig::Mysql(c) => {
             tcp(&c.host, c.port).await?;
-            login_mysql(&c).await
+            within_login_timeout(&c, login_mysql(&c, probe)).await
         }
         DataSourceConfig::Postgresql(c) => {
             tcp(&c.host, c.port).await?;
-            login_postgres(&c).await
+            within_login_timeout(&c, login_postgres(&c, probe)).await
         }
     }
 }
 
-async fn login_mysql(c: &DbConnection) -> Result<String, (&'static str, String)> {
+/// How long a server that accepted the connection may take to let us in and answer.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+async fn within_login_timeout(
+    c: &DbConnection,
+    login: impl std::future::Future<Output = Result<String, (&'static str, String)>>,
+) -> Result<String, (&'static str, String)> {
+    tokio::time::timeout(LOGIN_TIMEOUT, login)
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                TIMEOUT,
+                format!(
+                    "{}:{} accepted the connection but did not complete the login within {}s (is it really this database, or is it overloaded?)",
+                    c.host,
+                    c.port,
+                    LOGIN_TIMEOUT.as_secs()
+                ),
+            ))
+        })
+}
+
+/// Whether files can be created in `folder` (a file is made and removed at once).
+fn writable_folder(folder: &str) -> Result<(), (&'static str, String)> {
+    let probe = std::path::Path::new(folder).join(format!(".ferry-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err((
+            WRITE_PRIVILEGE,
+            format!("cannot create files in {folder}: {e}"),
+        )),
+    }
+}
+
+async fn login_mysql(c: &DbConnection, probe: &Probe) -> Result<String, (&'static str, String)> {
     use mysql_async::prelude::Queryable;
     let url = JdbcUrl::of(DbKind::Mysql, c);
     let mut conn = mysql::connect(&url, &c.username, &c.password, &[])
@@ -97,9 +183,46 @@ async fn login_mysql(c: &DbConnection) -> Result<String, (&'static str, String)>
         .query_first("SELECT VERSION()")
         .await
         .map_err(|e| (OTHER, mysql::describe(&e)))?;
+    let mut note = String::new();
+    if let Some(table) = &probe.table {
+        let q = crate::sync::rdbms::sql_name(&mysql::My, table);
+        conn.query_drop(format!("SELECT * FROM {q} LIMIT 0"))
+            .await
+            .map_err(|e| {
+                let m = mysql::describe(&e);
+                let kind = match mysql_kind(&m) {
+                    PRIVILEGE => READ_PRIVILEGE,
+                    k => k,
+                };
+                (kind, format!("table {table}: {m}"))
+            })?;
+        note = format!("; table {table} exists");
+        if probe.read {
+            note.push_str(", readable");
+        }
+        if probe.write {
+            conn.query_drop("START TRANSACTION")
+                .await
+                .map_err(|e| (OTHER, mysql::describe(&e)))?;
+            let tried = conn
+                .query_drop(format!("INSERT INTO {q} SELECT * FROM {q} WHERE 1 = 0"))
+                .await;
+            let _ = conn.query_drop("ROLLBACK").await;
+            tried.map_err(|e| {
+                let m = mysql::describe(&e);
+                let kind = match mysql_kind(&m) {
+                    PRIVILEGE if m.contains("SELECT command") => READ_PRIVILEGE,
+                    PRIVILEGE => WRITE_PRIVILEGE,
+                    k => k,
+                };
+                (kind, format!("table {table}: {m}"))
+            })?;
+            note.push_str(", writable");
+        }
+    }
     let _ = conn.disconnect().await;
     Ok(format!(
-        "logged in to {} as {}; server {}",
+        "logged in to {} as {}; server {}{note}",
         c.database,
         c.username,
         version.unwrap_or_default()
@@ -111,7 +234,12 @@ fn mysql_kind(message: &str) -> &'static str {
         AUTH
     } else if message.contains("error 1049") {
         MISSING_DATABASE
-    } else if message.contains("error 1044") || message.contains("error 1142") {
+    } else if message.contains("error 1146") {
+        MISSING_TABLE
+    } else if message.contains("error 1044")
+        || message.contains("error 1142")
+        || message.contains("error 1143")
+    {
         PRIVILEGE
     } else if message.contains("timed out") {
         TIMEOUT
@@ -120,7 +248,7 @@ fn mysql_kind(message: &str) -> &'static str {
     }
 }
 
-async fn login_postgres(c: &DbConnection) -> Result<String, (&'static str, String)> {
+async fn login_postgres(c: &DbConnection, probe: &Probe) -> Result<String, (&'static str, String)> {
     let url = JdbcUrl::of(DbKind::Postgresql, c);
     let client = postgres::connect(&url, &c.username, &c.password)
         .await
@@ -130,8 +258,51 @@ async fn login_postgres(c: &DbConnection) -> Result<String, (&'static str, Strin
         .await
         .map_err(|e| (OTHER, postgres::describe(&e)))?;
     let version: String = row.try_get(0).unwrap_or_default();
+    let mut note = String::new();
+    if let Some(table) = &probe.table {
+        let row = client
+            .query_one(
+                "SELECT to_regclass($1)::oid IS NOT NULL, \
+                 CASE WHEN to_regclass($1) IS NULL THEN false ELSE has_table_privilege(to_regclass($1), 'SELECT') END, \
+                 CASE WHEN to_regclass($1) IS NULL THEN false ELSE has_table_privilege(to_regclass($1), 'INSERT') END",
+                &[table],
+            )
+            .await
+            .map_err(|e| (OTHER, format!("table {table}: {}", postgres::describe(&e))))?;
+        let exists: bool = row.try_get(0).unwrap_or(false);
+        let can_read: bool = row.try_get(1).unwrap_or(false);
+        let can_write: bool = row.try_get(2).unwrap_or(false);
+        if !exists {
+            return Err((
+                MISSING_TABLE,
+                format!(
+                    "table {table} does not exist in database {} (or is not on the search path)",
+                    c.database
+                ),
+            ));
+        }
+        note = format!("; table {table} exists");
+        if probe.read {
+            if !can_read {
+                return Err((
+                    READ_PRIVILEGE,
+                    format!("user {} may not SELECT from {table}", c.username),
+                ));
+            }
+            note.push_str(", readable");
+        }
+        if probe.write {
+            if !can_write {
+                return Err((
+                    WRITE_PRIVILEGE,
+                    format!("user {} may not INSERT into {table}", c.username),
+                ));
+            }
+            note.push_str(", writable");
+        }
+    }
     Ok(format!(
-        "logged in to {} as {}; {}",
+        "logged in to {} as {}; {}{note}",
         c.database,
         c.username,
         version.split(" on ").next().unwrap_or_default()
@@ -185,6 +356,8 @@ mod tests {
         let r = test(
             "r1".into(),
             r#"{"type":"sqlite","path":"/nonexistent/ferry-test.db"}"#,
+            "",
+            "",
         )
         .await;
         assert!(!r.reachable);
@@ -200,7 +373,7 @@ mod tests {
         let cfg = format!(
             r#"{{"type":"postgresql","host":"127.0.0.1","port":{port},"database":"d","username":"u"}}"#
         );
-        let r = test("r2".into(), &cfg).await;
+        let r = test("r2".into(), &cfg, "", "").await;
         assert!(!r.reachable);
         assert_eq!(r.error_kind, "refused", "{}", r.message);
         Ok(())
@@ -209,7 +382,7 @@ mod tests {
     #[tokio::test]
     async fn unresolvable_host_is_dns() {
         let cfg = r#"{"type":"mysql","host":"no-such-host.invalid","port":3306,"database":"d","username":"u"}"#;
-        let r = test("r3".into(), cfg).await;
+        let r = test("r3".into(), cfg, "", "").await;
         assert!(!r.reachable);
         assert_eq!(r.error_kind, "dns", "{}", r.message);
     }

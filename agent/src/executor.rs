@@ -1,39 +1,67 @@
 //! Runs attempts the scheduler starts: one task each, bounded by the agent's slots.
 //!
 //! An attempt outlives any one session: if the connection drops, the sync goes on and its
-//! reports wait in the outbox. Every attempt ends with exactly one `AttemptFinished`.
+//! reports wait in the spool. Every attempt ends with exactly one `AttemptFinished`, written to
+//! disk before the attempt counts as done. Nothing an attempt prints can break the session: log
+//! lines are cut to [`MAX_LINE_BYTES`] and shipped in messages of at most [`MAX_LOG_BATCH_BYTES`],
+//! far below the gRPC message limit.
 
-use crate::outbox::Outbox;
+use crate::spool::Spool;
 use crate::sync::{self, JobLog, LogEntry, Shared, Summary};
 use ferry_common::job::JobSpec;
 use ferry_proto::agent::v1 as pb;
-use pb::agent_message::Body;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
+
+/// The longest log line shipped; a longer one keeps its start and says how much was cut.
+pub const MAX_LINE_BYTES: usize = 16 << 10;
+/// The most log text in one report.
+pub const MAX_LOG_BATCH_BYTES: usize = 256 << 10;
+/// The longest error text in a result.
+const MAX_ERROR_BYTES: usize = 16 << 10;
 
 struct Running {
     cancel: CancellationToken,
+    /// Why it was stopped, for its result.
+    reason: Arc<Mutex<Option<String>>>,
 }
 
 /// The attempts this agent runs.
 pub struct Executor {
     slots: u32,
-    outbox: Arc<Outbox>,
+    spool: Arc<Spool>,
+    boot_id: String,
     running: Mutex<HashMap<String, Running>>,
     progress_every: Duration,
+    draining: AtomicBool,
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, saying how much was cut.
+pub fn cut(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} … [{} more bytes cut]", &text[..end], text.len() - end)
 }
 
 impl Executor {
-    pub fn new(slots: u32, outbox: Arc<Outbox>, progress_every: Duration) -> Self {
+    pub fn new(slots: u32, spool: Arc<Spool>, boot_id: String, progress_every: Duration) -> Self {
         Self {
             slots: slots.max(1),
-            outbox,
+            spool,
+            boot_id,
             running: Mutex::default(),
             progress_every,
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -50,6 +78,9 @@ impl Executor {
     }
 
     pub fn free_slots(&self) -> u32 {
+        if self.draining.load(Ordering::Relaxed) {
+            return 0;
+        }
         self.slots.saturating_sub(self.running_count())
     }
 
@@ -57,24 +88,62 @@ impl Executor {
         self.slots
     }
 
-    /// Stops an attempt; it reports `killed`.
+    pub fn set_draining(&self, draining: bool) {
+        if self.draining.swap(draining, Ordering::Relaxed) != draining {
+            if draining {
+                info!("draining: finishing running attempts, taking nothing new");
+            } else {
+                info!("resumed: taking new attempts");
+            }
+        }
+    }
+
+    /// Stops an attempt; it reports `killed` with `reason`.
     pub fn kill(&self, attempt_id: &str, reason: &str) {
         if let Some(r) = self.lock().get(attempt_id) {
             info!(attempt = %attempt_id, %reason, "killing attempt");
+            *r.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
             r.cancel.cancel();
         }
     }
 
-    /// Cancels every attempt (agent shutdown).
-    pub fn kill_all(&self) {
-        for r in self.lock().values() {
+    /// Stops every attempt (agent shutdown, revocation, self-fencing).
+    pub fn kill_all(&self, reason: &str) {
+        for (id, r) in self.lock().iter() {
+            info!(attempt = %id, %reason, "killing attempt");
+            *r.reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
             r.cancel.cancel();
         }
+    }
+
+    /// Reports attempts a previous process of this agent was running when it died: they are
+    /// lost, and the scheduler hears it at once rather than after the lease.
+    pub async fn report_orphans(&self) -> Result<(), crate::spool::SpoolError> {
+        for (attempt_id, token) in self.spool.orphans(&self.boot_id)? {
+            warn!(attempt = %attempt_id, "a previous agent process was running this attempt when it stopped; reporting it lost");
+            self.spool
+                .finished(
+                    pb::AttemptFinished {
+                        attempt_id,
+                        fencing_token: token,
+                        status: pb::AttemptStatus::Failed as i32,
+                        stats: None,
+                        error: "the agent process stopped (crash, kill or power loss) while the attempt ran; \
+                                writes it had not committed were rolled back by the database, committed ones remain, \
+                                so rerun it only if the job is idempotent (preSql delete, replace or upsert)"
+                            .into(),
+                    },
+                    &self.boot_id,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Starts an attempt unless it already runs here (a resent start after a reconnect).
     pub fn start(self: &Arc<Self>, start: pb::StartAttempt) {
         let cancel = CancellationToken::new();
+        let reason = Arc::new(Mutex::new(None));
         {
             let mut running = self.lock();
             if running.contains_key(&start.attempt_id) {
@@ -84,6 +153,7 @@ impl Executor {
                 start.attempt_id.clone(),
                 Running {
                     cancel: cancel.clone(),
+                    reason: reason.clone(),
                 },
             );
         }
@@ -92,24 +162,40 @@ impl Executor {
         tokio::spawn(
             async move {
                 let id = start.attempt_id.clone();
-                this.run(start, cancel).await;
+                this.run(start, cancel, reason).await;
                 this.lock().remove(&id);
             }
             .instrument(span),
         );
     }
 
-    async fn run(&self, start: pb::StartAttempt, cancel: CancellationToken) {
+    async fn run(
+        &self,
+        start: pb::StartAttempt,
+        cancel: CancellationToken,
+        reason: Arc<Mutex<Option<String>>>,
+    ) {
         let attempt_id = start.attempt_id.clone();
         let token = start.fencing_token;
-        self.outbox.push(Body::Started(pb::AttemptStarted {
-            attempt_id: attempt_id.clone(),
-            fencing_token: token,
-        }));
+        if let Err(e) = self
+            .spool
+            .started(
+                pb::AttemptStarted {
+                    attempt_id: attempt_id.clone(),
+                    fencing_token: token,
+                },
+                &self.boot_id,
+            )
+            .await
+        {
+            // Without a durable record the result could be lost; refuse to run.
+            error!(error = %e, "cannot record the attempt in the spool; not running it");
+            cancel.cancel();
+        }
         let (log_tx, log_rx) = mpsc::unbounded_channel();
         let log = JobLog::new(log_tx);
         let shipper = tokio::spawn(ship_logs(
-            self.outbox.clone(),
+            self.spool.clone(),
             attempt_id.clone(),
             token,
             log_rx,
@@ -118,7 +204,7 @@ impl Executor {
             "attempt {attempt_id} of task {} (bizdate {}) started on {}",
             start.task,
             start.bizdate,
-            crate::identity::host_facts(self.slots).hostname
+            crate::identity::hostname()
         ));
         let (status, summary, error) = match JobSpec::parse(&start.job_json) {
             Err(e) => {
@@ -132,7 +218,7 @@ impl Executor {
                         .with_throttle(sync::throttle_for(&job)),
                 );
                 let reporter = tokio::spawn(report_progress(
-                    self.outbox.clone(),
+                    self.spool.clone(),
                     attempt_id.clone(),
                     token,
                     shared.clone(),
@@ -157,7 +243,12 @@ impl Executor {
                     Err(e) => {
                         let killed =
                             cancel.is_cancelled() && matches!(e, sync::SyncError::Killed(_));
-                        log.error(format!("failed: {e}"));
+                        let why = reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        let text = match (&why, killed) {
+                            (Some(why), true) => format!("killed: {why}"),
+                            _ => e.to_string(),
+                        };
+                        log.error(format!("failed: {text}"));
                         (
                             if killed {
                                 pb::AttemptStatus::Killed
@@ -165,28 +256,50 @@ impl Executor {
                                 pb::AttemptStatus::Failed
                             },
                             shared.counters.summary(elapsed),
-                            e.to_string(),
+                            text,
                         )
                     }
                 }
             }
         };
         drop(log);
-        // All log lines are queued before the finish report, so the log is complete when the
-        // scheduler marks the attempt finished.
+        // All log lines are queued before the result, so the log is complete when the scheduler
+        // marks the attempt finished.
         let _ = shipper.await;
+        let dropped = self.spool.take_dropped(&attempt_id);
+        if dropped > 0 {
+            let note = pb::AttemptLog {
+                attempt_id: attempt_id.clone(),
+                fencing_token: token,
+                lines: vec![pb::LogLine {
+                    index: u64::MAX,
+                    ts_ms: chrono::Utc::now().timestamp_millis(),
+                    level: "warn".into(),
+                    message: format!(
+                        "{dropped} log lines were dropped: the agent's spool was full while the scheduler was unreachable"
+                    ),
+                }],
+            };
+            // Small and important: queued even though the spool is over its bound.
+            if let Err(e) = self.spool.note(note) {
+                warn!(error = %e, "cannot queue the dropped-lines note");
+            }
+        }
         if status == pb::AttemptStatus::Succeeded {
             info!("attempt succeeded");
         } else {
             warn!(%error, "attempt did not succeed");
         }
-        self.outbox.push(Body::Finished(pb::AttemptFinished {
+        let finished = pb::AttemptFinished {
             attempt_id,
             fencing_token: token,
             status: status as i32,
             stats: Some(stats(&summary)),
-            error,
-        }));
+            error: cut(error, MAX_ERROR_BYTES),
+        };
+        if let Err(e) = self.spool.finished(finished, &self.boot_id).await {
+            error!(error = %e, "cannot record the attempt's result in the spool; the scheduler will see it lost");
+        }
     }
 }
 
@@ -203,25 +316,47 @@ fn stats(s: &Summary) -> pb::SyncStats {
     }
 }
 
-/// Batches log lines into `AttemptLog` reports (up to 500 lines or 200 ms).
+/// Batches log lines into `AttemptLog` reports: up to 500 lines, [`MAX_LOG_BATCH_BYTES`] or
+/// 200 ms, each line cut to [`MAX_LINE_BYTES`].
 async fn ship_logs(
-    outbox: Arc<Outbox>,
+    spool: Arc<Spool>,
     attempt_id: String,
     token: u64,
     mut rx: mpsc::UnboundedReceiver<LogEntry>,
 ) {
     let mut index = 0u64;
     let mut open = true;
+    let mut carry: Option<LogEntry> = None;
     while open {
         let mut lines = Vec::new();
-        match rx.recv().await {
-            Some(e) => lines.push(e),
-            None => break,
-        }
+        let mut size = 0usize;
+        let first = match carry.take() {
+            Some(e) => Some(e),
+            None => rx.recv().await,
+        };
+        let Some(first) = first else { break };
+        let mut push = |e: LogEntry, lines: &mut Vec<pb::LogLine>, size: &mut usize| {
+            let message = cut(e.message, MAX_LINE_BYTES);
+            *size += message.len() + 32;
+            lines.push(pb::LogLine {
+                index,
+                ts_ms: chrono::Utc::now().timestamp_millis(),
+                level: e.level.to_string(),
+                message,
+            });
+            index += 1;
+        };
+        push(first, &mut lines, &mut size);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(200);
-        while lines.len() < 500 {
+        while lines.len() < 500 && size < MAX_LOG_BATCH_BYTES {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(e)) => lines.push(e),
+                Ok(Some(e)) => {
+                    if size + e.message.len().min(MAX_LINE_BYTES) > MAX_LOG_BATCH_BYTES {
+                        carry = Some(e);
+                        break;
+                    }
+                    push(e, &mut lines, &mut size);
+                }
                 Ok(None) => {
                     open = false;
                     break;
@@ -229,30 +364,19 @@ async fn ship_logs(
                 Err(_) => break,
             }
         }
-        let now = chrono::Utc::now().timestamp_millis();
-        let lines = lines
-            .into_iter()
-            .map(|e| {
-                let line = pb::LogLine {
-                    index,
-                    ts_ms: now,
-                    level: e.level.to_string(),
-                    message: e.message,
-                };
-                index += 1;
-                line
-            })
-            .collect();
-        outbox.push(Body::Log(pb::AttemptLog {
+        let report = pb::AttemptLog {
             attempt_id: attempt_id.clone(),
             fencing_token: token,
             lines,
-        }));
+        };
+        if let Err(e) = spool.log(report) {
+            warn!(error = %e, "cannot queue log lines");
+        }
     }
 }
 
 async fn report_progress(
-    outbox: Arc<Outbox>,
+    spool: Arc<Spool>,
     attempt_id: String,
     token: u64,
     shared: Arc<Shared>,
@@ -265,10 +389,24 @@ async fn report_progress(
         let s = shared
             .counters
             .summary(started.elapsed().as_millis() as u64);
-        outbox.send_live(Body::Progress(pb::AttemptProgress {
+        spool.send_live(pb::agent_message::Body::Progress(pb::AttemptProgress {
             attempt_id: attempt_id.clone(),
             fencing_token: token,
             stats: Some(stats(&s)),
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_are_cut_on_a_character_boundary() {
+        let s = "é".repeat(10);
+        let c = cut(s, 5);
+        assert!(c.starts_with("éé …"), "{c}");
+        assert!(c.ends_with("[16 more bytes cut]"), "{c}");
+        assert_eq!(cut("short".into(), 10), "short");
     }
 }

@@ -77,20 +77,44 @@ pub fn save(dir: &Path, id: &Identity) -> Result<(), IdentityError> {
     std::fs::rename(&tmp, &path).map_err(io)
 }
 
-/// Facts about this host reported at registration and in every Hello.
-pub fn host_facts(slots: u32) -> pb::HostFacts {
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".to_string());
+/// Facts about this host reported at registration and in every Hello. `scheduler` (a URL) lets
+/// the agent name the address it reaches the scheduler from, which is the one an operator needs
+/// to find the server.
+pub fn host_facts(
+    slots: u32,
+    labels: &std::collections::BTreeMap<String, String>,
+    scheduler: Option<&str>,
+) -> pb::HostFacts {
     pb::HostFacts {
-        hostname,
-        addresses: Vec::new(),
+        hostname: hostname(),
+        addresses: scheduler.and_then(outward_address).into_iter().collect(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         slots,
         os: std::env::consts::OS.to_string(),
-        labels: Default::default(),
+        labels: labels.clone().into_iter().collect(),
     }
+}
+
+/// This host's name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// The local address this host uses to reach `url`'s host (a UDP "connect" sends nothing).
+fn outward_address(url: &str) -> Option<String> {
+    let rest = url.split("://").nth(1)?;
+    let authority = rest.split('/').next()?;
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    let target = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    sock.connect(target).ok()?;
+    sock.local_addr().ok().map(|a| a.ip().to_string())
 }
 
 /// Registers with the scheduler using the group's token.
@@ -99,14 +123,14 @@ pub async fn register(
     url: &str,
     group: &str,
     token: &str,
-    slots: u32,
+    host: pb::HostFacts,
 ) -> Result<Identity, IdentityError> {
     let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
     let resp = client
         .register(pb::RegisterRequest {
             group: group.to_string(),
             token: token.to_string(),
-            host: Some(host_facts(slots)),
+            host: Some(host),
         })
         .await
         .map_err(|s| match s.code() {
@@ -121,5 +145,39 @@ pub async fn register(
         agent_id: resp.agent_id,
         credential: resp.credential,
         group: group.to_string(),
+    })
+}
+
+/// Asks the scheduler to forget this agent (uninstall); tries each scheduler URL.
+pub async fn deregister(
+    urls: &[String],
+    tls: &ferry_proto::tls::ClientTls,
+    id: &Identity,
+) -> Result<(), IdentityError> {
+    use ferry_proto::{AGENT_CREDENTIAL_HEADER, AGENT_ID_HEADER};
+    let mut last = String::from("no scheduler URL");
+    for url in urls {
+        let channel = match crate::session::connect(url, tls).await {
+            Ok(c) => c,
+            Err(m) => {
+                last = m;
+                continue;
+            }
+        };
+        let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+        let mut request = tonic::Request::new(pb::DeregisterRequest {});
+        let md = request.metadata_mut();
+        let bad = |_| IdentityError::Refused("agent id or credential is not valid metadata".into());
+        md.insert(AGENT_ID_HEADER, id.agent_id.parse().map_err(bad)?);
+        md.insert(AGENT_CREDENTIAL_HEADER, id.credential.parse().map_err(bad)?);
+        match client.deregister(request).await {
+            Ok(_) => return Ok(()),
+            Err(s) if s.code() == tonic::Code::Unavailable => last = s.message().to_string(),
+            Err(s) => return Err(IdentityError::Refused(s.message().to_string())),
+        }
+    }
+    Err(IdentityError::Unreachable {
+        url: urls.join(","),
+        message: last,
     })
 }

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`identity`]: the agent's id and credential on local disk, and registration.
 //! - [`session`]: the one long-lived stream to the scheduler, reconnecting with backoff.
-//! - [`outbox`]: reports numbered and kept until the scheduler acknowledges them.
+//! - [`spool`]: reports kept on disk, numbered, until the scheduler acknowledges them.
+//! - [`install`]: `ferry-agent install` / `uninstall` (settings, systemd unit).
 //! - [`executor`]: runs attempts, streams their progress and logs, kills them.
 //! - [`connectivity`]: tests whether a data source is reachable from here.
 //! - [`sync`]: the sync engine and its connectors.
@@ -12,6 +13,7 @@
 pub mod connectivity;
 pub mod executor;
 pub mod identity;
-pub mod outbox;
+pub mod install;
 pub mod session;
+pub mod spool;
 pub mod sync;

@@ -1,22 +1,30 @@
 //! The agent's one long-lived stream to the scheduler.
 //!
 //! The agent always dials out, so it works from behind NAT. It keeps HTTP/2 pings going (NATs
-//! drop idle flows silently), and when the stream breaks it reconnects with capped, jittered
-//! backoff, trying each scheduler address in turn. Attempts keep running meanwhile.
+//! drop idle flows silently), and when the stream breaks it reconnects at once and then with
+//! capped, jittered backoff, trying each scheduler address in turn. Attempts keep running
+//! meanwhile and their reports wait in the [`Spool`].
+//!
+//! Self-fencing: the scheduler fails an agent's attempts once the agent has been out of touch for
+//! the attempt lease (and may run them again elsewhere). So that two copies of one instance never
+//! write at once, the agent stops its own attempts a little before that (three quarters of the
+//! lease the scheduler announced in its Welcome), counted from the last message it received.
 
 use crate::connectivity;
 use crate::executor::Executor;
 use crate::identity::{Identity, host_facts};
-use crate::outbox::Outbox;
+use crate::spool::Spool;
 use ferry_proto::agent::v1 as pb;
+use ferry_proto::tls::ClientTls;
 use ferry_proto::{AGENT_CREDENTIAL_HEADER, AGENT_ID_HEADER};
 use pb::agent_message::Body;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, error, info, warn};
 
 /// Settings of the session loop.
@@ -27,89 +35,228 @@ pub struct SessionConfig {
     pub heartbeat: Duration,
     /// Random per process; lets the scheduler tell a reconnect from a restart.
     pub boot_id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Stop attempts after this long out of touch; `None`: three quarters of the scheduler's
+    /// lease (45 s until the first Welcome says otherwise).
+    pub fence_after: Option<Duration>,
+    pub tls: ClientTls,
+}
+
+/// Why the session loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    Shutdown,
+    /// The scheduler refuses this agent for good (revoked, uninstalled, unknown credential).
+    Refused(String),
+    /// Another process of this agent took over.
+    Superseded(String),
 }
 
 /// A gRPC channel to `url` with the keepalive settings agents need.
-pub async fn connect(url: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("invalid scheduler URL {url}: {e}"))?
+pub async fn connect(url: &str, tls: &ClientTls) -> Result<tonic::transport::Channel, String> {
+    let endpoint = tls.endpoint(url)?;
+    endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .keep_alive_while_idle(true)
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to {url}: {e}"))
+        .map_err(|e| {
+            let mut msg = format!("cannot connect to {url}: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            msg
+        })
 }
 
-/// Backoff with jitter: 0.5 s doubling to 10 s.
+/// Backoff with jitter: 0.2 s doubling to 5 s.
 pub fn backoff(failures: u32) -> Duration {
-    let base = 500u64.saturating_mul(1 << failures.min(5)).min(10_000);
+    let base = 200u64.saturating_mul(1 << failures.min(5)).min(5_000);
     let jitter = rand::random::<u64>() % (base / 4 + 1);
     Duration::from_millis(base + jitter)
 }
 
-/// Keeps a session open until `shutdown`.
+/// Contact with the scheduler, shared by the session and the fencing watchdog.
+#[derive(Default)]
+struct Contact {
+    connected: AtomicBool,
+    lease_ms: AtomicU64,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Contact {
+    fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    fn silent_for(&self) -> Option<Duration> {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+}
+
+/// Keeps a session open until `shutdown`, or until the scheduler refuses this agent.
 pub async fn run(
     cfg: SessionConfig,
     identity: Identity,
     executor: Arc<Executor>,
-    outbox: Arc<Outbox>,
+    spool: Arc<Spool>,
     shutdown: CancellationToken,
-) {
+) -> SessionEnd {
+    let contact = Arc::new(Contact::default());
+    contact.touch();
+    let watchdog = tokio::spawn(fence(
+        cfg.fence_after,
+        contact.clone(),
+        executor.clone(),
+        shutdown.clone(),
+    ));
     let mut failures = 0u32;
     let mut which = 0usize;
-    while !shutdown.is_cancelled() {
+    let end = loop {
+        if shutdown.is_cancelled() {
+            break SessionEnd::Shutdown;
+        }
         let url = cfg.schedulers[which % cfg.schedulers.len()].clone();
-        match once(&cfg, &url, &identity, &executor, &outbox, &shutdown).await {
+        let mut opened = false;
+        match once(
+            &cfg,
+            &url,
+            &identity,
+            &executor,
+            &spool,
+            &contact,
+            &shutdown,
+            &mut opened,
+        )
+        .await
+        {
             Ok(()) => {
-                failures = 0;
                 if shutdown.is_cancelled() {
-                    break;
+                    break SessionEnd::Shutdown;
                 }
                 info!(scheduler = %url, "session ended; reconnecting");
             }
             Err(Failure::Refused(msg)) => {
                 error!(scheduler = %url, "scheduler refused this agent: {msg}");
-                failures = failures.max(5);
+                break SessionEnd::Refused(msg);
+            }
+            Err(Failure::Superseded(msg)) => {
+                error!(scheduler = %url, "{msg}");
+                break SessionEnd::Superseded(msg);
             }
             Err(Failure::Transient(msg)) => {
-                warn!(scheduler = %url, pending = outbox.pending(), "no session: {msg}");
-                failures += 1;
+                warn!(scheduler = %url, pending = spool.pending(), "no session: {msg}");
                 which += 1;
             }
         }
-        let wait = backoff(failures);
+        contact.connected.store(false, Ordering::Relaxed);
+        // A session that was up broke: try again at once; otherwise back off.
+        failures = if opened { 0 } else { failures + 1 };
+        let wait = if opened {
+            Duration::from_millis(50 + rand::random::<u64>() % 100)
+        } else {
+            backoff(failures)
+        };
         debug!(?wait, "waiting before reconnecting");
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break SessionEnd::Shutdown,
             _ = tokio::time::sleep(wait) => {}
+        }
+    };
+    watchdog.abort();
+    end
+}
+
+/// Stops running attempts once the scheduler has been out of touch for too long.
+async fn fence(
+    fixed: Option<Duration>,
+    contact: Arc<Contact>,
+    executor: Arc<Executor>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut fenced = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if contact.connected.load(Ordering::Relaxed) {
+            fenced = false;
+            continue;
+        }
+        let limit = fixed.unwrap_or_else(|| {
+            let lease = contact.lease_ms.load(Ordering::Relaxed);
+            let lease = if lease == 0 { 60_000 } else { lease };
+            Duration::from_millis(lease * 3 / 4)
+        });
+        if let Some(silent) = contact.silent_for()
+            && silent >= limit
+            && !fenced
+            && executor.running_count() > 0
+        {
+            warn!(
+                silent_secs = silent.as_secs(),
+                "out of touch with the scheduler; stopping running attempts so a retry elsewhere never runs alongside them"
+            );
+            executor.kill_all(&format!(
+                "the agent lost the scheduler for {}s; it stopped the attempt before the scheduler's lease ran out (self-fencing)",
+                silent.as_secs()
+            ));
+            fenced = true;
         }
     }
 }
 
 enum Failure {
     Refused(String),
+    Superseded(String),
     Transient(String),
 }
 
+fn classify(s: &tonic::Status) -> Failure {
+    match s.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            Failure::Refused(s.message().to_string())
+        }
+        tonic::Code::Aborted if s.message().starts_with("superseded") => {
+            Failure::Superseded(s.message().to_string())
+        }
+        _ => Failure::Transient(s.message().to_string()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn once(
     cfg: &SessionConfig,
     url: &str,
     identity: &Identity,
     executor: &Arc<Executor>,
-    outbox: &Arc<Outbox>,
+    spool: &Arc<Spool>,
+    contact: &Arc<Contact>,
     shutdown: &CancellationToken,
+    opened: &mut bool,
 ) -> Result<(), Failure> {
-    let channel = connect(url).await.map_err(Failure::Transient)?;
+    let channel = connect(url, &cfg.tls).await.map_err(Failure::Transient)?;
     let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
+    let finished = spool
+        .unacknowledged_results()
+        .map_err(|e| Failure::Transient(e.to_string()))?;
     let hello = pb::AgentMessage {
         seq: 0,
         body: Some(Body::Hello(pb::Hello {
-            host: Some(host_facts(executor.slots())),
+            host: Some(host_facts(executor.slots(), &cfg.labels, Some(url))),
             running_attempts: executor.running_ids(),
             boot_id: cfg.boot_id.clone(),
+            finished_attempts: finished,
         })),
     };
     tx.send(hello)
@@ -125,25 +272,27 @@ async fn once(
     );
     let mut inbound = match client.session(request).await {
         Ok(r) => r.into_inner(),
-        Err(s)
-            if matches!(
-                s.code(),
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
-            ) =>
-        {
-            return Err(Failure::Refused(s.message().to_string()));
-        }
-        Err(s) => return Err(Failure::Transient(s.message().to_string())),
+        Err(s) => return Err(classify(&s)),
     };
-    info!(scheduler = %url, agent = %identity.agent_id, "session open");
-    outbox.begin_session(tx.clone());
+    *opened = true;
+    contact.connected.store(true, Ordering::Relaxed);
+    contact.touch();
+    info!(scheduler = %url, agent = %identity.agent_id, pending = spool.pending(), "session open");
+    spool.begin_session(tx.clone());
     let pump = {
-        let (outbox, tx) = (outbox.clone(), tx.clone());
+        let (spool, tx) = (spool.clone(), tx.clone());
         tokio::spawn(async move {
             loop {
-                let m = outbox.next().await;
-                if tx.send(m).await.is_err() {
-                    return;
+                match spool.next().await {
+                    Ok(m) => {
+                        if tx.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "cannot read the spool; reports wait");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
             }
         })
@@ -153,41 +302,71 @@ async fn once(
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             _ = heartbeat.tick() => {
-                outbox.send_live(Body::Heartbeat(pb::Heartbeat {
+                spool.send_live(Body::Heartbeat(pb::Heartbeat {
                     free_slots: executor.free_slots(),
                     running: executor.running_count(),
+                    load1: load1(),
+                    running_attempts: executor.running_ids(),
                 }));
             }
             msg = inbound.message() => match msg {
-                Ok(Some(m)) => handle(m, executor, outbox),
-                Ok(None) => break Ok(()),
-                Err(s) if s.code() == tonic::Code::Unauthenticated => {
-                    break Err(Failure::Refused(s.message().to_string()));
+                Ok(Some(m)) => {
+                    contact.touch();
+                    handle(m, executor, spool, contact);
                 }
-                Err(s) => break Err(Failure::Transient(format!("session broke: {}", s.message()))),
+                Ok(None) => break Ok(()),
+                Err(s) => {
+                    break match classify(&s) {
+                        Failure::Transient(m) => Err(Failure::Transient(format!("session broke: {m}"))),
+                        other => Err(other),
+                    };
+                }
             },
         }
     };
     pump.abort();
-    outbox.end_session();
+    spool.end_session();
     result
 }
 
-fn handle(msg: pb::SchedulerMessage, executor: &Arc<Executor>, outbox: &Arc<Outbox>) {
+/// The host's one-minute load average (0 where the system does not say).
+fn load1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn handle(
+    msg: pb::SchedulerMessage,
+    executor: &Arc<Executor>,
+    spool: &Arc<Spool>,
+    contact: &Arc<Contact>,
+) {
     use pb::scheduler_message::Body as S;
     match msg.body {
-        Some(S::Ack(a)) => outbox.ack(a.up_to),
+        Some(S::Ack(a)) => {
+            if let Err(e) = spool.ack(a.up_to) {
+                warn!(error = %e, "cannot drop acknowledged reports from the spool");
+            }
+        }
+        Some(S::Welcome(w)) => {
+            contact.lease_ms.store(w.lease_ms, Ordering::Relaxed);
+            executor.set_draining(w.draining);
+        }
+        Some(S::Drain(d)) => executor.set_draining(d.draining),
         Some(S::Start(start)) => {
             info!(attempt = %start.attempt_id, task = %start.task, "attempt received");
             executor.start(start);
         }
         Some(S::Kill(k)) => executor.kill(&k.attempt_id, &k.reason),
         Some(S::Test(t)) => {
-            let outbox = outbox.clone();
+            let spool = spool.clone();
             tokio::spawn(async move {
-                info!(datasource = %t.datasource, "testing connectivity");
-                let result = connectivity::test(t.request_id, &t.config_json).await;
-                outbox.send_live(Body::Connectivity(result));
+                info!(datasource = %t.datasource, table = %t.table, access = %t.access, "testing connectivity");
+                let result =
+                    connectivity::test(t.request_id, &t.config_json, &t.table, &t.access).await;
+                spool.send_live(Body::Connectivity(result));
             });
         }
         None => {}

@@ -1,12 +1,14 @@
 //! The admin subcommands: each builds one request, sends it, and prints the answer for people.
 
 use crate::TopCommand;
+pub use crate::agents::AgentCmd;
 use crate::client::{Admin, connect, status};
 use crate::follow::{follow, print_summary};
 use crate::format::{table, thousands, time};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use ferry_proto::admin::v1 as pb;
+use ferry_proto::tls::ClientTls;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
@@ -24,30 +26,50 @@ pub enum GroupCmd {
 #[derive(Subcommand, Debug)]
 pub enum DatasourceCmd {
     /// Add (or replace) a data source.
-    Add(AddDatasource),
+    Add(Box<AddDatasource>),
     /// List data sources.
     List,
     /// Show one data source (secrets are never shown).
     Show { name: String },
     /// Remove a data source no task uses.
     Remove { name: String },
-    /// Ask every online agent of a group to reach the data source.
-    Test {
-        name: String,
-        #[arg(long)]
-        group: String,
-        /// Seconds to wait for agents.
-        #[arg(long, default_value_t = 15)]
-        timeout: u64,
-    },
+    /// Ask every online agent of a group to reach a data source: a saved one by name, or one
+    /// described with --type and its fields, before saving it.
+    Test(Box<TestDatasource>),
+}
+
+#[derive(Args, Debug)]
+pub struct TestDatasource {
+    /// A saved data source; leave out and give --type and fields to test before saving.
+    name: Option<String>,
+    #[arg(long)]
+    group: String,
+    /// Also check this table exists, and the access the sync needs.
+    #[arg(long)]
+    table: Option<String>,
+    /// read | write | both (with --table).
+    #[arg(long, requires = "table")]
+    access: Option<String>,
+    /// Seconds to wait for agents.
+    #[arg(long, default_value_t = 15)]
+    timeout: u64,
+    #[command(flatten)]
+    fields: DatasourceFields,
 }
 
 #[derive(Args, Debug)]
 pub struct AddDatasource {
     name: String,
+    #[command(flatten)]
+    fields: DatasourceFields,
+}
+
+/// A data source's type and connection fields, as flags.
+#[derive(Args, Debug)]
+pub struct DatasourceFields {
     /// mysql | postgresql | sqlite | csv | stream
     #[arg(long = "type")]
-    kind: String,
+    kind: Option<String>,
     #[arg(long)]
     host: Option<String>,
     #[arg(long)]
@@ -69,8 +91,60 @@ pub struct AddDatasource {
     #[arg(long)]
     password_env: Option<String>,
     /// Restrict use to these resource groups.
-    #[arg(long = "group")]
+    #[arg(long = "allow-group", alias = "groups")]
     groups: Vec<String>,
+}
+
+impl DatasourceFields {
+    /// The request that carries these fields (the password read from where the flags say).
+    fn request(self, name: String) -> anyhow::Result<pb::AddDataSourceRequest> {
+        let Some(kind) = self.kind else {
+            bail!(
+                "say the data source's type with --type (mysql, postgresql, sqlite, csv, stream)"
+            );
+        };
+        let mut fields: HashMap<String, String> = self.fields.into_iter().collect();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                fields.insert(k.to_string(), v);
+            }
+        };
+        put("host", self.host);
+        put("port", self.port.map(|p| p.to_string()));
+        put("database", self.database);
+        put("username", self.user);
+        put(
+            "path",
+            self.path.map(|p| {
+                std::path::absolute(&p)
+                    .unwrap_or(p)
+                    .to_string_lossy()
+                    .into_owned()
+            }),
+        );
+        let mut secrets = HashMap::new();
+        if self.password_stdin {
+            let mut pw = String::new();
+            std::io::stdin()
+                .read_to_string(&mut pw)
+                .context("cannot read the password from standard input")?;
+            secrets.insert(
+                "password".to_string(),
+                pw.trim_end_matches(['\n', '\r']).to_string(),
+            );
+        } else if let Some(var) = self.password_env {
+            let pw = std::env::var(&var)
+                .map_err(|_| anyhow!("environment variable {var} is not set"))?;
+            secrets.insert("password".to_string(), pw);
+        }
+        Ok(pb::AddDataSourceRequest {
+            name,
+            r#type: kind,
+            fields,
+            secrets,
+            groups: self.groups,
+        })
+    }
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -88,6 +162,9 @@ pub enum TaskCmd {
         group: String,
         #[arg(long)]
         file: PathBuf,
+        /// Run only on agents carrying these labels (k=v, repeatable or comma separated).
+        #[arg(long = "agent-label", value_delimiter = ',', value_parser = parse_kv)]
+        agent_labels: Vec<(String, String)>,
     },
     /// List tasks.
     List,
@@ -121,10 +198,11 @@ pub enum InstanceCmd {
 }
 
 /// Runs one admin command; returns the process exit code.
-pub async fn run(url: &str, cmd: TopCommand) -> anyhow::Result<i32> {
-    let mut admin = connect(url).await?;
+pub async fn run(urls: &[String], tls: &ClientTls, cmd: TopCommand) -> anyhow::Result<i32> {
+    let mut admin = connect(urls, tls).await?;
     match cmd {
         TopCommand::Group(c) => group(&mut admin, c).await,
+        TopCommand::Agent(c) => crate::agents::run(&mut admin, c).await,
         TopCommand::Datasource(c) => datasource(&mut admin, c).await,
         TopCommand::Task(c) => task(&mut admin, c).await,
         TopCommand::Instance(c) => instance(&mut admin, c).await,
@@ -224,48 +302,8 @@ fn print_datasource(d: &pb::DataSourceInfo) {
 async fn datasource(admin: &mut Admin, cmd: DatasourceCmd) -> anyhow::Result<i32> {
     match cmd {
         DatasourceCmd::Add(a) => {
-            let mut fields: HashMap<String, String> = a.fields.into_iter().collect();
-            let mut put = |k: &str, v: Option<String>| {
-                if let Some(v) = v {
-                    fields.insert(k.to_string(), v);
-                }
-            };
-            put("host", a.host);
-            put("port", a.port.map(|p| p.to_string()));
-            put("database", a.database);
-            put("username", a.user);
-            put(
-                "path",
-                a.path.map(|p| {
-                    std::path::absolute(&p)
-                        .unwrap_or(p)
-                        .to_string_lossy()
-                        .into_owned()
-                }),
-            );
-            let mut secrets = HashMap::new();
-            if a.password_stdin {
-                let mut pw = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut pw)
-                    .context("cannot read the password from standard input")?;
-                secrets.insert(
-                    "password".to_string(),
-                    pw.trim_end_matches(['\n', '\r']).to_string(),
-                );
-            } else if let Some(var) = a.password_env {
-                let pw = std::env::var(&var)
-                    .map_err(|_| anyhow!("environment variable {var} is not set"))?;
-                secrets.insert("password".to_string(), pw);
-            }
             let d = admin
-                .add_data_source(pb::AddDataSourceRequest {
-                    name: a.name,
-                    r#type: a.kind,
-                    fields,
-                    secrets,
-                    groups: a.groups,
-                })
+                .add_data_source(a.fields.request(a.name)?)
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -309,16 +347,31 @@ async fn datasource(admin: &mut Admin, cmd: DatasourceCmd) -> anyhow::Result<i32
                 .map_err(status)?;
             println!("data source {name} removed");
         }
-        DatasourceCmd::Test {
-            name,
-            group,
-            timeout,
-        } => {
+        DatasourceCmd::Test(t) => {
+            let (name, inline) = match t.name {
+                Some(name) => {
+                    if t.fields.kind.is_some() {
+                        bail!(
+                            "give either a saved data source's name or --type with fields, not both"
+                        );
+                    }
+                    (name, None)
+                }
+                None => (String::new(), Some(t.fields.request(String::new())?)),
+            };
+            let shown = if name.is_empty() {
+                "the data source".to_string()
+            } else {
+                name.clone()
+            };
             let r = admin
                 .test_data_source(pb::TestDataSourceRequest {
-                    name: name.clone(),
-                    group,
-                    timeout_ms: timeout * 1000,
+                    name,
+                    group: t.group,
+                    timeout_ms: t.timeout * 1000,
+                    inline,
+                    table: t.table.unwrap_or_default(),
+                    access: t.access.unwrap_or_default(),
                 })
                 .await
                 .map_err(status)?
@@ -346,9 +399,20 @@ async fn datasource(admin: &mut Admin, cmd: DatasourceCmd) -> anyhow::Result<i32
                 &["AGENT", "HOST", "RESULT", "LATENCY", "ERROR", "DETAIL"],
                 &rows,
             );
-            if r.reports.iter().any(|x| !x.reachable) {
+            let failed = r.reports.iter().filter(|x| !x.reachable).count();
+            if failed == r.reports.len() {
+                println!("{shown} is unreachable from group {}", r.group);
                 return Ok(2);
             }
+            if failed > 0 {
+                println!(
+                    "{shown} is unreachable from {failed} of {} agents of group {}",
+                    r.reports.len(),
+                    r.group
+                );
+                return Ok(2);
+            }
+            println!("{shown} is reachable from every agent of group {}", r.group);
         }
     }
     Ok(0)
@@ -356,7 +420,12 @@ async fn datasource(admin: &mut Admin, cmd: DatasourceCmd) -> anyhow::Result<i32
 
 async fn task(admin: &mut Admin, cmd: TaskCmd) -> anyhow::Result<i32> {
     match cmd {
-        TaskCmd::Create { name, group, file } => {
+        TaskCmd::Create {
+            name,
+            group,
+            file,
+            agent_labels,
+        } => {
             let job_json = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read job file {}", file.display()))?;
             let t = admin
@@ -364,6 +433,7 @@ async fn task(admin: &mut Admin, cmd: TaskCmd) -> anyhow::Result<i32> {
                     name,
                     group,
                     job_json,
+                    agent_labels: agent_labels.into_iter().collect(),
                 })
                 .await
                 .map_err(status)?

@@ -1,5 +1,6 @@
 //! `ferry`: the command-line client of the scheduler's admin API, and `ferry quickstart`.
 
+mod agents;
 mod client;
 mod commands;
 mod follow;
@@ -13,14 +14,23 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(version, propagate_version = true)]
 struct Cli {
-    /// Scheduler URL.
+    /// Scheduler URL(s), comma separated; the first that answers is used.
     #[arg(
         long,
         global = true,
         env = "FERRY_SCHEDULER",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:7100"
     )]
-    scheduler: String,
+    scheduler: Vec<String>,
+    /// PEM file of the CA that signed the scheduler's certificate (for a private CA).
+    #[arg(long, global = true, env = "FERRY_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate and key (PEM), when the scheduler requires one.
+    #[arg(long, global = true, env = "FERRY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "FERRY_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,6 +40,9 @@ pub(crate) enum Command {
     /// Resource groups and their agents.
     #[command(subcommand)]
     Group(commands::GroupCmd),
+    /// Agents: list, drain, resume, revoke.
+    #[command(subcommand)]
+    Agent(commands::AgentCmd),
     /// Data sources in the catalog.
     #[command(subcommand, alias = "ds")]
     Datasource(commands::DatasourceCmd),
@@ -62,7 +75,14 @@ async fn main() {
             rows,
             keep_running,
         } => quickstart::run(&workdir, rows, keep_running).await,
-        other => commands::run(&cli.scheduler, other).await,
+        other => {
+            let tls = ferry_proto::tls::ClientTls {
+                ca_cert: cli.ca_cert,
+                client_cert: cli.tls_cert,
+                client_key: cli.tls_key,
+            };
+            commands::run(&cli.scheduler, &tls, other).await
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),

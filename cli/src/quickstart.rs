@@ -263,7 +263,7 @@ pub async fn run(workdir: &Path, rows: u64, keep_running: bool) -> anyhow::Resul
         "scheduler: {url} (data in {}, log in scheduler.log)",
         sched_dir.display()
     );
-    let mut admin = connect(&url).await?;
+    let mut admin = connect(std::slice::from_ref(&url), &Default::default()).await?;
 
     let group = admin
         .create_group(pb::CreateGroupRequest {
@@ -320,6 +320,7 @@ pub async fn run(workdir: &Path, rows: u64, keep_running: bool) -> anyhow::Resul
             name: "sample_orders".into(),
             group: "local".into(),
             timeout_ms: 10_000,
+            ..Default::default()
         })
         .await
         .map_err(status)?
@@ -345,6 +346,7 @@ pub async fn run(workdir: &Path, rows: u64, keep_running: bool) -> anyhow::Resul
             name: "orders_sync".into(),
             group: "local".into(),
             job_json: JOB.into(),
+            ..Default::default()
         })
         .await
         .map_err(status)?

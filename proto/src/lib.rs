@@ -2,6 +2,9 @@
 //!
 //! Versioned packages (`ferry.agent.v1`, `ferry.admin.v1`) let agents and CLIs of different
 //! releases keep talking; domain types live in `ferry-common` and are converted at the edges.
+//! [`tls`] says how a client reaches the services (plain or TLS), shared by agent and CLI.
+
+pub mod tls;
 
 pub mod agent {
     pub mod v1 {

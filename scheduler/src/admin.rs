@@ -2,7 +2,7 @@
 //! and logs. Each call validates fully before it proposes a command, so a refused request
 //! changes nothing.
 
-use crate::context::{Context, now_ms};
+use crate::context::Context;
 use crate::convert::{agent_info, instance_info};
 use crate::error::{Error, Result};
 use crate::hub::InstanceEvent;
@@ -35,9 +35,27 @@ impl AdminApi {
 
     fn install_command(&self, group: &str, token: &str) -> String {
         format!(
-            "ferry-agent --scheduler {} --group {group} --token {token} --data-dir /var/lib/ferry-agent",
+            "sudo ferry-agent install --scheduler {} --group {group} --token {token}",
             self.ctx.config.advertise_url
         )
+    }
+
+    fn require_agent(&self, id: &str) -> Result<crate::state::model::Agent> {
+        self.ctx.store.agent(id)?.ok_or_else(|| Error::NotFound {
+            what: "agent",
+            name: id.to_string(),
+            hint: "see `ferry agent list`",
+        })
+    }
+
+    fn agent_view(&self, id: &str) -> Result<pb::AgentInfo> {
+        let a = self.require_agent(id)?;
+        let running = self.ctx.store.running_per_agent()?;
+        Ok(agent_info(
+            &self.ctx,
+            &a,
+            running.get(&a.id).copied().unwrap_or(0),
+        ))
     }
 
     fn require_group(&self, name: &str) -> Result<()> {
@@ -117,7 +135,7 @@ impl AdminService for AdminApi {
             .propose(Command::CreateGroup {
                 name: name.clone(),
                 token_hash: hash_token(&token),
-                at_ms: now_ms(),
+                at_ms: self.ctx.now_ms(),
             })
             .await?;
         info!(group = %name, "resource group created");
@@ -174,6 +192,85 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::ListGroupsResponse { groups }))
     }
 
+    async fn list_agents(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        let group = request.into_inner().group;
+        let running = self.ctx.store.running_per_agent()?;
+        let agents = self
+            .ctx
+            .store
+            .agents()?
+            .iter()
+            .filter(|a| group.is_empty() || a.group == group)
+            .map(|a| agent_info(&self.ctx, a, running.get(&a.id).copied().unwrap_or(0)))
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn drain_agent(
+        &self,
+        request: Request<pb::DrainAgentRequest>,
+    ) -> Result<Response<pb::AgentInfo>, Status> {
+        let req = request.into_inner();
+        self.require_agent(&req.id)?;
+        self.ctx
+            .store
+            .propose(Command::SetAgentDraining {
+                id: req.id.clone(),
+                draining: req.drain,
+            })
+            .await?;
+        self.ctx.hub.send(
+            &req.id,
+            agent_pb::SchedulerMessage {
+                body: Some(agent_pb::scheduler_message::Body::Drain(agent_pb::Drain {
+                    draining: req.drain,
+                })),
+            },
+        );
+        self.ctx.hub.dispatch.notify_one();
+        info!(agent = %req.id, draining = req.drain, "agent drain changed");
+        Ok(Response::new(self.agent_view(&req.id)?))
+    }
+
+    async fn revoke_agent(
+        &self,
+        request: Request<pb::RevokeAgentRequest>,
+    ) -> Result<Response<pb::AgentInfo>, Status> {
+        let id = request.into_inner().id;
+        let live: Vec<_> = self
+            .ctx
+            .store
+            .live_attempts()?
+            .into_iter()
+            .filter(|a| a.agent_id == id)
+            .collect();
+        self.ctx
+            .store
+            .propose(Command::RevokeAgent {
+                id: id.clone(),
+                reason: "revoked by an operator".into(),
+                at_ms: self.ctx.now_ms(),
+            })
+            .await?;
+        self.ctx.hub.kick(
+            &id,
+            Status::unauthenticated(format!(
+                "agent {id} was revoked by an operator; install it again with a fresh token"
+            )),
+        );
+        for a in live {
+            self.ctx.hub.publish(InstanceEvent::Changed {
+                instance_id: a.instance_id,
+            });
+        }
+        self.ctx.hub.dispatch.notify_one();
+        info!(agent = %id, "agent revoked");
+        Ok(Response::new(self.agent_view(&id)?))
+    }
+
     async fn add_data_source(
         &self,
         request: Request<pb::AddDataSourceRequest>,
@@ -192,7 +289,7 @@ impl AdminService for AdminApi {
             name: req.name.clone(),
             config,
             groups: req.groups,
-            updated_ms: now_ms(),
+            updated_ms: self.ctx.now_ms(),
         };
         let info = pb::DataSourceInfo::from(&record);
         self.ctx
@@ -264,20 +361,61 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::TestDataSourceResponse>, Status> {
         let req = request.into_inner();
         self.require_group(&req.group)?;
-        let mut record = self.require_datasource(&req.name)?;
-        self.ctx.secrets.open(&mut record.config)?;
-        let config_json = serde_json::to_string(&record.config).map_err(Error::from)?;
+        let (name, config) = match (&req.inline, req.name.is_empty()) {
+            (Some(inline), true) => {
+                let fields: BTreeMap<String, String> = inline.fields.clone().into_iter().collect();
+                let secrets: BTreeMap<String, String> =
+                    inline.secrets.clone().into_iter().collect();
+                let config = DataSourceConfig::from_fields(&inline.r#type, &fields, &secrets)
+                    .map_err(Error::from)?;
+                let name = if inline.name.is_empty() {
+                    "(unsaved)".to_string()
+                } else {
+                    inline.name.clone()
+                };
+                (name, config)
+            }
+            (None, false) => {
+                let mut record = self.require_datasource(&req.name)?;
+                // The same rule as dispatch: a data source limited to groups never reaches an
+                // agent of another group, not even for a test.
+                if !record.groups.is_empty() && !record.groups.contains(&req.group) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "data source \"{}\" may not be used by resource group \"{}\" (allowed: {})",
+                        req.name,
+                        req.group,
+                        record.groups.join(", ")
+                    ))
+                    .into());
+                }
+                self.ctx.secrets.open(&mut record.config)?;
+                (req.name.clone(), record.config)
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "name a saved data source, or describe one to test before saving it (not both)",
+                ));
+            }
+        };
+        if !req.access.is_empty() && !matches!(req.access.as_str(), "read" | "write" | "both") {
+            return Err(Status::invalid_argument(format!(
+                "access \"{}\" must be read, write or both",
+                req.access
+            )));
+        }
+        let config_json = serde_json::to_string(&config).map_err(Error::from)?;
+        drop(config);
         let agents: Vec<_> = self
             .ctx
             .store
             .agents()?
             .into_iter()
-            .filter(|a| a.group == req.group)
-            .filter_map(|a| {
+            .filter(|a| a.group == req.group && !a.is_revoked())
+            .filter(|a| {
                 self.ctx
                     .hub
                     .online(&a.id, self.ctx.config.offline_after)
-                    .map(|s| (a, s))
+                    .is_some()
             })
             .collect();
         if agents.is_empty() {
@@ -291,17 +429,19 @@ impl AdminService for AdminApi {
         let (tx, mut rx) = mpsc::channel(agents.len().max(1));
         self.ctx.hub.start_test(&request_id, tx);
         let mut pending: HashMap<String, String> = HashMap::new();
-        for (agent, session) in &agents {
+        for agent in &agents {
             let msg = agent_pb::SchedulerMessage {
                 body: Some(agent_pb::scheduler_message::Body::Test(
                     agent_pb::TestConnectivity {
                         request_id: request_id.clone(),
-                        datasource: req.name.clone(),
+                        datasource: name.clone(),
                         config_json: config_json.clone(),
+                        table: req.table.clone(),
+                        access: req.access.clone(),
                     },
                 )),
             };
-            if session.tx.send(Ok(msg)).await.is_ok() {
+            if self.ctx.hub.send(&agent.id, msg) {
                 pending.insert(agent.id.clone(), agent.host.hostname.clone());
             }
         }
@@ -341,7 +481,10 @@ impl AdminService for AdminApi {
             });
         }
         reports.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-        Ok(Response::new(pb::TestDataSourceResponse { reports }))
+        Ok(Response::new(pb::TestDataSourceResponse {
+            reports,
+            group: req.group,
+        }))
     }
 
     async fn create_task(
@@ -374,7 +517,8 @@ impl AdminService for AdminApi {
                 name: req.name.clone(),
                 group: req.group.clone(),
                 job_text: req.job_json,
-                at_ms: now_ms(),
+                agent_labels: req.agent_labels.into_iter().collect(),
+                at_ms: self.ctx.now_ms(),
             })
             .await?;
         let version = match applied {
@@ -430,7 +574,7 @@ impl AdminService for AdminApi {
                 task: req.name.clone(),
                 bizdate: p.bizdate.format("%Y%m%d").to_string(),
                 cyctime: p.cyctime.format("%Y%m%d%H%M%S").to_string(),
-                at_ms: now_ms(),
+                at_ms: self.ctx.now_ms(),
             })
             .await?;
         info!(task = %req.name, instance = %id, "manual run requested");

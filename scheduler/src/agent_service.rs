@@ -5,15 +5,16 @@
 //! connection resends exactly what the scheduler may not have, and the state machine's fencing
 //! and idempotent log keys make resends harmless.
 
-use crate::context::{Context, now_ms};
+use crate::context::Context;
 use crate::error::Error;
 use crate::hub::InstanceEvent;
-use crate::state::command::{Applied, Command};
+use crate::state::command::{Applied, Command, Reporter};
 use crate::state::model::{AttemptState, HostInfo, LogRecord, Stats};
 use ferry_common::secret::{hash_token, random_token, token_matches};
 use ferry_proto::agent::v1 as pb;
 use ferry_proto::agent::v1::agent_service_server::AgentService;
 use ferry_proto::{AGENT_CREDENTIAL_HEADER, AGENT_ID_HEADER};
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -42,6 +43,7 @@ impl From<pb::HostFacts> for HostInfo {
             version: h.version,
             slots: h.slots,
             os: h.os,
+            labels: h.labels.into_iter().collect(),
         }
     }
 }
@@ -61,7 +63,7 @@ impl From<pb::SyncStats> for Stats {
     }
 }
 
-fn metadata(req: &Request<Streaming<pb::AgentMessage>>, key: &str) -> Result<String, Status> {
+fn metadata<T>(req: &Request<T>, key: &str) -> Result<String, Status> {
     req.metadata()
         .get(key)
         .and_then(|v| v.to_str().ok())
@@ -70,6 +72,34 @@ fn metadata(req: &Request<Streaming<pb::AgentMessage>>, key: &str) -> Result<Str
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SchedulerMessage, Status>> + Send>>;
+
+/// The agent a request's metadata names, if its credential is right and it is not revoked.
+fn authenticate<T>(
+    ctx: &Context,
+    request: &Request<T>,
+) -> Result<crate::state::model::Agent, Status> {
+    let agent_id = metadata(request, AGENT_ID_HEADER)?;
+    let credential = metadata(request, AGENT_CREDENTIAL_HEADER)?;
+    let agent = ctx.store.agent(&agent_id)?.ok_or_else(|| {
+        Status::unauthenticated(format!(
+            "agent {agent_id} is not registered here; remove the agent's state file and register again with the group's token"
+        ))
+    })?;
+    if !token_matches(&credential, &agent.credential_hash) {
+        warn!(agent = %agent_id, "session refused: wrong credential");
+        return Err(Status::unauthenticated(format!(
+            "credential of agent {agent_id} is wrong"
+        )));
+    }
+    if agent.is_revoked() {
+        warn!(agent = %agent_id, "session refused: agent revoked");
+        return Err(Status::unauthenticated(format!(
+            "agent {agent_id} was revoked ({}); install it again with a fresh token from `ferry group rotate-token {}`",
+            agent.revoked_reason, agent.group
+        )));
+    }
+    Ok(agent)
+}
 
 #[tonic::async_trait]
 impl AgentService for AgentApi {
@@ -106,7 +136,7 @@ impl AgentService for AgentApi {
                 group: req.group,
                 credential_hash: hash_token(&credential),
                 host,
-                at_ms: now_ms(),
+                at_ms: self.ctx.now_ms(),
             })
             .await?;
         Ok(Response::new(pb::RegisterResponse {
@@ -115,33 +145,47 @@ impl AgentService for AgentApi {
         }))
     }
 
+    async fn deregister(
+        &self,
+        request: Request<pb::DeregisterRequest>,
+    ) -> Result<Response<pb::DeregisterResponse>, Status> {
+        let agent = authenticate(&self.ctx, &request)?;
+        info!(agent = %agent.id, group = %agent.group, "agent uninstalled itself");
+        self.ctx
+            .store
+            .propose(Command::RevokeAgent {
+                id: agent.id.clone(),
+                reason: "uninstalled".into(),
+                at_ms: self.ctx.now_ms(),
+            })
+            .await?;
+        self.ctx.hub.kick(
+            &agent.id,
+            Status::unauthenticated(format!("agent {} was uninstalled", agent.id)),
+        );
+        self.ctx.hub.dispatch.notify_one();
+        Ok(Response::new(pb::DeregisterResponse {}))
+    }
+
     type SessionStream = SessionStream;
 
     async fn session(
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let agent_id = metadata(&request, AGENT_ID_HEADER)?;
-        let credential = metadata(&request, AGENT_CREDENTIAL_HEADER)?;
-        let agent = self.ctx.store.agent(&agent_id)?.ok_or_else(|| {
-            Status::unauthenticated(format!(
-                "agent {agent_id} is not registered here; remove the agent's state file and register again with the group's token"
-            ))
-        })?;
-        if !token_matches(&credential, &agent.credential_hash) {
-            warn!(agent = %agent_id, "session refused: wrong credential");
-            return Err(Status::unauthenticated(format!(
-                "credential of agent {agent_id} is wrong"
-            )));
-        }
+        let agent = authenticate(&self.ctx, &request)?;
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let (tx, rx) = mpsc::channel(256);
         let inbound = request.into_inner();
         let ctx = self.ctx.clone();
         let shutdown = self.shutdown.clone();
-        let span = info_span!("session", agent = %agent_id, group = %agent.group);
+        let span = info_span!("session", agent = %agent.id, group = %agent.group, %peer);
         tokio::spawn(
             async move {
-                run_session(ctx, agent_id, agent.group, inbound, tx, shutdown).await;
+                run_session(ctx, agent.id, agent.group, inbound, tx, shutdown).await;
             }
             .instrument(span),
         );
@@ -157,10 +201,19 @@ async fn run_session(
     tx: mpsc::Sender<Result<pb::SchedulerMessage, Status>>,
     shutdown: CancellationToken,
 ) {
-    let mut session_id = None;
+    let mut session: Option<(u64, CancellationToken)> = None;
+    let never = CancellationToken::new();
     loop {
+        let closed = session
+            .as_ref()
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| never.clone());
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = closed.cancelled() => {
+                info!("session replaced or revoked; no longer serving it");
+                break;
+            }
             msg = inbound.next() => msg,
         };
         let msg = match msg {
@@ -174,13 +227,19 @@ async fn run_session(
         let seq = msg.seq;
         let handled = match msg.body {
             Some(pb::agent_message::Body::Hello(hello)) => {
-                let slots = hello.host.as_ref().map(|h| h.slots).unwrap_or(1);
-                let result = on_hello(&ctx, &agent_id, hello).await;
-                session_id = Some(ctx.hub.open_session(&agent_id, &group, slots, tx.clone()));
-                info!("agent online");
-                result
+                if session.is_some() {
+                    Ok(())
+                } else {
+                    match on_hello(&ctx, &agent_id, &group, hello, &tx).await {
+                        Ok(opened) => {
+                            session = Some(opened);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
             }
-            Some(body) if session_id.is_none() => {
+            Some(body) if session.is_none() => {
                 warn!(?body, "message before hello; closing session");
                 let _ = tx
                     .send(Err(Status::failed_precondition("send Hello first")))
@@ -206,7 +265,7 @@ async fn run_session(
             }
         }
     }
-    if let Some(id) = session_id
+    if let Some((id, _)) = session
         && ctx.hub.close_session(&agent_id, id)
     {
         info!("agent session closed");
@@ -216,46 +275,154 @@ async fn run_session(
                 id: agent_id.clone(),
                 connected: false,
                 host: None,
-                at_ms: now_ms(),
+                boot_id: None,
+                at_ms: ctx.now_ms(),
             })
             .await;
     }
 }
 
-async fn on_hello(ctx: &Context, agent_id: &str, hello: pb::Hello) -> Result<(), Error> {
+/// Settles everything the scheduler believes about this agent against what the agent says, then
+/// opens the session. Results the agent reached while out of touch are applied first, so a sync
+/// that committed while the scheduler was down is never recorded as failed.
+async fn on_hello(
+    ctx: &Context,
+    agent_id: &str,
+    group: &str,
+    hello: pb::Hello,
+    tx: &mpsc::Sender<Result<pb::SchedulerMessage, Status>>,
+) -> Result<(u64, CancellationToken), Error> {
+    let previous = ctx.store.agent(agent_id)?;
+    let restarted = previous
+        .as_ref()
+        .is_some_and(|a| !a.boot_id.is_empty() && a.boot_id != hello.boot_id);
+    let slots = hello.host.as_ref().map(|h| h.slots).unwrap_or(1);
     ctx.store
         .propose(Command::AgentSeen {
             id: agent_id.to_string(),
             connected: true,
             host: hello.host.map(Into::into),
-            at_ms: now_ms(),
+            boot_id: Some(hello.boot_id.clone()),
+            at_ms: ctx.now_ms(),
         })
         .await?;
-    // Attempts this agent should be running but does not know about were lost with its process.
+    for f in hello.finished_attempts {
+        finish_reported(ctx, agent_id, f).await?;
+    }
+    let running: HashSet<&str> = hello.running_attempts.iter().map(String::as_str).collect();
     for attempt in ctx.store.live_attempts()? {
-        if attempt.agent_id == agent_id && !hello.running_attempts.contains(&attempt.id) {
-            warn!(attempt = %attempt.id, instance = %attempt.instance_id, "agent does not run an attempt it was given; failing it");
-            let applied = ctx
-                .store
-                .propose(Command::FinishAttempt {
-                    id: attempt.id.clone(),
-                    fencing_token: attempt.fencing_token,
-                    state: AttemptState::Failed,
-                    stats: attempt.stats,
-                    error: format!(
-                        "agent {agent_id} restarted (or never received the attempt); the attempt was lost and can be rerun"
-                    ),
-                    at_ms: now_ms(),
-                })
-                .await?;
-            if applied == Applied::Done {
-                ctx.hub.publish(InstanceEvent::Changed {
-                    instance_id: attempt.instance_id,
-                });
-            }
+        if attempt.agent_id != agent_id || running.contains(attempt.id.as_str()) {
+            continue;
+        }
+        let error = if restarted {
+            format!(
+                "agent {agent_id} restarted and did not have the attempt; it was lost and can be rerun"
+            )
+        } else {
+            format!(
+                "agent {agent_id} never received the attempt (its session broke first); it did not run and can be rerun"
+            )
+        };
+        warn!(attempt = %attempt.id, instance = %attempt.instance_id, "{error}");
+        let applied = ctx
+            .store
+            .propose(Command::FinishAttempt {
+                id: attempt.id.clone(),
+                by: Reporter::Scheduler,
+                fencing_token: attempt.fencing_token,
+                state: AttemptState::Failed,
+                stats: attempt.stats,
+                error,
+                at_ms: ctx.now_ms(),
+            })
+            .await?;
+        if applied == Applied::Done {
+            ctx.hub.publish(InstanceEvent::Changed {
+                instance_id: attempt.instance_id,
+            });
         }
     }
+    let agent = ctx.store.agent(agent_id)?;
+    let draining = agent.as_ref().is_some_and(|a| a.draining);
+    let opened = ctx
+        .hub
+        .open_session(agent_id, group, &hello.boot_id, slots, tx.clone());
+    if let Some(old) = &opened.superseded {
+        warn!(old_boot = %old, new_boot = %hello.boot_id, "a newer session of this agent replaced the one of another process");
+    }
+    info!(boot = %hello.boot_id, restarted, "agent online");
+    let welcome = pb::SchedulerMessage {
+        body: Some(pb::scheduler_message::Body::Welcome(pb::Welcome {
+            lease_ms: ctx.config.attempt_lease.as_millis() as u64,
+            draining,
+        })),
+    };
+    let _ = tx.send(Ok(welcome)).await;
+    stop_unwanted(ctx, agent_id, &hello.running_attempts)?;
+    Ok((opened.session_id, opened.closed))
+}
+
+/// Tells the agent to stop attempts it runs that the scheduler no longer counts as its own
+/// (failed after a lease, killed, or unknown): nothing may keep writing for an attempt the
+/// scheduler has given up on.
+fn stop_unwanted(ctx: &Context, agent_id: &str, running: &[String]) -> Result<(), Error> {
+    for id in running {
+        let reason = match ctx.store.attempt(id)? {
+            None => "the scheduler does not know this attempt".to_string(),
+            Some(a) if a.agent_id != agent_id => {
+                format!("the attempt belongs to agent {}", a.agent_id)
+            }
+            Some(a) if a.state.is_final() => format!(
+                "the scheduler ended this attempt as {}: {}",
+                a.state.as_str(),
+                a.error
+            ),
+            Some(_) => continue,
+        };
+        warn!(attempt = %id, %reason, "telling the agent to stop an attempt");
+        ctx.hub.send(
+            agent_id,
+            pb::SchedulerMessage {
+                body: Some(pb::scheduler_message::Body::Kill(pb::KillAttempt {
+                    attempt_id: id.clone(),
+                    reason,
+                })),
+            },
+        );
+    }
     Ok(())
+}
+
+fn attempt_state(status: i32) -> AttemptState {
+    match pb::AttemptStatus::try_from(status) {
+        Ok(pb::AttemptStatus::Succeeded) => AttemptState::Succeeded,
+        Ok(pb::AttemptStatus::Killed) => AttemptState::Killed,
+        _ => AttemptState::Failed,
+    }
+}
+
+/// Applies an agent's AttemptFinished (live on the session, or carried in a Hello).
+async fn finish_reported(
+    ctx: &Context,
+    agent_id: &str,
+    f: pb::AttemptFinished,
+) -> Result<(), Error> {
+    let state = attempt_state(f.status);
+    info!(attempt = %f.attempt_id, state = state.as_str(), "attempt finished");
+    let applied = ctx
+        .store
+        .propose(Command::FinishAttempt {
+            id: f.attempt_id.clone(),
+            by: Reporter::Agent(agent_id.to_string()),
+            fencing_token: f.fencing_token,
+            state,
+            stats: f.stats.unwrap_or_default().into(),
+            error: f.error,
+            at_ms: ctx.now_ms(),
+        })
+        .await?;
+    ctx.hub.dispatch.notify_one();
+    changed(ctx, &f.attempt_id, &applied)
 }
 
 async fn on_message(
@@ -267,16 +434,17 @@ async fn on_message(
     match body {
         Body::Hello(_) => Ok(()),
         Body::Heartbeat(hb) => {
-            ctx.hub.heartbeat(agent_id, hb.free_slots);
-            Ok(())
+            ctx.hub.heartbeat(agent_id, hb.free_slots, hb.load1);
+            stop_unwanted(ctx, agent_id, &hb.running_attempts)
         }
         Body::Started(s) => {
             let applied = ctx
                 .store
                 .propose(Command::AttemptStarted {
                     id: s.attempt_id.clone(),
+                    agent_id: agent_id.to_string(),
                     fencing_token: s.fencing_token,
-                    at_ms: now_ms(),
+                    at_ms: ctx.now_ms(),
                 })
                 .await?;
             changed(ctx, &s.attempt_id, &applied)
@@ -284,6 +452,7 @@ async fn on_message(
         Body::Progress(p) => {
             if let Some(a) = ctx.store.attempt(&p.attempt_id)?
                 && a.fencing_token == p.fencing_token
+                && a.agent_id == agent_id
                 && !a.state.is_final()
             {
                 ctx.hub.publish(InstanceEvent::Progress {
@@ -308,47 +477,33 @@ async fn on_message(
                 .store
                 .propose(Command::AppendLogs {
                     attempt_id: l.attempt_id.clone(),
+                    agent_id: agent_id.to_string(),
                     fencing_token: l.fencing_token,
                     lines: lines.clone(),
                 })
                 .await?;
-            if applied == Applied::Done
-                && let Some(a) = ctx.store.attempt(&l.attempt_id)?
-            {
-                for line in lines {
-                    ctx.hub.publish(InstanceEvent::Log {
-                        instance_id: a.instance_id.clone(),
-                        attempt_id: a.id.clone(),
-                        index: line.index,
-                        ts_ms: line.ts_ms,
-                        level: line.level,
-                        message: line.message,
-                    });
+            match applied {
+                Applied::Stale(why) => {
+                    warn!(attempt = %l.attempt_id, reason = %why, "log lines refused")
+                }
+                _ => {
+                    if let Some(a) = ctx.store.attempt(&l.attempt_id)? {
+                        for line in lines {
+                            ctx.hub.publish(InstanceEvent::Log {
+                                instance_id: a.instance_id.clone(),
+                                attempt_id: a.id.clone(),
+                                index: line.index,
+                                ts_ms: line.ts_ms,
+                                level: line.level,
+                                message: line.message,
+                            });
+                        }
+                    }
                 }
             }
             Ok(())
         }
-        Body::Finished(f) => {
-            let state = match pb::AttemptStatus::try_from(f.status) {
-                Ok(pb::AttemptStatus::Succeeded) => AttemptState::Succeeded,
-                Ok(pb::AttemptStatus::Killed) => AttemptState::Killed,
-                _ => AttemptState::Failed,
-            };
-            info!(attempt = %f.attempt_id, state = state.as_str(), "attempt finished");
-            let applied = ctx
-                .store
-                .propose(Command::FinishAttempt {
-                    id: f.attempt_id.clone(),
-                    fencing_token: f.fencing_token,
-                    state,
-                    stats: f.stats.unwrap_or_default().into(),
-                    error: f.error,
-                    at_ms: now_ms(),
-                })
-                .await?;
-            ctx.hub.dispatch.notify_one();
-            changed(ctx, &f.attempt_id, &applied)
-        }
+        Body::Finished(f) => finish_reported(ctx, agent_id, f).await,
         Body::Connectivity(c) => {
             ctx.hub.test_result(agent_id, c);
             Ok(())

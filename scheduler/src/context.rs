@@ -1,5 +1,6 @@
 //! The parts every service of one scheduler shares.
 
+use crate::clock::SharedClock;
 use crate::hub::Hub;
 use crate::secrets::SecretBox;
 use crate::state::Store;
@@ -16,6 +17,8 @@ pub struct Config {
     pub offline_after: Duration,
     /// A running attempt whose agent has had no session for this long is failed.
     pub attempt_lease: Duration,
+    /// A dispatched attempt the agent has not reported started within this long is failed.
+    pub start_timeout: Duration,
     /// How often the dispatcher looks for work even when nothing woke it.
     pub dispatch_interval: Duration,
 }
@@ -27,20 +30,24 @@ impl Config {
             advertise_url,
             offline_after: Duration::from_secs(15),
             attempt_lease: Duration::from_secs(60),
+            start_timeout: Duration::from_secs(60),
             dispatch_interval: Duration::from_millis(500),
         }
     }
 }
 
-/// Store, live registry, secret box and settings of one scheduler.
+/// Store, live registry, secret box, clock and settings of one scheduler.
 pub struct Context {
     pub store: Store,
     pub hub: Hub,
     pub secrets: SecretBox,
     pub config: Config,
+    pub clock: SharedClock,
 }
 
-/// Milliseconds since the Unix epoch, the one clock reading commands carry.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+impl Context {
+    /// Milliseconds since the Unix epoch by the scheduler's clock: the one reading commands carry.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
 }

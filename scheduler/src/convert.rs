@@ -40,6 +40,7 @@ impl From<&Task> for pb::TaskInfo {
             group: t.group.clone(),
             version: t.version,
             updated_ms: t.updated_ms,
+            agent_labels: t.agent_labels.clone().into_iter().collect(),
         }
     }
 }
@@ -54,6 +55,7 @@ impl From<&Attempt> for pb::AttemptInfo {
             finished_ms: a.finished_ms,
             stats: Some(a.stats.into()),
             error: a.error.clone(),
+            late_report: a.late_report.clone(),
         }
     }
 }
@@ -61,11 +63,20 @@ impl From<&Attempt> for pb::AttemptInfo {
 /// The admin view of an agent, with its liveness as this scheduler sees it now.
 pub fn agent_info(ctx: &Context, a: &Agent, running: u32) -> pb::AgentInfo {
     let online = ctx.hub.online(&a.id, ctx.config.offline_after);
-    let last_heartbeat_ms = ctx
-        .hub
-        .session(&a.id)
+    let session = ctx.hub.session(&a.id);
+    let last_heartbeat_ms = session
+        .as_ref()
         .map(|s| s.last_heartbeat_ms)
         .unwrap_or(a.last_seen_ms);
+    let state = if a.is_revoked() {
+        "revoked"
+    } else if online.is_none() {
+        "offline"
+    } else if a.draining {
+        "draining"
+    } else {
+        "online"
+    };
     pb::AgentInfo {
         id: a.id.clone(),
         hostname: a.host.hostname.clone(),
@@ -73,13 +84,12 @@ pub fn agent_info(ctx: &Context, a: &Agent, running: u32) -> pb::AgentInfo {
         slots: a.host.slots,
         running,
         last_heartbeat_ms,
-        state: if online.is_some() {
-            "online"
-        } else {
-            "offline"
-        }
-        .to_string(),
+        state: state.to_string(),
         addresses: a.host.addresses.clone(),
+        group: a.group.clone(),
+        labels: a.host.labels.clone().into_iter().collect(),
+        load1: session.map(|s| s.load1).unwrap_or_default(),
+        boot_id: a.boot_id.clone(),
     }
 }
 

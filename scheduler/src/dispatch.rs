@@ -1,15 +1,17 @@
-//! The dispatcher: hands waiting instances to online agents of their resource group, and fails
-//! attempts whose agent has been gone longer than the lease.
+//! The dispatcher: hands waiting instances to online agents of their resource group, and ends
+//! attempts the scheduler has to give up on (agent gone past its lease, attempt never started).
 //!
 //! It wakes when something changes (an instance is created, an agent connects, a slot frees) and
 //! on a short tick, and it says why an instance still waits, because "it just sits there" is the
-//! worst thing a scheduler can show a user.
+//! worst thing a scheduler can show a user. It never waits on one agent: messages go out with
+//! `try_send`, and an agent whose session buffer is full is skipped, so one stuck agent cannot
+//! stall dispatch for the others.
 
-use crate::context::{Context, now_ms};
+use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::hub::InstanceEvent;
-use crate::state::command::{Applied, Command};
-use crate::state::model::{AttemptState, Instance};
+use crate::hub::{InstanceEvent, Session};
+use crate::state::command::{Applied, Command, Reporter};
+use crate::state::model::{Agent, Attempt, AttemptState, Instance, Labels};
 use ferry_common::job::JobSpec;
 use ferry_common::params::{self, ParamContext};
 use ferry_proto::agent::v1 as pb;
@@ -32,8 +34,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
 }
 
-async fn tick(ctx: &Context) -> Result<()> {
-    expire_leases(ctx).await?;
+/// One round: give up on lost attempts, then dispatch what waits.
+pub async fn tick(ctx: &Context) -> Result<()> {
+    expire(ctx).await?;
     let waiting = ctx.store.waiting_instances()?;
     if waiting.is_empty() {
         return Ok(());
@@ -41,56 +44,119 @@ async fn tick(ctx: &Context) -> Result<()> {
     // Slots in use per agent, from the durable state (dispatched or running attempts).
     let mut busy = ctx.store.running_per_agent()?;
     let agents = ctx.store.agents()?;
+    let mut labels_of: HashMap<(String, u32), Labels> = HashMap::new();
     for inst in waiting {
         let span = info_span!("instance", instance = %inst.id, task = %inst.task);
+        let key = (inst.task.clone(), inst.version);
+        if !labels_of.contains_key(&key) {
+            let labels = ctx
+                .store
+                .task_version(&inst.task, inst.version)?
+                .map(|v| v.agent_labels)
+                .unwrap_or_default();
+            labels_of.insert(key.clone(), labels);
+        }
+        let required = labels_of.get(&key).cloned().unwrap_or_default();
         async {
-            let in_group: Vec<_> = agents.iter().filter(|a| a.group == inst.group).collect();
-            let online: Vec<_> = in_group
-                .iter()
-                .filter_map(|a| {
-                    ctx.hub
-                        .online(&a.id, ctx.config.offline_after)
-                        .map(|s| (a.id.clone(), s))
-                })
-                .collect();
-            let free = online.iter().find(|(id, s)| {
-                busy.get(id).copied().unwrap_or(0) < s.slots.max(1)
-            });
-            let Some((agent_id, session)) = free else {
-                let reason = if in_group.is_empty() {
-                    format!(
-                        "resource group \"{}\" has no agents; install one with the command printed by `ferry group create`",
-                        inst.group
-                    )
-                } else if online.is_empty() {
-                    format!(
-                        "no online agent in resource group \"{}\" ({} registered, all offline); start one",
-                        inst.group,
-                        in_group.len()
-                    )
-                } else {
-                    format!(
-                        "all {} online agents of resource group \"{}\" are busy",
-                        online.len(),
-                        inst.group
-                    )
-                };
-                if ctx.hub.set_waiting(&inst.id, Some(reason.clone())) {
-                    info!(%reason, "instance waits");
-                    ctx.hub.publish(InstanceEvent::Changed {
-                        instance_id: inst.id.clone(),
-                    });
+            match choose(ctx, &inst, &required, &agents, &busy) {
+                Ok((agent_id, session)) => {
+                    ctx.hub.set_waiting(&inst.id, None);
+                    *busy.entry(agent_id.clone()).or_default() += 1;
+                    ctx.hub.dispatched_to(&agent_id);
+                    dispatch(ctx, &inst, &agent_id, &session).await
                 }
-                return Ok::<(), Error>(());
-            };
-            ctx.hub.set_waiting(&inst.id, None);
-            *busy.entry(agent_id.clone()).or_default() += 1;
-            dispatch(ctx, &inst, agent_id, &session.tx).await
+                Err(reason) => {
+                    if ctx.hub.set_waiting(&inst.id, Some(reason.clone())) {
+                        info!(%reason, "instance waits");
+                        ctx.hub.publish(InstanceEvent::Changed {
+                            instance_id: inst.id.clone(),
+                        });
+                    }
+                    Ok::<(), Error>(())
+                }
+            }
         }
         .instrument(span)
         .await?;
     }
     Ok(())
+}
+
+/// Picks the agent for `inst`: online, in its group, not draining, carrying the labels the task
+/// asks for, with a free slot (by the scheduler's count and by the agent's last heartbeat) and
+/// room in its session; the most free slots first, then the lowest load, then the one that got
+/// work longest ago. The error is why the instance waits.
+fn choose(
+    ctx: &Context,
+    inst: &Instance,
+    required: &Labels,
+    agents: &[Agent],
+    busy: &HashMap<String, u32>,
+) -> std::result::Result<(String, Session), String> {
+    let in_group: Vec<&Agent> = agents
+        .iter()
+        .filter(|a| a.group == inst.group && !a.is_revoked())
+        .collect();
+    if in_group.is_empty() {
+        return Err(format!(
+            "resource group \"{}\" has no agents; install one with the command printed by `ferry group create`",
+            inst.group
+        ));
+    }
+    let online: Vec<(&Agent, Session)> = in_group
+        .iter()
+        .filter_map(|a| {
+            ctx.hub
+                .online(&a.id, ctx.config.offline_after)
+                .map(|s| (*a, s))
+        })
+        .collect();
+    if online.is_empty() {
+        return Err(format!(
+            "no online agent in resource group \"{}\" ({} registered, all offline); start one",
+            inst.group,
+            in_group.len()
+        ));
+    }
+    let serving: Vec<&(&Agent, Session)> = online.iter().filter(|(a, _)| !a.draining).collect();
+    if serving.is_empty() {
+        return Err(format!(
+            "every online agent of resource group \"{}\" is draining; resume one with `ferry agent resume`",
+            inst.group
+        ));
+    }
+    let fitting: Vec<&&(&Agent, Session)> = serving
+        .iter()
+        .filter(|(a, _)| a.has_labels(required))
+        .collect();
+    if fitting.is_empty() {
+        let wanted: Vec<String> = required.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        return Err(format!(
+            "no online agent of resource group \"{}\" carries the labels {}",
+            inst.group,
+            wanted.join(",")
+        ));
+    }
+    let best = fitting
+        .iter()
+        .filter_map(|(a, s)| {
+            let used = busy.get(&a.id).copied().unwrap_or(0);
+            let free = s.slots.max(1).saturating_sub(used).min(s.free_slots);
+            (free > 0 && s.tx.capacity() > 0).then_some((free, *a, s))
+        })
+        .max_by(|(fa, _, sa), (fb, _, sb)| {
+            fa.cmp(fb)
+                .then(sb.load1.total_cmp(&sa.load1))
+                .then(sb.last_dispatch_ms.cmp(&sa.last_dispatch_ms))
+        });
+    match best {
+        Some((_, a, s)) => Ok((a.id.clone(), s.clone())),
+        None => Err(format!(
+            "all {} eligible online agents of resource group \"{}\" are busy",
+            fitting.len(),
+            inst.group
+        )),
+    }
 }
 
 /// Resolves the instance's job for the agent: parameters substituted, data sources filled in
@@ -126,12 +192,7 @@ fn resolve_job(ctx: &Context, inst: &Instance) -> Result<String> {
     Ok(resolved.to_json())
 }
 
-async fn dispatch(
-    ctx: &Context,
-    inst: &Instance,
-    agent_id: &str,
-    tx: &crate::hub::SessionTx,
-) -> Result<()> {
+async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Session) -> Result<()> {
     let attempt_id = format!("att-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
     let resolved = resolve_job(ctx, inst);
     let target_agent = if resolved.is_ok() { agent_id } else { "" };
@@ -141,7 +202,7 @@ async fn dispatch(
             id: attempt_id.clone(),
             instance_id: inst.id.clone(),
             agent_id: target_agent.to_string(),
-            at_ms: now_ms(),
+            at_ms: ctx.now_ms(),
         })
         .await?
     else {
@@ -154,11 +215,12 @@ async fn dispatch(
             ctx.store
                 .propose(Command::FinishAttempt {
                     id: attempt_id,
+                    by: Reporter::Scheduler,
                     fencing_token,
                     state: AttemptState::Failed,
                     stats: Default::default(),
                     error: e.to_string(),
-                    at_ms: now_ms(),
+                    at_ms: ctx.now_ms(),
                 })
                 .await?;
             ctx.hub.publish(InstanceEvent::Changed {
@@ -181,46 +243,76 @@ async fn dispatch(
             bizdate: inst.bizdate.clone(),
         })),
     };
-    if tx.send(Ok(start)).await.is_err() {
-        // The session closed under us; the agent's next Hello (or the lease) settles the attempt.
-        warn!(attempt = %attempt_id, agent = %agent_id, "session closed before the attempt was sent");
+    if session.tx.try_send(Ok(start)).is_err() {
+        // The session closed or filled up under us; the agent's next Hello (or the start
+        // timeout) settles the attempt.
+        warn!(attempt = %attempt_id, agent = %agent_id, "could not hand the attempt to the agent's session");
     }
     Ok(())
 }
 
-/// Fails attempts whose agent has had no session for longer than the lease.
-async fn expire_leases(ctx: &Context) -> Result<()> {
+/// Ends attempts the scheduler must give up on: the agent has had no session for longer than
+/// the lease, or never reported the attempt started within the start timeout. The agent, if it
+/// is still there, is told to stop.
+async fn expire(ctx: &Context) -> Result<()> {
+    let now = ctx.now_ms();
     for a in ctx.store.live_attempts()? {
         if a.agent_id.is_empty() {
             continue;
         }
-        let Some(lost) = ctx.hub.lost_for(&a.agent_id) else {
+        let why = if let Some(lost) = ctx.hub.lost_for(&a.agent_id)
+            && lost >= ctx.config.attempt_lease
+        {
+            format!(
+                "agent {} was unreachable for more than {}s; the attempt is failed and its late reports will be rejected",
+                a.agent_id,
+                ctx.config.attempt_lease.as_secs()
+            )
+        } else if a.state == AttemptState::Dispatched
+            && now - a.dispatched_ms >= ctx.config.start_timeout.as_millis() as i64
+        {
+            format!(
+                "agent {} did not start the attempt within {}s of dispatch",
+                a.agent_id,
+                ctx.config.start_timeout.as_secs()
+            )
+        } else {
             continue;
         };
-        if lost < ctx.config.attempt_lease {
-            continue;
-        }
-        warn!(attempt = %a.id, instance = %a.instance_id, agent = %a.agent_id, "agent lost past the lease; failing the attempt");
-        let applied = ctx
-            .store
-            .propose(Command::FinishAttempt {
-                id: a.id.clone(),
-                fencing_token: a.fencing_token,
-                state: AttemptState::Failed,
-                stats: a.stats,
-                error: format!(
-                    "agent {} was unreachable for more than {}s; the attempt is failed and its late reports will be rejected",
-                    a.agent_id,
-                    ctx.config.attempt_lease.as_secs()
-                ),
-                at_ms: now_ms(),
-            })
-            .await?;
-        if applied == Applied::Done {
-            ctx.hub.publish(InstanceEvent::Changed {
-                instance_id: a.instance_id,
-            });
-        }
+        give_up(ctx, a, why).await?;
+    }
+    Ok(())
+}
+
+/// Fails an attempt by the scheduler's decision and tells its agent to stop it.
+pub async fn give_up(ctx: &Context, a: Attempt, why: String) -> Result<()> {
+    warn!(attempt = %a.id, instance = %a.instance_id, agent = %a.agent_id, reason = %why, "giving up on the attempt");
+    let applied = ctx
+        .store
+        .propose(Command::FinishAttempt {
+            id: a.id.clone(),
+            by: Reporter::Scheduler,
+            fencing_token: a.fencing_token,
+            state: AttemptState::Failed,
+            stats: a.stats,
+            error: why.clone(),
+            at_ms: ctx.now_ms(),
+        })
+        .await?;
+    if applied == Applied::Done {
+        ctx.hub.send(
+            &a.agent_id,
+            pb::SchedulerMessage {
+                body: Some(pb::scheduler_message::Body::Kill(pb::KillAttempt {
+                    attempt_id: a.id.clone(),
+                    reason: why,
+                })),
+            },
+        );
+        ctx.hub.publish(InstanceEvent::Changed {
+            instance_id: a.instance_id,
+        });
+        ctx.hub.dispatch.notify_one();
     }
     Ok(())
 }

@@ -4,13 +4,15 @@
 //!
 //! Nothing here must survive a restart: after one, agents reconnect and say again what they run.
 
+use crate::clock::SharedClock;
 use crate::state::model::Stats;
 use ferry_proto::agent::v1 as pb;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::sync::{Notify, broadcast, mpsc};
-use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 /// The sending half of an agent's session stream.
@@ -21,11 +23,26 @@ pub type SessionTx = mpsc::Sender<Result<pb::SchedulerMessage, Status>>;
 pub struct Session {
     pub session_id: u64,
     pub group: String,
+    /// The agent process's random id: a different one on a new session means another process.
+    pub boot_id: String,
     pub tx: SessionTx,
     pub slots: u32,
+    /// Free slots as of the last heartbeat, less what was dispatched since.
     pub free_slots: u32,
-    pub last_heartbeat: Instant,
+    pub load1: f64,
     pub last_heartbeat_ms: i64,
+    /// When this scheduler last dispatched to the agent, to spread work evenly.
+    pub last_dispatch_ms: i64,
+    /// Cancelled when the session is replaced or the agent revoked: its stream stops serving.
+    pub closed: CancellationToken,
+}
+
+/// What opening a session displaced.
+pub struct Opened {
+    pub session_id: u64,
+    pub closed: CancellationToken,
+    /// The previous session of the same agent, when another process (other boot id) held it.
+    pub superseded: Option<String>,
 }
 
 /// An event about an instance, for watchers.
@@ -64,9 +81,10 @@ pub type TestReply = (String, pb::ConnectivityResult);
 
 /// In-memory registry shared by the agent service, the admin service and the dispatcher.
 pub struct Hub {
+    clock: SharedClock,
     sessions: Mutex<HashMap<String, Session>>,
-    /// When each agent lost its session, for the attempt lease.
-    lost_since: Mutex<HashMap<String, Instant>>,
+    /// When each agent lost its session (clock ms), for the attempt lease.
+    lost_since: Mutex<HashMap<String, i64>>,
     tests: Mutex<HashMap<String, mpsc::Sender<TestReply>>>,
     waiting: Mutex<HashMap<String, String>>,
     next_session: AtomicU64,
@@ -75,20 +93,15 @@ pub struct Hub {
     pub dispatch: Notify,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these maps leaves plain data behind; keep serving.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {
-    pub fn new() -> Self {
+    pub fn new(clock: SharedClock) -> Self {
         Self {
+            clock,
             sessions: Mutex::default(),
             lost_since: Mutex::default(),
             tests: Mutex::default(),
@@ -99,25 +112,54 @@ impl Hub {
         }
     }
 
-    /// Registers a session, replacing an older one of the same agent; returns its id.
-    pub fn open_session(&self, agent_id: &str, group: &str, slots: u32, tx: SessionTx) -> u64 {
+    /// Registers a session, replacing an older one of the same agent: the newest session always
+    /// wins. When the older one belonged to another process of the agent (another boot id, say a
+    /// copy still stopping or a cloned data folder), that process is told why it lost.
+    pub fn open_session(
+        &self,
+        agent_id: &str,
+        group: &str,
+        boot_id: &str,
+        slots: u32,
+        tx: SessionTx,
+    ) -> Opened {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
-        lock(&self.sessions).insert(
+        let now = self.clock.now_ms();
+        let closed = CancellationToken::new();
+        let old = lock(&self.sessions).insert(
             agent_id.to_string(),
             Session {
                 session_id,
                 group: group.to_string(),
+                boot_id: boot_id.to_string(),
                 tx,
                 slots,
                 free_slots: slots,
-                last_heartbeat: now,
-                last_heartbeat_ms: chrono::Utc::now().timestamp_millis(),
+                load1: 0.0,
+                last_heartbeat_ms: now,
+                last_dispatch_ms: 0,
+                closed: closed.clone(),
             },
         );
         lock(&self.lost_since).remove(agent_id);
+        let mut superseded = None;
+        if let Some(old) = old {
+            if old.boot_id != boot_id {
+                let why = format!(
+                    "superseded: another process of agent {agent_id} (boot {boot_id}) opened a newer session; this one (boot {}) is closed",
+                    old.boot_id
+                );
+                let _ = old.tx.try_send(Err(Status::aborted(why.clone())));
+                superseded = Some(old.boot_id);
+            }
+            old.closed.cancel();
+        }
         self.dispatch.notify_one();
-        session_id
+        Opened {
+            session_id,
+            closed,
+            superseded,
+        }
     }
 
     /// Removes the session if it is still `session_id` (a newer one may have replaced it).
@@ -125,31 +167,51 @@ impl Hub {
         let mut sessions = lock(&self.sessions);
         if sessions.get(agent_id).map(|s| s.session_id) == Some(session_id) {
             sessions.remove(agent_id);
-            lock(&self.lost_since).insert(agent_id.to_string(), Instant::now());
+            lock(&self.lost_since).insert(agent_id.to_string(), self.clock.now_ms());
             true
         } else {
             false
         }
     }
 
-    /// Drops every session, which ends their response streams; used on shutdown.
-    pub fn close_all(&self) {
-        lock(&self.sessions).clear();
+    /// Ends an agent's session at once with `status` (revocation).
+    pub fn kick(&self, agent_id: &str, status: Status) {
+        if let Some(s) = lock(&self.sessions).remove(agent_id) {
+            let _ = s.tx.try_send(Err(status));
+            s.closed.cancel();
+            lock(&self.lost_since).insert(agent_id.to_string(), self.clock.now_ms());
+        }
     }
 
-    pub fn heartbeat(&self, agent_id: &str, free_slots: u32) {
+    /// Drops every session, which ends their response streams; used on shutdown.
+    pub fn close_all(&self) {
+        for (_, s) in lock(&self.sessions).drain() {
+            s.closed.cancel();
+        }
+    }
+
+    pub fn heartbeat(&self, agent_id: &str, free_slots: u32, load1: f64) {
         if let Some(s) = lock(&self.sessions).get_mut(agent_id) {
             s.free_slots = free_slots;
-            s.last_heartbeat = Instant::now();
-            s.last_heartbeat_ms = chrono::Utc::now().timestamp_millis();
+            s.load1 = load1;
+            s.last_heartbeat_ms = self.clock.now_ms();
+        }
+    }
+
+    /// Notes a dispatch to the agent: one slot fewer until its next heartbeat says otherwise.
+    pub fn dispatched_to(&self, agent_id: &str) {
+        if let Some(s) = lock(&self.sessions).get_mut(agent_id) {
+            s.free_slots = s.free_slots.saturating_sub(1);
+            s.last_dispatch_ms = self.clock.now_ms();
         }
     }
 
     /// The session of an agent that heartbeat within `fresh`.
-    pub fn online(&self, agent_id: &str, fresh: std::time::Duration) -> Option<Session> {
+    pub fn online(&self, agent_id: &str, fresh: Duration) -> Option<Session> {
+        let now = self.clock.now_ms();
         lock(&self.sessions)
             .get(agent_id)
-            .filter(|s| s.last_heartbeat.elapsed() <= fresh)
+            .filter(|s| now - s.last_heartbeat_ms <= fresh.as_millis() as i64)
             .cloned()
     }
 
@@ -157,17 +219,23 @@ impl Hub {
         lock(&self.sessions).get(agent_id).cloned()
     }
 
+    /// Sends a message to an agent's session if it has one and room for it; never waits, so one
+    /// stuck agent cannot hold up the caller.
+    pub fn send(&self, agent_id: &str, msg: pb::SchedulerMessage) -> bool {
+        let tx = lock(&self.sessions).get(agent_id).map(|s| s.tx.clone());
+        tx.is_some_and(|tx| tx.try_send(Ok(msg)).is_ok())
+    }
+
     /// How long an agent has been without a session; `None` while it has one. An agent never
-    /// seen since this scheduler started counts from `first_check`.
-    pub fn lost_for(&self, agent_id: &str) -> Option<std::time::Duration> {
+    /// seen since this scheduler started counts from the first time anyone asks.
+    pub fn lost_for(&self, agent_id: &str) -> Option<Duration> {
         if lock(&self.sessions).contains_key(agent_id) {
             return None;
         }
+        let now = self.clock.now_ms();
         let mut lost = lock(&self.lost_since);
-        let since = *lost
-            .entry(agent_id.to_string())
-            .or_insert_with(Instant::now);
-        Some(since.elapsed())
+        let since = *lost.entry(agent_id.to_string()).or_insert(now);
+        Some(Duration::from_millis((now - since).max(0) as u64))
     }
 
     pub fn start_test(&self, request_id: &str, tx: mpsc::Sender<TestReply>) {

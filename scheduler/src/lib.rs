@@ -1,6 +1,7 @@
 //! Ferry's scheduler.
 //!
 //! # Layout
+//! - [`clock`]: the injected clock every time-based decision reads.
 //! - [`state`]: the durable state machine over sled; every change is a [`state::command::Command`].
 //! - [`hub`]: what is known only while running: open agent sessions, heartbeats, watchers.
 //! - [`agent_service`]: the agent-facing gRPC service (Register, Session).
@@ -11,6 +12,7 @@
 
 pub mod admin;
 pub mod agent_service;
+pub mod clock;
 pub mod context;
 pub mod convert;
 pub mod dispatch;

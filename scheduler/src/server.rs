@@ -3,6 +3,7 @@
 
 use crate::admin::AdminApi;
 use crate::agent_service::AgentApi;
+use crate::clock::SharedClock;
 use crate::context::{Config, Context};
 use crate::dispatch;
 use crate::hub::Hub;
@@ -38,6 +39,16 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
+    run_with_clock(listener, config, crate::clock::system(), shutdown).await
+}
+
+/// [`run`] with the clock every time-based decision reads (tests pass a manual one).
+pub async fn run_with_clock(
+    listener: TcpListener,
+    config: Config,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -46,9 +57,10 @@ pub async fn run(
     let secrets = SecretBox::load_or_create(&config.data_dir)?;
     let ctx = Arc::new(Context {
         store,
-        hub: Hub::new(),
+        hub: Hub::new(clock.clone()),
         secrets,
         config,
+        clock,
     });
     let tasks = TaskTracker::new();
     tasks.spawn(dispatch::run(ctx.clone(), shutdown.clone()));

@@ -59,6 +59,17 @@ pub fn probe(path: &str) -> Result<usize, String> {
     .map_err(|e| format!("{path} is not a readable SQLite database: {e}"))
 }
 
+/// Checks that `table` exists in the database at `path`.
+pub fn probe_table(path: &str, table: &str) -> Result<(), String> {
+    let conn = open(path, false)?;
+    conn.prepare(&format!(
+        "SELECT * FROM \"{}\" LIMIT 0",
+        table.replace('"', "\"\"")
+    ))
+    .map(|_| ())
+    .map_err(|e| format!("table {table} in {path}: {e}"))
+}
+
 pub struct SqliteReader {
     params: ReaderParams,
 }

@@ -5,7 +5,7 @@
 //! proposer and carried inside it, so replaying the same log on another node (raft, later) gives
 //! the same state.
 
-use super::model::{AttemptState, DataSourceRecord, HostInfo, LogRecord, Stats};
+use super::model::{AttemptState, DataSourceRecord, HostInfo, Labels, LogRecord, Stats};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,7 +32,20 @@ pub enum Command {
         id: String,
         connected: bool,
         host: Option<HostInfo>,
+        /// The agent process's boot id, on connect.
+        #[serde(default)]
+        boot_id: Option<String>,
         at_ms: i64,
+    },
+    /// Cuts an agent off: its credential stops working and its live attempts fail.
+    RevokeAgent {
+        id: String,
+        reason: String,
+        at_ms: i64,
+    },
+    SetAgentDraining {
+        id: String,
+        draining: bool,
     },
     PutDataSource {
         record: DataSourceRecord,
@@ -45,6 +58,8 @@ pub enum Command {
         name: String,
         group: String,
         job_text: String,
+        #[serde(default)]
+        agent_labels: Labels,
         at_ms: i64,
     },
     CreateInstance {
@@ -61,24 +76,40 @@ pub enum Command {
         agent_id: String,
         at_ms: i64,
     },
+    /// Reported by the agent that holds the attempt.
     AttemptStarted {
         id: String,
+        agent_id: String,
         fencing_token: u64,
         at_ms: i64,
     },
+    /// Reported by the agent that holds the attempt.
     AppendLogs {
         attempt_id: String,
+        agent_id: String,
         fencing_token: u64,
         lines: Vec<LogRecord>,
     },
+    /// The end of an attempt, reported by its agent or decided by the scheduler.
     FinishAttempt {
         id: String,
+        by: Reporter,
         fencing_token: u64,
         state: AttemptState,
         stats: Stats,
         error: String,
         at_ms: i64,
     },
+}
+
+/// Who ends an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reporter {
+    /// The agent that holds the attempt, reporting what happened.
+    Agent(String),
+    /// The scheduler, giving up on it (lease, start timeout, lost or revoked agent).
+    Scheduler,
 }
 
 /// What applying a command produced, for the proposer.

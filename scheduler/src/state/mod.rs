@@ -11,10 +11,10 @@ pub mod command;
 pub mod model;
 
 use crate::error::{Error, Result};
-use command::{Applied, Command};
+use command::{Applied, Command, Reporter};
 use model::{
     Agent, Attempt, AttemptState, DataSourceRecord, Group, Instance, InstanceState, LogRecord,
-    Task, TaskVersion,
+    Stats, Task, TaskVersion,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -165,6 +165,10 @@ impl Store {
                     registered_ms: at_ms,
                     last_seen_ms: at_ms,
                     connected: false,
+                    boot_id: String::new(),
+                    draining: false,
+                    revoked_ms: 0,
+                    revoked_reason: String::new(),
                 };
                 w.put(key(AGENT, &id), &a)?;
                 Applied::Done
@@ -173,6 +177,7 @@ impl Store {
                 id,
                 connected,
                 host,
+                boot_id,
                 at_ms,
             } => {
                 let Some(mut a) = self.agent(&id)? else {
@@ -183,6 +188,52 @@ impl Store {
                 if let Some(h) = host {
                     a.host = h;
                 }
+                if let Some(b) = boot_id {
+                    a.boot_id = b;
+                }
+                w.put(key(AGENT, &id), &a)?;
+                Applied::Done
+            }
+            Command::RevokeAgent { id, reason, at_ms } => {
+                let Some(mut a) = self.agent(&id)? else {
+                    return Err(Error::NotFound {
+                        what: "agent",
+                        name: id,
+                        hint: "see `ferry agent list`",
+                    });
+                };
+                if !a.is_revoked() {
+                    a.revoked_ms = at_ms;
+                    a.revoked_reason = reason.clone();
+                    a.connected = false;
+                    w.put(key(AGENT, &id), &a)?;
+                    for att in self.live_attempts()? {
+                        if att.agent_id == id {
+                            self.end_attempt(
+                                &mut w,
+                                att,
+                                AttemptState::Failed,
+                                None,
+                                format!(
+                                    "agent {id} was revoked ({reason}); the attempt was stopped"
+                                ),
+                                at_ms,
+                                true,
+                            )?;
+                        }
+                    }
+                }
+                Applied::Done
+            }
+            Command::SetAgentDraining { id, draining } => {
+                let Some(mut a) = self.agent(&id)? else {
+                    return Err(Error::NotFound {
+                        what: "agent",
+                        name: id,
+                        hint: "see `ferry agent list`",
+                    });
+                };
+                a.draining = draining;
                 w.put(key(AGENT, &id), &a)?;
                 Applied::Done
             }
@@ -205,6 +256,7 @@ impl Store {
                 name,
                 group,
                 job_text,
+                agent_labels,
                 at_ms,
             } => {
                 self.require_group(&group)?;
@@ -214,6 +266,7 @@ impl Store {
                     group: group.clone(),
                     version,
                     updated_ms: at_ms,
+                    agent_labels: agent_labels.clone(),
                 };
                 let v = TaskVersion {
                     task: name.clone(),
@@ -221,6 +274,7 @@ impl Store {
                     group,
                     job_text,
                     created_ms: at_ms,
+                    agent_labels,
                 };
                 w.put(key(TASK, &name), &t)?;
                 w.put(version_key(&name, version), &v)?;
@@ -280,6 +334,8 @@ impl Store {
                     finished_ms: 0,
                     stats: Default::default(),
                     error: String::new(),
+                    ended_by_scheduler: false,
+                    late_report: String::new(),
                 };
                 inst.state = InstanceState::Dispatched;
                 inst.attempts.push(id.clone());
@@ -291,10 +347,11 @@ impl Store {
             }
             Command::AttemptStarted {
                 id,
+                agent_id,
                 fencing_token,
                 at_ms,
             } => {
-                let mut a = match self.live_attempt(&id, fencing_token)? {
+                let mut a = match self.live_attempt(&id, fencing_token, Some(&agent_id))? {
                     Ok(a) => a,
                     Err(stale) => return Ok(stale),
                 };
@@ -308,6 +365,7 @@ impl Store {
             }
             Command::AppendLogs {
                 attempt_id,
+                agent_id,
                 fencing_token,
                 lines,
             } => {
@@ -320,6 +378,15 @@ impl Store {
                         a.fencing_token
                     )));
                 }
+                if a.agent_id != agent_id {
+                    return Ok(Applied::Stale(format!(
+                        "agent {agent_id} sent log lines for attempt {attempt_id}, which belongs to agent {}",
+                        a.agent_id
+                    )));
+                }
+                if let Some(stale) = self.revoked(&agent_id)? {
+                    return Ok(stale);
+                }
                 // Lines that arrive after the attempt finished (resent after a reconnect) are
                 // still the attempt's own log: keep them.
                 for line in lines {
@@ -329,42 +396,163 @@ impl Store {
             }
             Command::FinishAttempt {
                 id,
+                by,
                 fencing_token,
                 state,
                 stats,
                 error,
                 at_ms,
             } => {
-                let mut a = match self.live_attempt(&id, fencing_token)? {
-                    Ok(a) => a,
-                    Err(stale) => return Ok(stale),
+                let Some(a) = self.attempt(&id)? else {
+                    return Ok(Applied::Stale(format!("unknown attempt {id}")));
                 };
-                let mut inst = self.require_instance(&a.instance_id)?;
-                a.state = state;
-                a.stats = stats;
-                a.error = error;
-                a.finished_ms = at_ms;
-                if a.started_ms == 0 {
-                    a.started_ms = at_ms;
+                if a.fencing_token != fencing_token {
+                    return Ok(Applied::Stale(format!(
+                        "attempt {id} fenced: token {fencing_token} is not {}",
+                        a.fencing_token
+                    )));
                 }
-                inst.state = match state {
-                    AttemptState::Succeeded => InstanceState::Success,
-                    AttemptState::Killed => InstanceState::Killed,
-                    _ => InstanceState::Failed,
+                let agent = match &by {
+                    Reporter::Agent(agent) => {
+                        if *agent != a.agent_id {
+                            return Ok(Applied::Stale(format!(
+                                "agent {agent} reported attempt {id}, which belongs to agent {}",
+                                a.agent_id
+                            )));
+                        }
+                        if let Some(stale) = self.revoked(agent)? {
+                            return Ok(stale);
+                        }
+                        Some(agent.as_str())
+                    }
+                    Reporter::Scheduler => None,
                 };
-                inst.finished_ms = at_ms;
-                w.batch.remove(key(LIVE, &id));
-                w.put(key(ATTEMPT, &id), &a)?;
-                w.put(key(INSTANCE, &a.instance_id), &inst)?;
-                Applied::Done
+                if !a.state.is_final() {
+                    self.end_attempt(&mut w, a, state, Some(stats), error, at_ms, agent.is_none())?;
+                    Applied::Done
+                } else if agent.is_some() {
+                    self.late_report(&mut w, a, state, stats, error, at_ms)?
+                } else {
+                    return Ok(Applied::Stale(format!(
+                        "attempt {id} already {}",
+                        a.state.as_str()
+                    )));
+                }
             }
         };
         self.tree.apply_batch(w.batch)?;
         Ok(result)
     }
 
-    /// The attempt, if it exists, carries `token` and has not finished; otherwise why not.
-    fn live_attempt(&self, id: &str, token: u64) -> Result<Result<Attempt, Applied>> {
+    /// Why a report of `agent` counts for nothing, if it is revoked.
+    fn revoked(&self, agent: &str) -> Result<Option<Applied>> {
+        Ok(self
+            .agent(agent)?
+            .filter(Agent::is_revoked)
+            .map(|_| Applied::Stale(format!("agent {agent} is revoked; its reports are refused"))))
+    }
+
+    /// Ends a live attempt and its instance in `w`.
+    #[allow(clippy::too_many_arguments)]
+    fn end_attempt(
+        &self,
+        w: &mut Writes,
+        mut a: Attempt,
+        state: AttemptState,
+        stats: Option<Stats>,
+        error: String,
+        at_ms: i64,
+        by_scheduler: bool,
+    ) -> Result<()> {
+        let mut inst = self.require_instance(&a.instance_id)?;
+        a.state = state;
+        if let Some(s) = stats {
+            a.stats = s;
+        }
+        a.error = error;
+        a.finished_ms = at_ms;
+        a.ended_by_scheduler = by_scheduler;
+        if a.started_ms == 0 {
+            a.started_ms = at_ms;
+        }
+        // Only the instance's current attempt decides its state.
+        if inst.attempts.last() == Some(&a.id) {
+            inst.state = match state {
+                AttemptState::Succeeded => InstanceState::Success,
+                AttemptState::Killed => InstanceState::Killed,
+                _ => InstanceState::Failed,
+            };
+            inst.finished_ms = at_ms;
+            w.put(key(INSTANCE, &a.instance_id), &inst)?;
+        }
+        w.batch.remove(key(LIVE, &a.id));
+        w.put(key(ATTEMPT, &a.id), &a)?;
+        Ok(())
+    }
+
+    /// An agent's report on an attempt that has already ended. A success wins when the scheduler
+    /// had given up on the attempt (lease, lost session) and nothing ran the instance since:
+    /// the rows are in the target, so showing "failed" would invite a rerun that doubles them.
+    /// Anything else is kept on the attempt for the operator to see, and changes nothing.
+    fn late_report(
+        &self,
+        w: &mut Writes,
+        mut a: Attempt,
+        state: AttemptState,
+        stats: Stats,
+        error: String,
+        at_ms: i64,
+    ) -> Result<Applied> {
+        if state == a.state {
+            // The same result again: a resend after a reconnect.
+            return Ok(Applied::Stale(format!(
+                "attempt {} already {}",
+                a.id,
+                a.state.as_str()
+            )));
+        }
+        let inst = self.require_instance(&a.instance_id)?;
+        let current = inst.attempts.last() == Some(&a.id);
+        let given_up = a.ended_by_scheduler && a.state == AttemptState::Failed;
+        if state == AttemptState::Succeeded && given_up && current && !inst.state.is_active() {
+            let mut inst = inst;
+            a.late_report = format!(
+                "the scheduler had failed this attempt ({}); the agent then reported success, which stands because no other attempt ran since",
+                a.error
+            );
+            a.state = AttemptState::Succeeded;
+            a.error = String::new();
+            a.stats = stats;
+            a.finished_ms = at_ms;
+            inst.state = InstanceState::Success;
+            inst.finished_ms = at_ms;
+            w.batch.remove(key(WAITING, &inst.id));
+            w.put(key(INSTANCE, &inst.id), &inst)?;
+            w.put(key(ATTEMPT, &a.id), &a)?;
+            return Ok(Applied::Done);
+        }
+        let note = format!(
+            "after the attempt had ended as {}, its agent reported {}{}{}",
+            a.state.as_str(),
+            state.as_str(),
+            if error.is_empty() { "" } else { ": " },
+            error
+        );
+        if a.late_report != note {
+            a.late_report = note.clone();
+            w.put(key(ATTEMPT, &a.id), &a)?;
+        }
+        Ok(Applied::Stale(note))
+    }
+
+    /// The attempt, if it exists, carries `token`, belongs to `agent` (when given) and has not
+    /// finished; otherwise why not.
+    fn live_attempt(
+        &self,
+        id: &str,
+        token: u64,
+        agent: Option<&str>,
+    ) -> Result<Result<Attempt, Applied>> {
         let Some(a) = self.attempt(id)? else {
             return Ok(Err(Applied::Stale(format!("unknown attempt {id}"))));
         };
@@ -373,6 +561,17 @@ impl Store {
                 "attempt {id} fenced: token {token} is not {}",
                 a.fencing_token
             ))));
+        }
+        if let Some(agent) = agent {
+            if a.agent_id != agent {
+                return Ok(Err(Applied::Stale(format!(
+                    "agent {agent} reported attempt {id}, which belongs to agent {}",
+                    a.agent_id
+                ))));
+            }
+            if let Some(stale) = self.revoked(agent)? {
+                return Ok(Err(stale));
+            }
         }
         if a.state.is_final() {
             return Ok(Err(Applied::Stale(format!(

@@ -3,6 +3,10 @@
 
 use ferry_common::datasource::DataSourceConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Labels of an agent (`--labels zone=a`), and the labels a task requires of its agent.
+pub type Labels = BTreeMap<String, String>;
 
 /// A resource group: a set of agents that can reach the same networks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,6 +25,8 @@ pub struct HostInfo {
     pub version: String,
     pub slots: u32,
     pub os: String,
+    #[serde(default)]
+    pub labels: Labels,
 }
 
 /// A registered agent.
@@ -34,6 +40,30 @@ pub struct Agent {
     /// Last time the agent connected or disconnected, as recorded in the log.
     pub last_seen_ms: i64,
     pub connected: bool,
+    /// The agent process's random id at its last session; a new one means it restarted.
+    #[serde(default)]
+    pub boot_id: String,
+    /// Finishes what runs, takes nothing new.
+    #[serde(default)]
+    pub draining: bool,
+    /// When the agent was revoked (or uninstalled); 0 while it may connect.
+    #[serde(default)]
+    pub revoked_ms: i64,
+    #[serde(default)]
+    pub revoked_reason: String,
+}
+
+impl Agent {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_ms > 0
+    }
+
+    /// Whether the agent carries every label in `required`.
+    pub fn has_labels(&self, required: &Labels) -> bool {
+        required
+            .iter()
+            .all(|(k, v)| self.host.labels.get(k) == Some(v))
+    }
 }
 
 /// A catalog data source; secrets inside `config` are sealed (encrypted) at rest.
@@ -52,6 +82,8 @@ pub struct Task {
     pub group: String,
     pub version: u32,
     pub updated_ms: i64,
+    #[serde(default)]
+    pub agent_labels: Labels,
 }
 
 /// One immutable submitted version of a task.
@@ -63,6 +95,9 @@ pub struct TaskVersion {
     /// The job file as the user wrote it; parameters are substituted per instance.
     pub job_text: String,
     pub created_ms: i64,
+    /// Labels an agent must carry to run this version.
+    #[serde(default)]
+    pub agent_labels: Labels,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +125,11 @@ impl InstanceState {
 
     pub fn is_final(self) -> bool {
         matches!(self, Self::Success | Self::Failed | Self::Killed)
+    }
+
+    /// Dispatched or running: an attempt is live.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Dispatched | Self::Running)
     }
 }
 
@@ -165,6 +205,13 @@ pub struct Attempt {
     pub finished_ms: i64,
     pub stats: Stats,
     pub error: String,
+    /// The scheduler (not the agent) ended the attempt: lease expired, never started, agent lost
+    /// or revoked. A success the agent reports later may then still win (see `FinishAttempt`).
+    #[serde(default)]
+    pub ended_by_scheduler: bool,
+    /// What the agent reported after the attempt had already ended.
+    #[serde(default)]
+    pub late_report: String,
 }
 
 /// One stored line of an attempt's log.

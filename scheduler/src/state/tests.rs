@@ -1,4 +1,5 @@
 use super::*;
+use command::Reporter;
 use model::Stats;
 
 /// Opens the store again in the same process. sled's background flusher can hold the
@@ -28,6 +29,7 @@ async fn setup(store: &Store) -> Result<()> {
             name: "t".into(),
             group: "rg".into(),
             job_text: "{}".into(),
+            agent_labels: Default::default(),
             at_ms: 2,
         })
         .await?;
@@ -54,6 +56,7 @@ async fn state_survives_reopen() -> Result<()> {
                 name: "t".into(),
                 group: "rg".into(),
                 job_text: "{\"v\":2}".into(),
+                agent_labels: Default::default(),
                 at_ms: 4,
             })
             .await?;
@@ -123,6 +126,7 @@ async fn fencing_rejects_stale_reports() -> Result<()> {
     let stale = store
         .propose(Command::FinishAttempt {
             id: "a1".into(),
+            by: Reporter::Agent("ag".into()),
             fencing_token: fencing_token + 7,
             state: AttemptState::Succeeded,
             stats: Stats::default(),
@@ -139,6 +143,7 @@ async fn fencing_rejects_stale_reports() -> Result<()> {
     let done = store
         .propose(Command::FinishAttempt {
             id: "a1".into(),
+            by: Reporter::Agent("ag".into()),
             fencing_token,
             state: AttemptState::Succeeded,
             stats: Stats {
@@ -159,6 +164,7 @@ async fn fencing_rejects_stale_reports() -> Result<()> {
     let resent = store
         .propose(Command::FinishAttempt {
             id: "a1".into(),
+            by: Reporter::Agent("ag".into()),
             fencing_token,
             state: AttemptState::Failed,
             stats: Stats::default(),
@@ -200,6 +206,7 @@ async fn logs_are_idempotent_by_index() -> Result<()> {
         store
             .propose(Command::AppendLogs {
                 attempt_id: "a1".into(),
+                agent_id: "ag".into(),
                 fencing_token,
                 lines: vec![line(0), line(1), line(2)],
             })
@@ -208,5 +215,223 @@ async fn logs_are_idempotent_by_index() -> Result<()> {
     let logs = store.logs("a1")?;
     assert_eq!(logs.len(), 3);
     assert_eq!(logs[2].message, "line 2");
+    Ok(())
+}
+
+async fn dispatch(store: &Store, attempt: &str, agent: &str) -> Result<u64> {
+    match store
+        .propose(Command::DispatchAttempt {
+            id: attempt.into(),
+            instance_id: "i1".into(),
+            agent_id: agent.into(),
+            at_ms: 5,
+        })
+        .await?
+    {
+        Applied::Dispatched { fencing_token } => Ok(fencing_token),
+        other => Err(Error::InvalidArgument(format!(
+            "expected a dispatch, got {other:?}"
+        ))),
+    }
+}
+
+fn finish(id: &str, by: Reporter, token: u64, state: AttemptState, at_ms: i64) -> Command {
+    Command::FinishAttempt {
+        id: id.into(),
+        by,
+        fencing_token: token,
+        state,
+        stats: Stats {
+            records_written: 500,
+            ..Stats::default()
+        },
+        error: String::new(),
+        at_ms,
+    }
+}
+
+/// Fencing tokens are a counter anyone can guess; what makes a report count is that it comes
+/// from the agent that holds the attempt.
+#[tokio::test]
+async fn reports_from_another_agent_are_refused() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    setup(&store).await?;
+    let token = dispatch(&store, "a1", "ag").await?;
+    let forged = [
+        Command::AttemptStarted {
+            id: "a1".into(),
+            agent_id: "evil".into(),
+            fencing_token: token,
+            at_ms: 6,
+        },
+        Command::AppendLogs {
+            attempt_id: "a1".into(),
+            agent_id: "evil".into(),
+            fencing_token: token,
+            lines: vec![LogRecord {
+                index: 0,
+                ts_ms: 0,
+                level: "info".into(),
+                message: "forged".into(),
+            }],
+        },
+        finish(
+            "a1",
+            Reporter::Agent("evil".into()),
+            token,
+            AttemptState::Succeeded,
+            7,
+        ),
+    ];
+    for cmd in forged {
+        assert!(matches!(store.propose(cmd).await?, Applied::Stale(_)));
+    }
+    assert!(store.logs("a1")?.is_empty());
+    assert_eq!(
+        store.instance("i1")?.map(|i| i.state),
+        Some(InstanceState::Dispatched)
+    );
+    assert_eq!(
+        store.attempt("a1")?.map(|a| a.state),
+        Some(AttemptState::Dispatched)
+    );
+    Ok(())
+}
+
+/// A sync that committed while the scheduler had given up on it (lease) is a success: calling it
+/// failed would invite a rerun that doubles the rows.
+#[tokio::test]
+async fn late_success_stands_when_nothing_ran_since() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    setup(&store).await?;
+    let token = dispatch(&store, "a1", "ag").await?;
+    store
+        .propose(finish(
+            "a1",
+            Reporter::Scheduler,
+            token,
+            AttemptState::Failed,
+            8,
+        ))
+        .await?;
+    assert_eq!(
+        store.instance("i1")?.map(|i| i.state),
+        Some(InstanceState::Failed)
+    );
+    let late = store
+        .propose(finish(
+            "a1",
+            Reporter::Agent("ag".into()),
+            token,
+            AttemptState::Succeeded,
+            9,
+        ))
+        .await?;
+    assert_eq!(late, Applied::Done);
+    assert_eq!(
+        store.instance("i1")?.map(|i| i.state),
+        Some(InstanceState::Success)
+    );
+    let a = store.attempt("a1")?;
+    assert_eq!(a.as_ref().map(|a| a.state), Some(AttemptState::Succeeded));
+    assert!(a.is_some_and(|a| a.late_report.contains("stands")));
+    // The same result again (the spool's replay) is a harmless duplicate.
+    let again = store
+        .propose(finish(
+            "a1",
+            Reporter::Agent("ag".into()),
+            token,
+            AttemptState::Succeeded,
+            10,
+        ))
+        .await?;
+    assert!(matches!(again, Applied::Stale(_)));
+    Ok(())
+}
+
+/// A late result never overrides a newer attempt, nor a user's kill; it is kept for the
+/// operator to see.
+#[tokio::test]
+async fn late_result_never_overrides_a_newer_attempt() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    setup(&store).await?;
+    let token = dispatch(&store, "a1", "ag").await?;
+    store
+        .propose(finish(
+            "a1",
+            Reporter::Agent("ag".into()),
+            token,
+            AttemptState::Killed,
+            8,
+        ))
+        .await?;
+    let late = store
+        .propose(finish(
+            "a1",
+            Reporter::Agent("ag".into()),
+            token,
+            AttemptState::Succeeded,
+            9,
+        ))
+        .await?;
+    assert!(matches!(late, Applied::Stale(_)));
+    assert_eq!(
+        store.instance("i1")?.map(|i| i.state),
+        Some(InstanceState::Killed)
+    );
+    assert!(
+        store
+            .attempt("a1")?
+            .is_some_and(|a| a.late_report.contains("reported succeeded"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn revoking_an_agent_fails_its_attempts() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    setup(&store).await?;
+    store
+        .propose(Command::RegisterAgent {
+            id: "ag".into(),
+            group: "rg".into(),
+            credential_hash: "h".into(),
+            host: Default::default(),
+            at_ms: 4,
+        })
+        .await?;
+    let token = dispatch(&store, "a1", "ag").await?;
+    store
+        .propose(Command::RevokeAgent {
+            id: "ag".into(),
+            reason: "test".into(),
+            at_ms: 6,
+        })
+        .await?;
+    assert!(store.agent("ag")?.is_some_and(|a| a.is_revoked()));
+    assert_eq!(
+        store.instance("i1")?.map(|i| i.state),
+        Some(InstanceState::Failed)
+    );
+    assert!(store.live_attempts()?.is_empty());
+    // A revoked agent's reports count for nothing.
+    let late = store
+        .propose(finish(
+            "a1",
+            Reporter::Agent("ag".into()),
+            token,
+            AttemptState::Succeeded,
+            9,
+        ))
+        .await?;
+    assert!(matches!(late, Applied::Stale(_)));
+    assert_eq!(
+        store.instance("i1")?.map(|i| i.state),
+        Some(InstanceState::Failed)
+    );
     Ok(())
 }

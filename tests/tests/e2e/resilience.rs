@@ -63,13 +63,14 @@ fn agent_killed_mid_sync_fails_the_attempt_visibly() -> Result<()> {
         out.stdout.contains("state: running").then_some(())
     })?;
     c.agents[0].kill9();
-    // The agent comes back (same identity) without the attempt: it is failed, not left running.
+    // The agent comes back (same identity), finds the attempt in its spool and reports it lost at
+    // once: failed, not left running until the lease.
     c.start_agent("a1", "rg", &token)?;
     let shown = wait_for(Duration::from_secs(30), "failed attempt", || {
         let out = c.ferry(&["instance", "show", &id]).ok()?;
         out.stdout.contains("state: failed").then_some(out.stdout)
     })?;
-    assert!(shown.contains("restarted"), "{shown}");
+    assert!(shown.contains("agent process stopped"), "{shown}");
     Ok(())
 }
 
