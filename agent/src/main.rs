@@ -481,7 +481,8 @@ async fn uninstall_agent(args: UninstallArgs) -> anyhow::Result<u8> {
             Ok(()) => println!("removed {}", args.data_dir.display()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot remove {}", args.data_dir.display()));
+                return Err(e)
+                    .with_context(|| format!("cannot remove {}", args.data_dir.display()));
             }
         }
     }

@@ -245,7 +245,9 @@ async fn once(
     opened: &mut bool,
 ) -> Result<(), Failure> {
     let channel = connect(url, &cfg.tls).await.map_err(Failure::Transient)?;
-    let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+    // A start message carries the whole job file, which an operator may make large.
+    let mut client = pb::agent_service_client::AgentServiceClient::new(channel)
+        .max_decoding_message_size(64 << 20);
     let (tx, rx) = mpsc::channel::<pb::AgentMessage>(256);
     let finished = spool
         .unacknowledged_results()

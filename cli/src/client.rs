@@ -18,7 +18,11 @@ pub async fn connect(urls: &[String], tls: &ClientTls) -> anyhow::Result<Admin> 
             .connect()
             .await
         {
-            Ok(channel) => return Ok(AdminServiceClient::new(channel)),
+            Ok(channel) => {
+                return Ok(AdminServiceClient::new(channel)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20));
+            }
             Err(e) => {
                 let mut msg = format!("{url}: {e}");
                 let mut src = std::error::Error::source(&e);

@@ -21,6 +21,17 @@ pub struct Config {
     pub start_timeout: Duration,
     /// How often the dispatcher looks for work even when nothing woke it.
     pub dispatch_interval: Duration,
+    /// TLS for the listener; `None` serves plaintext.
+    pub tls: Option<ServerTls>,
+}
+
+/// PEM files of the scheduler's certificate and key, and optionally a CA whose client
+/// certificates agents and CLIs must present.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -32,6 +43,7 @@ impl Config {
             attempt_lease: Duration::from_secs(60),
             start_timeout: Duration::from_secs(60),
             dispatch_interval: Duration::from_millis(500),
+            tls: None,
         }
     }
 }

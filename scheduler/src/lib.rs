@@ -22,5 +22,5 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 
-pub use context::Config;
+pub use context::{Config, ServerTls};
 pub use error::{Error, Result};

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use ferry_scheduler::{Config, server};
+use ferry_scheduler::{Config, ServerTls, server};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +29,17 @@ struct Args {
     /// Seconds an agent may stay unreachable before its running attempts are failed.
     #[arg(long, default_value_t = 60)]
     attempt_lease_secs: u64,
+    /// Seconds an agent may take to report a dispatched attempt started.
+    #[arg(long, default_value_t = 60)]
+    start_timeout_secs: u64,
+    /// The scheduler's certificate (PEM, chain first); with --tls-key, serve TLS only.
+    #[arg(long, env = "FERRY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "FERRY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM) from agents and CLIs.
+    #[arg(long, env = "FERRY_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -44,13 +55,26 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let mut config = Config::new(
         args.data_dir.clone(),
         args.advertise_url
-            .unwrap_or_else(|| format!("http://{addr}")),
+            .unwrap_or_else(|| format!("{scheme}://{addr}")),
     );
     config.offline_after = Duration::from_secs(args.offline_after_secs);
     config.attempt_lease = Duration::from_secs(args.attempt_lease_secs);
+    config.start_timeout = Duration::from_secs(args.start_timeout_secs);
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(ServerTls {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        });
+    }
     if let Some(path) = &args.addr_file {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, addr.to_string())

@@ -17,7 +17,11 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tracing::{info, warn};
+
+/// The largest admin request or answer (job files, logs).
+const MAX_ADMIN_MESSAGE: usize = 64 << 20;
 
 /// Errors that stop a scheduler from starting or serving.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,42 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
+    #[error("TLS: cannot read {path}: {source}")]
+    TlsFile {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|source| ServeError::TlsFile {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// The listener's TLS settings, or a loud warning when there are none and the listener is not
+/// on loopback: start messages carry decrypted database passwords.
+fn tls_settings(
+    config: &Config,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<Option<ServerTlsConfig>, ServeError> {
+    let Some(tls) = &config.tls else {
+        if addr.is_some_and(|a| !a.ip().is_loopback()) {
+            warn!(
+                addr = ?addr,
+                "serving WITHOUT TLS on a non-loopback address: agents receive database passwords over this connection; \
+                 give --tls-cert and --tls-key (see docs/deployment.md)"
+            );
+        }
+        return Ok(None);
+    };
+    let identity = Identity::from_pem(read_pem(&tls.cert)?, read_pem(&tls.key)?);
+    let mut settings = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        settings = settings.client_ca_root(Certificate::from_pem(read_pem(ca)?));
+    }
+    Ok(Some(settings))
 }
 
 /// Runs one scheduler on `listener` until `shutdown` is cancelled.
@@ -66,18 +106,29 @@ pub async fn run_with_clock(
     tasks.spawn(dispatch::run(ctx.clone(), shutdown.clone()));
 
     let addr = listener.local_addr().ok();
-    info!(addr = ?addr, data_dir = %ctx.config.data_dir.display(), "scheduler serving");
+    let tls = tls_settings(&ctx.config, addr)?;
+    info!(addr = ?addr, tls = tls.is_some(), data_dir = %ctx.config.data_dir.display(), "scheduler serving");
     let serve_shutdown = shutdown.clone();
     let hub_ctx = ctx.clone();
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
         // Agents sit behind NATs that drop idle flows: ping well inside common idle timeouts.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(AgentServiceServer::new(AgentApi::new(
-            ctx.clone(),
-            shutdown.clone(),
-        )))
-        .add_service(AdminServiceServer::new(AdminApi::new(ctx.clone())))
+        // Agents' reports are bounded by the agent (log lines cut, batches capped), so the default
+        // 4 MiB limit holds for them; a job file sent by an operator may be larger.
+        .add_service(
+            AgentServiceServer::new(AgentApi::new(ctx.clone(), shutdown.clone()))
+                .max_encoding_message_size(MAX_ADMIN_MESSAGE),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminApi::new(ctx.clone()))
+                .max_decoding_message_size(MAX_ADMIN_MESSAGE)
+                .max_encoding_message_size(MAX_ADMIN_MESSAGE),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             serve_shutdown.cancelled().await;
             // Ending the session streams lets graceful shutdown finish.

@@ -5,6 +5,8 @@
 //! The binaries come from the same target folder as the test executable; the test command
 //! builds them first (`cargo build --bins`).
 
+pub mod proxy;
+
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -145,6 +147,10 @@ pub struct Cluster {
     pub agents: Vec<Proc>,
     pub url: String,
     pub port: u16,
+    /// The scheduler's extra flags, kept for restarts.
+    extra: Vec<String>,
+    /// Flags every CLI run and agent gets (`--ca-cert` for a TLS scheduler).
+    pub client_args: Vec<String>,
 }
 
 /// Flags that make liveness quick enough for tests.
@@ -164,8 +170,10 @@ impl Cluster {
             agents: Vec::new(),
             url: String::new(),
             port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            client_args: Vec::new(),
         };
-        c.start_scheduler("127.0.0.1:0", extra)?;
+        c.start_scheduler("127.0.0.1:0")?;
         Ok(c)
     }
 
@@ -173,7 +181,7 @@ impl Cluster {
         self.dir.path().join(rel)
     }
 
-    fn start_scheduler(&mut self, listen: &str, extra: &[&str]) -> Result<()> {
+    fn start_scheduler(&mut self, listen: &str) -> Result<()> {
         let addr_file = self.path("scheduler.addr");
         let _ = std::fs::remove_file(&addr_file);
         let mut args: Vec<String> = vec![
@@ -185,7 +193,7 @@ impl Cluster {
             addr_file.display().to_string(),
         ];
         args.extend(FAST.iter().map(|s| s.to_string()));
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(self.extra.iter().cloned());
         let n = std::fs::read_dir(self.dir.path())?.count();
         let mut proc = Proc::spawn(
             &bin("ferry-scheduler")?,
@@ -207,7 +215,18 @@ impl Cluster {
             .next()
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| anyhow!("bad address {addr}"))?;
-        self.url = format!("http://{addr}");
+        let scheme = if self.extra.iter().any(|a| a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        // The test certificate names "localhost".
+        let host = if scheme == "https" {
+            addr.replace("127.0.0.1", "localhost")
+        } else {
+            addr.clone()
+        };
+        self.url = format!("{scheme}://{host}");
         self.scheduler = Some(proc);
         Ok(())
     }
@@ -218,7 +237,7 @@ impl Cluster {
             s.kill9();
         }
         let listen = format!("127.0.0.1:{}", self.port);
-        self.start_scheduler(&listen, &[])
+        self.start_scheduler(&listen)
     }
 
     /// Runs the `ferry` CLI against this cluster.
@@ -231,6 +250,7 @@ impl Cluster {
         let mut cmd = Command::new(bin("ferry")?);
         cmd.arg("--scheduler")
             .arg(&self.url)
+            .args(&self.client_args)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -258,9 +278,22 @@ impl Cluster {
 
     /// Starts an agent with its own data folder `agent-<name>`.
     pub fn start_agent(&mut self, name: &str, group: &str, token: &str) -> Result<usize> {
-        let args: Vec<String> = vec![
+        let url = self.url.clone();
+        self.start_agent_with(name, group, token, &url, &[])
+    }
+
+    /// Starts an agent reaching the scheduler at `url` (a proxy, say), with extra flags.
+    pub fn start_agent_with(
+        &mut self,
+        name: &str,
+        group: &str,
+        token: &str,
+        url: &str,
+        extra: &[&str],
+    ) -> Result<usize> {
+        let mut args: Vec<String> = vec![
             "--scheduler".into(),
-            self.url.clone(),
+            url.to_string(),
             "--group".into(),
             group.into(),
             "--token".into(),
@@ -272,6 +305,8 @@ impl Cluster {
             "--progress-ms".into(),
             "300".into(),
         ];
+        args.extend(self.client_args.iter().cloned());
+        args.extend(extra.iter().map(|s| s.to_string()));
         let n = self.agents.len();
         let proc = Proc::spawn(
             &bin("ferry-agent")?,
@@ -280,6 +315,48 @@ impl Cluster {
         )?;
         self.agents.push(proc);
         Ok(n)
+    }
+
+    /// The agent id saved in `agent-<name>/agent.json`.
+    pub fn agent_id(&self, name: &str) -> Result<String> {
+        let text = std::fs::read_to_string(self.path(&format!("agent-{name}/agent.json")))?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        v["agent_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no agent_id in agent.json"))
+    }
+
+    /// Kills the scheduler with SIGKILL and leaves it down.
+    pub fn crash_scheduler(&mut self) {
+        if let Some(mut s) = self.scheduler.take() {
+            s.kill9();
+        }
+    }
+
+    /// Starts the scheduler again on the same port, data and flags.
+    pub fn restart_scheduler(&mut self) -> Result<()> {
+        let listen = format!("127.0.0.1:{}", self.port);
+        self.start_scheduler(&listen)
+    }
+
+    /// Waits until `ferry instance show` reports a final state; returns the output.
+    pub fn wait_final(&self, id: &str, timeout: Duration) -> Result<String> {
+        wait_for(timeout, &format!("instance {id} to end"), || {
+            let out = self.ferry(&["instance", "show", id]).ok()?;
+            ["state: success", "state: failed", "state: killed"]
+                .iter()
+                .any(|s| out.stdout.contains(s))
+                .then_some(out.stdout)
+        })
+    }
+
+    /// Waits until `ferry instance show` prints `text`; returns the output.
+    pub fn wait_instance(&self, id: &str, text: &str, timeout: Duration) -> Result<String> {
+        wait_for(timeout, &format!("instance {id} to show {text:?}"), || {
+            let out = self.ferry(&["instance", "show", id]).ok()?;
+            out.stdout.contains(text).then_some(out.stdout)
+        })
     }
 
     /// Starts an agent with no group and token, as someone who skipped the install command would.

@@ -1,10 +1,12 @@
 //! End-to-end tests: real `ferry-scheduler`, `ferry-agent` and `ferry` processes on ephemeral
 //! ports, real files and SQLite databases.
 
+mod agents;
 mod databases;
 mod errors;
 mod resilience;
 mod sync;
+mod tls;
 
 /// A CSV-folder-to-SQLite job over data sources `files` and `wh`.
 pub fn csv_to_sqlite_job(file: &str, table: &str) -> String {
