@@ -5,6 +5,7 @@
 //! The binaries come from the same target folder as the test executable; the test command
 //! builds them first (`cargo build --bins`).
 
+pub mod netns;
 pub mod proxy;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -59,9 +60,28 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(bin: &Path, args: &[String], log: PathBuf) -> Result<Self> {
+        Self::spawn_in(None, bin, args, log)
+    }
+
+    /// Spawns `bin`, inside network namespace `netns` when given (`ip netns exec` execs the
+    /// program, so the pid is the program's own).
+    pub fn spawn_in(
+        netns: Option<&str>,
+        bin: &Path,
+        args: &[String],
+        log: PathBuf,
+    ) -> Result<Self> {
         let out = std::fs::File::create(&log)?;
         let err = out.try_clone()?;
-        let child = Command::new(bin)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args(args)
             .env("FERRY_LOG", "info")
             .stdin(Stdio::null())
@@ -163,6 +183,11 @@ impl Cluster {
     }
 
     pub fn start_with(extra: &[&str]) -> Result<Self> {
+        Self::start_listen("127.0.0.1:0", extra)
+    }
+
+    /// Starts a scheduler listening on `listen` (an address of a test network, say).
+    pub fn start_listen(listen: &str, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut c = Self {
             dir,
@@ -173,7 +198,7 @@ impl Cluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             client_args: Vec::new(),
         };
-        c.start_scheduler("127.0.0.1:0")?;
+        c.start_scheduler(listen)?;
         Ok(c)
     }
 
@@ -317,6 +342,39 @@ impl Cluster {
         Ok(n)
     }
 
+    /// Starts an agent inside network namespace `netns`, reaching the scheduler at `url`.
+    pub fn start_agent_in(
+        &mut self,
+        netns: &str,
+        name: &str,
+        group: &str,
+        token: &str,
+        url: &str,
+    ) -> Result<usize> {
+        let mut args: Vec<String> = vec![
+            "--scheduler".into(),
+            url.to_string(),
+            "--group".into(),
+            group.into(),
+            "--token".into(),
+            token.into(),
+            "--data-dir".into(),
+            self.path(&format!("agent-{name}")).display().to_string(),
+            "--heartbeat-secs".into(),
+            "1".into(),
+        ];
+        args.extend(self.client_args.iter().cloned());
+        let n = self.agents.len();
+        let proc = Proc::spawn_in(
+            Some(netns),
+            &bin("ferry-agent")?,
+            &args,
+            self.path(&format!("agent-{name}-{n}.log")),
+        )?;
+        self.agents.push(proc);
+        Ok(n)
+    }
+
     /// The agent id saved in `agent-<name>/agent.json`.
     pub fn agent_id(&self, name: &str) -> Result<String> {
         let text = std::fs::read_to_string(self.path(&format!("agent-{name}/agent.json")))?;
@@ -336,7 +394,14 @@ impl Cluster {
 
     /// Starts the scheduler again on the same port, data and flags.
     pub fn restart_scheduler(&mut self) -> Result<()> {
-        let listen = format!("127.0.0.1:{}", self.port);
+        let host = self
+            .url
+            .split("://")
+            .nth(1)
+            .and_then(|a| a.rsplit_once(':'))
+            .map(|(h, _)| h.replace("localhost", "127.0.0.1"))
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let listen = format!("{host}:{}", self.port);
         self.start_scheduler(&listen)
     }
 

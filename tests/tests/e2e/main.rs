@@ -4,6 +4,7 @@
 mod agents;
 mod databases;
 mod errors;
+mod private_network;
 mod resilience;
 mod sync;
 mod tls;
