@@ -619,3 +619,59 @@ fn install_run_and_uninstall() -> Result<()> {
     assert!(list.stdout.contains("revoked"), "{}", list.stdout);
     Ok(())
 }
+
+/// `deploy/install-agent.sh` on a "fresh server" (paths moved into a scratch folder): installs
+/// the binary it is given, registers, writes settings and unit, downloads nothing.
+#[test]
+fn install_script_sets_up_an_agent() -> Result<()> {
+    let c = Cluster::start()?;
+    let token = c.create_group("rg")?;
+    let root = c.path("server");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/install-agent.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["--binary"])
+        .arg(ferry_tests::bin("ferry-agent")?)
+        .args(["--scheduler", &c.url, "--group", "rg", "--token", &token])
+        .args(["--user", "root", "--labels", "zone=lab", "--no-start"])
+        .env("FERRY_BIN_DIR", root.join("bin"))
+        .env("FERRY_ETC_DIR", root.join("etc"))
+        .env("FERRY_UNIT_DIR", root.join("units"))
+        .env("FERRY_DATA_DIR", root.join("data"))
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("registered as agent"), "{text}");
+    assert!(root.join("bin/ferry-agent").exists());
+    assert!(root.join("etc/agent.env").exists());
+    assert!(root.join("units/ferry-agent.service").exists());
+    let list = c.ferry(&["agent", "list"])?.ok()?;
+    assert!(list.stdout.contains("zone=lab"), "{}", list.stdout);
+    // A wrong token fails before anything is written.
+    let again = Command::new("bash")
+        .arg(&script)
+        .arg("--binary")
+        .arg(ferry_tests::bin("ferry-agent")?)
+        .args([
+            "--scheduler",
+            &c.url,
+            "--group",
+            "rg",
+            "--token",
+            "frt_wrong",
+        ])
+        .args(["--user", "root", "--no-start"])
+        .env("FERRY_BIN_DIR", root.join("bin2"))
+        .env("FERRY_ETC_DIR", root.join("etc2"))
+        .env("FERRY_UNIT_DIR", root.join("units2"))
+        .env("FERRY_DATA_DIR", root.join("data2"))
+        .output()?;
+    assert!(!again.status.success());
+    assert!(!root.join("etc2/agent.env").exists());
+    Ok(())
+}
