@@ -113,7 +113,10 @@ mod tests {
         let err = check("where dt = '${bizdat}'").err().map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
-            Some("unknown parameter ${bizdat} in the job; known: ${bizdate}, ${cyctime}")
+            Some(
+                "unknown parameter ${bizdat} in the job; known: ${bizdate}, ${cyctime}; define \
+                 others as name=expression, e.g. dt=$[yyyymmdd-1]"
+            )
         );
     }
 
