@@ -57,7 +57,7 @@ fn gap_end(tz: Tz, local: NaiveDateTime, cache: &mut GapCache) -> Option<DateTim
     }
     let valid = first_valid?;
     let new_offset = tz.offset_from_utc_datetime(&valid.naive_utc()).fix();
-    let (mut lo, mut hi) = (valid - Duration::seconds(60), valid);
+    let (mut lo, mut hi) = (valid.checked_sub_signed(Duration::seconds(60))?, valid);
     // Invariant: `hi` has the new offset, `lo` does not (or is where the search starts).
     while hi - lo > Duration::seconds(1) {
         let mid = lo + (hi - lo) / 2;

@@ -71,7 +71,7 @@ pub struct DayPlan {
 }
 
 impl DayPlan {
-    /// The planned instance with `key`.
+    /// The planned instance with `key` (a linear search: index the plan for many look-ups).
     pub fn get(&self, key: &str) -> Option<&PlannedInstance> {
         self.instances.iter().find(|i| i.key == key)
     }
