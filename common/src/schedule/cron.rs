@@ -54,6 +54,7 @@ struct Inner {
     form: CronForm,
     schedule: ::cron::Schedule,
     dom_or_dow: bool,
+    /// Runs in both occurrences of a fall-back hour (see `zone`).
     interval: bool,
     times: Vec<NaiveTime>,
     period: Period,
@@ -91,12 +92,15 @@ impl CronSchedule {
         let month_days =
             s.days_of_month().count() < 31 || s.months().count() < 12 || !s.years().is_all();
         let period = Period::classify(&times, weekdays, month_days);
+        // DataWorks writes hourly as `00 00 00-23/1 * * ?`: running every hour is an interval
+        // schedule too, though no field begins with `*`.
+        let interval = parsed.interval || s.hours().count() == 24;
         let this = Self(Arc::new(Inner {
             expr: expr.trim().to_string(),
             tz,
             form: parsed.form,
             dom_or_dow: parsed.dom_or_dow,
-            interval: parsed.interval,
+            interval,
             schedule: parsed.schedule,
             times,
             period,

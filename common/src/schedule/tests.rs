@@ -164,6 +164,10 @@ fn hourly_across_both_daylight_saving_days() -> Result<()> {
         (count(day(2026, 3, 29)), count(day(2026, 10, 25))),
         (23, 25)
     );
+    // DataWorks' way of writing hourly, without a `*`, counts the same.
+    let dataworks = CronSchedule::parse("00 00 00-23/1 * * ?", "Europe/Berlin")?;
+    assert_eq!(dataworks.fires_on(day(2026, 3, 29)).len(), 23);
+    assert_eq!(dataworks.fires_on(day(2026, 10, 25)).len(), 25);
     // Every 15 minutes keeps its rhythm in elapsed time too.
     let quarter = CronSchedule::parse("*/15 * * * *", "Europe/Berlin")?;
     assert_eq!(quarter.period(), Period::Minute);
@@ -282,7 +286,7 @@ fn periods_of_common_schedules() -> Result<()> {
 // ---- property test ----
 
 const MINUTES: &[&str] = &["0", "30", "*/15", "5,35", "*/20", "0-10/5", "59"];
-const HOURS: &[&str] = &["*", "2", "1-3", "*/2", "0,2,12", "3", "23", "0"];
+const HOURS: &[&str] = &["*", "2", "1-3", "*/2", "0,2,12", "3", "23", "0", "0-23/1"];
 const DOMS: &[&str] = &["*", "1", "15", "1-7", "*/10", "29", "31"];
 const MONTHS: &[&str] = &["*", "3", "10", "3,10", "*/3", "NOV"];
 const DOWS: &[&str] = &["*", "0", "1-5", "MON", "SUN,SAT", "7", "*/2"];
