@@ -1,5 +1,6 @@
-//! One error type for everything a user can get wrong in a job file or a data source definition;
-//! each message names the place (a JSON path, a field) and what to do about it.
+//! One error type for everything a user can get wrong in a job file, a data source definition, a
+//! schedule, its parameters or its dependencies; each message names the place (a JSON path, a
+//! field, a node) and what to do about it.
 
 /// Errors of validation and resolution in `ferry-common`.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +35,39 @@ pub enum Error {
     },
     #[error("invalid data source: {0}")]
     InvalidDataSource(String),
-    #[error("unknown parameter {name} in the job; known: {known}")]
+    #[error(
+        "unknown parameter {name} in the job; known: {known}; define others as name=expression, \
+         e.g. dt=$[yyyymmdd-1]"
+    )]
     UnknownParameter { name: String, known: String },
+    #[error("invalid parameter {what}: {message}")]
+    InvalidParameter { what: String, message: String },
     #[error("invalid bizdate \"{0}\": expected yyyymmdd or yyyy-mm-dd")]
     InvalidBizdate(String),
+    #[error(
+        "invalid cron expression \"{expr}\": {message}; write `30 2 * * *` (minute hour \
+         day-of-month month day-of-week, 0 or 7 = Sunday) or `00 30 02 * * ?` (with seconds first, \
+         day-of-week 1 = Sunday .. 7 = Saturday)"
+    )]
+    InvalidCron { expr: String, message: String },
+    #[error(
+        "unknown time zone \"{0}\": use an IANA name such as Asia/Shanghai, Europe/Berlin or UTC"
+    )]
+    UnknownTimeZone(String),
+    #[error("node \"{0}\" is defined twice")]
+    DuplicateNode(String),
+    #[error(
+        "node \"{node}\" depends on \"{upstream}\", which is not a submitted node; submit \"{upstream}\" first or remove the dependency"
+    )]
+    UnknownUpstream { node: String, upstream: String },
+    #[error(
+        "node \"{node}\" is scheduled but depends on \"{upstream}\", which runs only by hand and so would block it forever; schedule \"{upstream}\" or remove the dependency"
+    )]
+    ManualUpstream { node: String, upstream: String },
+    #[error(
+        "dependency cycle {0}: an arrow points from a node to one that depends on it; remove one of these dependencies (use a dependency on the previous cycle if that is what is meant)"
+    )]
+    DependencyCycle(String),
 }
 
 /// Result with [`Error`].

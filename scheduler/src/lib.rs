@@ -7,6 +7,7 @@
 //! - [`agent_service`]: the agent-facing gRPC service (Register, Session).
 //! - [`admin`]: the admin gRPC service behind the CLI; [`convert`] maps records to its messages.
 //! - [`dispatch`]: hands waiting instances to agents and enforces attempt leases.
+//! - [`plan`]: pure instance planning: a day's instances of every node and their edges.
 //! - [`secrets`]: seals data source secrets at rest.
 //! - [`server`]: wires it all on one listener: `server::run(listener, config, shutdown)`.
 
@@ -18,6 +19,7 @@ pub mod convert;
 pub mod dispatch;
 pub mod error;
 pub mod hub;
+pub mod plan;
 pub mod secrets;
 pub mod server;
 pub mod state;
