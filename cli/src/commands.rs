@@ -2,7 +2,7 @@
 
 use crate::TopCommand;
 pub use crate::agents::AgentCmd;
-use crate::client::{Admin, connect, status};
+use crate::client::{Admin, Auth, Credentials, connect, status};
 use crate::follow::{follow, print_summary};
 use crate::format::{table, thousands, time};
 use anyhow::{Context, anyhow, bail};
@@ -21,6 +21,10 @@ pub enum GroupCmd {
     RotateToken { name: String },
     /// List groups with their agents.
     List,
+    /// Let the current workspace's tasks use the group (cluster admins).
+    Bind { name: String },
+    /// Stop the current workspace from using the group.
+    Unbind { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,9 +202,37 @@ pub enum InstanceCmd {
 }
 
 /// Runs one admin command; returns the process exit code.
-pub async fn run(urls: &[String], tls: &ClientTls, cmd: TopCommand) -> anyhow::Result<i32> {
-    let mut admin = connect(urls, tls).await?;
+pub async fn run(
+    urls: &[String],
+    tls: &ClientTls,
+    workspace: Option<String>,
+    saved: Option<Credentials>,
+    cmd: TopCommand,
+) -> anyhow::Result<i32> {
+    // The token: FERRY_TOKEN, else what `ferry login` saved; `login` itself brings its own.
+    let token = match &cmd {
+        TopCommand::Login { token, token_stdin } => Some(match (token, token_stdin) {
+            (Some(t), _) => t.clone(),
+            (None, true) => crate::access::token_from_stdin()?,
+            (None, false) => bail!("give the token with --token-stdin (or --token)"),
+        }),
+        _ => std::env::var("FERRY_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| saved.map(|c| c.token)),
+    };
+    let auth = Auth::new(token.as_deref(), workspace.as_deref())?;
+    let mut admin = connect(urls, tls, auth).await?;
     match cmd {
+        TopCommand::Login { .. } => {
+            crate::access::login(&mut admin, urls, token.unwrap_or_default(), workspace).await
+        }
+        TopCommand::Logout => crate::access::logout(),
+        TopCommand::Whoami => crate::access::whoami(&mut admin).await,
+        TopCommand::User(c) => crate::access::user(&mut admin, c).await,
+        TopCommand::Token(c) => crate::access::token(&mut admin, c).await,
+        TopCommand::Workspace(c) => crate::access::workspace(&mut admin, c).await,
+        TopCommand::Audit { since, limit } => crate::access::audit(&mut admin, since, limit).await,
         TopCommand::Group(c) => group(&mut admin, c).await,
         TopCommand::Agent(c) => crate::agents::run(&mut admin, c).await,
         TopCommand::Datasource(c) => datasource(&mut admin, c).await,
@@ -227,6 +259,36 @@ async fn group(admin: &mut Admin, cmd: GroupCmd) -> anyhow::Result<i32> {
                 .map_err(status)?
                 .into_inner();
             print_token(&r);
+        }
+        GroupCmd::Bind { name } => {
+            let g = admin
+                .bind_group(pb::BindGroupRequest {
+                    group: name,
+                    bind: true,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "group {} is used by workspaces: {}",
+                g.name,
+                g.workspaces.join(", ")
+            );
+        }
+        GroupCmd::Unbind { name } => {
+            let g = admin
+                .bind_group(pb::BindGroupRequest {
+                    group: name,
+                    bind: false,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "group {} is used by workspaces: {}",
+                g.name,
+                g.workspaces.join(", ")
+            );
         }
         GroupCmd::List => {
             let r = admin

@@ -1,5 +1,6 @@
 //! `ferry`: the command-line client of the scheduler's admin API, and `ferry quickstart`.
 
+mod access;
 mod agents;
 mod client;
 mod commands;
@@ -14,15 +15,13 @@ use std::path::PathBuf;
 #[derive(Parser, Debug)]
 #[command(version, propagate_version = true)]
 struct Cli {
-    /// Scheduler URL(s), comma separated; the first that answers is used.
-    #[arg(
-        long,
-        global = true,
-        env = "FERRY_SCHEDULER",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:7100"
-    )]
+    /// Scheduler URL(s), comma separated; the first that answers is used (default: the ones
+    /// `ferry login` saved, else http://127.0.0.1:7100).
+    #[arg(long, global = true, env = "FERRY_SCHEDULER", value_delimiter = ',')]
     scheduler: Vec<String>,
+    /// The workspace to act in (default: the one `ferry login` saved, else "default").
+    #[arg(long, global = true, env = "FERRY_WORKSPACE")]
+    workspace: Option<String>,
     /// PEM file of the CA that signed the scheduler's certificate (for a private CA).
     #[arg(long, global = true, env = "FERRY_CA_CERT")]
     ca_cert: Option<PathBuf>,
@@ -37,6 +36,35 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum Command {
+    /// Check an API token and save it (with the scheduler address) for later commands.
+    Login {
+        /// The token; prefer --token-stdin, which keeps it out of the process list.
+        #[arg(long, conflicts_with = "token_stdin")]
+        token: Option<String>,
+        #[arg(long)]
+        token_stdin: bool,
+    },
+    /// Forget the saved token.
+    Logout,
+    /// Who the token belongs to and its roles.
+    Whoami,
+    /// Users and their roles in the workspace.
+    #[command(subcommand)]
+    User(access::UserCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(access::TokenCmd),
+    /// Workspaces.
+    #[command(subcommand)]
+    Workspace(access::WorkspaceCmd),
+    /// Changes made through the API (and refused attempts): who, what, when, from where.
+    Audit {
+        /// Only the last period, e.g. 24h or 7d.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+    },
     /// Resource groups and their agents.
     #[command(subcommand)]
     Group(commands::GroupCmd),
@@ -75,13 +103,25 @@ async fn main() {
             rows,
             keep_running,
         } => quickstart::run(&workdir, rows, keep_running).await,
+        Command::Logout => access::logout(),
         other => {
             let tls = ferry_proto::tls::ClientTls {
                 ca_cert: cli.ca_cert,
                 client_cert: cli.tls_cert,
                 client_key: cli.tls_key,
             };
-            commands::run(&cli.scheduler, &tls, other).await
+            let saved = client::load_credentials();
+            let schedulers = if !cli.scheduler.is_empty() {
+                cli.scheduler
+            } else if let Some(c) = saved.as_ref().filter(|c| !c.schedulers.is_empty()) {
+                c.schedulers.clone()
+            } else {
+                vec!["http://127.0.0.1:7100".to_string()]
+            };
+            let workspace = cli
+                .workspace
+                .or_else(|| saved.as_ref().and_then(|c| c.workspace.clone()));
+            commands::run(&schedulers, &tls, workspace, saved, other).await
         }
     };
     match result {

@@ -204,6 +204,7 @@ pub async fn run(workdir: &Path, rows: u64, keep_running: bool) -> anyhow::Resul
         "sample",
         "warehouse.db",
         "scheduler.addr",
+        "admin.token",
     ] {
         let p = workdir.join(old);
         if p.is_dir() {
@@ -233,6 +234,8 @@ pub async fn run(workdir: &Path, rows: u64, keep_running: bool) -> anyhow::Resul
             "127.0.0.1:0",
             "--addr-file",
             &addr_file.to_string_lossy(),
+            "--admin-token-file",
+            &workdir.join("admin.token").to_string_lossy(),
         ],
         &workdir.join("scheduler.log"),
     )?;
@@ -263,7 +266,20 @@ pub async fn run(workdir: &Path, rows: u64, keep_running: bool) -> anyhow::Resul
         "scheduler: {url} (data in {}, log in scheduler.log)",
         sched_dir.display()
     );
-    let mut admin = connect(std::slice::from_ref(&url), &Default::default()).await?;
+    // The fresh scheduler created its first admin token; the quickstart uses it.
+    let token = std::fs::read_to_string(workdir.join("admin.token"))
+        .context("the scheduler did not write its first admin token")?;
+    let mut admin = connect(
+        std::slice::from_ref(&url),
+        &Default::default(),
+        crate::client::Auth::new(Some(token.trim()), None)?,
+    )
+    .await?;
+    println!(
+        "admin token in {} (log in with: ferry login --scheduler {url} --token-stdin < {})",
+        workdir.join("admin.token").display(),
+        workdir.join("admin.token").display()
+    );
 
     let group = admin
         .create_group(pb::CreateGroupRequest {

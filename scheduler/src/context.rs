@@ -23,6 +23,12 @@ pub struct Config {
     pub dispatch_interval: Duration,
     /// TLS for the listener; `None` serves plaintext.
     pub tls: Option<ServerTls>,
+    /// Where the first start writes the first admin token (besides showing it once).
+    pub admin_token_file: Option<PathBuf>,
+    /// The first admin token to create on the first start, instead of a random one.
+    pub bootstrap_token: Option<String>,
+    /// Written with the bound address once the scheduler serves (for scripts and tests).
+    pub addr_file: Option<PathBuf>,
 }
 
 /// PEM files of the scheduler's certificate and key, and optionally a CA whose client
@@ -44,6 +50,9 @@ impl Config {
             start_timeout: Duration::from_secs(60),
             dispatch_interval: Duration::from_millis(500),
             tls: None,
+            admin_token_file: None,
+            bootstrap_token: None,
+            addr_file: None,
         }
     }
 }

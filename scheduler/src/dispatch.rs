@@ -174,8 +174,12 @@ fn resolve_job(ctx: &Context, inst: &Instance) -> Result<String> {
     let text = params::substitute(&version.job_text, &ParamContext::for_bizdate(bizdate))?;
     let job = JobSpec::parse(&text)?;
     let mut sources = HashMap::new();
+    let workspace = crate::auth::workspace_of(&inst.task);
     for name in job.datasources() {
-        let Some(mut record) = ctx.store.datasource(&name)? else {
+        let Some(mut record) = ctx
+            .store
+            .datasource(&crate::auth::qualify(workspace, &name))?
+        else {
             continue; // resolve() reports it by name
         };
         if !record.groups.is_empty() && !record.groups.contains(&inst.group) {

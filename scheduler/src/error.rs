@@ -20,6 +20,8 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(String),
     #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
@@ -42,6 +44,7 @@ impl From<Error> for Status {
             Error::AlreadyExists { .. } => Status::already_exists(msg),
             Error::InvalidArgument(_) | Error::Job(_) => Status::invalid_argument(msg),
             Error::Unauthenticated(_) => Status::unauthenticated(msg),
+            Error::PermissionDenied(_) => Status::permission_denied(msg),
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::Unavailable(_) => Status::unavailable(msg),
             Error::Storage(_) | Error::Codec(_) | Error::Secrets(_) => Status::internal(msg),

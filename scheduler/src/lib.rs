@@ -6,6 +6,7 @@
 //! - [`hub`]: what is known only while running: open agent sessions, heartbeats, watchers.
 //! - [`agent_service`]: the agent-facing gRPC service (Register, Session).
 //! - [`admin`]: the admin gRPC service behind the CLI; [`convert`] maps records to its messages.
+//! - [`auth`]: API tokens, users, roles per workspace: who may do what.
 //! - [`dispatch`]: hands waiting instances to agents and enforces attempt leases.
 //! - [`plan`]: pure instance planning: a day's instances of every node and their edges.
 //! - [`secrets`]: seals data source secrets at rest.
@@ -13,6 +14,7 @@
 
 pub mod admin;
 pub mod agent_service;
+pub mod auth;
 pub mod clock;
 pub mod context;
 pub mod convert;

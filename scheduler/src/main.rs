@@ -37,6 +37,9 @@ struct Args {
     tls_cert: Option<PathBuf>,
     #[arg(long, env = "FERRY_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// On the first start, also write the first admin token to this file (mode 0600).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
     /// Require client certificates signed by this CA (PEM) from agents and CLIs.
     #[arg(long, env = "FERRY_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
@@ -68,18 +71,16 @@ async fn main() -> anyhow::Result<()> {
     config.offline_after = Duration::from_secs(args.offline_after_secs);
     config.attempt_lease = Duration::from_secs(args.attempt_lease_secs);
     config.start_timeout = Duration::from_secs(args.start_timeout_secs);
+    config.admin_token_file = args.admin_token_file;
+    config.addr_file = args.addr_file;
+    // Automation may choose the first admin token (at least 32 characters).
+    config.bootstrap_token = std::env::var("FERRY_BOOTSTRAP_TOKEN").ok();
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(ServerTls {
             cert,
             key,
             client_ca: args.tls_client_ca,
         });
-    }
-    if let Some(path) = &args.addr_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, addr.to_string())
-            .and_then(|_| std::fs::rename(&tmp, path))
-            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();

@@ -3,6 +3,7 @@
 
 use crate::admin::AdminApi;
 use crate::agent_service::AgentApi;
+use crate::auth::Authenticator;
 use crate::clock::SharedClock;
 use crate::context::{Config, Context};
 use crate::dispatch;
@@ -17,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tracing::{info, warn};
 
@@ -35,15 +37,41 @@ pub enum ServeError {
         path: String,
         source: std::io::Error,
     },
-    #[error("TLS: cannot read {path}: {source}")]
-    TlsFile {
+    #[error("cannot read or write {path}: {source}")]
+    File {
         path: String,
         source: std::io::Error,
     },
 }
 
+/// Shows the first admin token once: on standard error, and in `--admin-token-file` (mode 0600)
+/// when given, for automation.
+fn announce_first_token(config: &Config, token: &str) -> Result<(), ServeError> {
+    eprintln!(
+        "\n  First start: created user \"admin\" with API token (shown once, stored hashed):\n\n      {token}\n\n  Log in with: ferry login --scheduler {} --token {token}\n",
+        config.advertise_url
+    );
+    if let Some(path) = &config.admin_token_file {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        opts.open(path)
+            .and_then(|mut f| f.write_all(token.as_bytes()))
+            .map_err(|source| ServeError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 fn read_pem(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(path).map_err(|source| ServeError::TlsFile {
+    std::fs::read(path).map_err(|source| ServeError::File {
         path: path.display().to_string(),
         source,
     })
@@ -102,6 +130,19 @@ pub async fn run_with_clock(
         config,
         clock,
     });
+    if let Some(token) = crate::auth::bootstrap(&ctx, ctx.config.bootstrap_token.as_deref()).await?
+    {
+        announce_first_token(&ctx.config, &token)?;
+    }
+    if let (Some(path), Some(addr)) = (&ctx.config.addr_file, listener.local_addr().ok()) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, addr.to_string())
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|source| ServeError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+    }
     let tasks = TaskTracker::new();
     tasks.spawn(dispatch::run(ctx.clone(), shutdown.clone()));
 
@@ -124,11 +165,13 @@ pub async fn run_with_clock(
             AgentServiceServer::new(AgentApi::new(ctx.clone(), shutdown.clone()))
                 .max_encoding_message_size(MAX_ADMIN_MESSAGE),
         )
-        .add_service(
+        // No admin call reaches a handler without a valid API token.
+        .add_service(InterceptedService::new(
             AdminServiceServer::new(AdminApi::new(ctx.clone()))
                 .max_decoding_message_size(MAX_ADMIN_MESSAGE)
                 .max_encoding_message_size(MAX_ADMIN_MESSAGE),
-        )
+            Authenticator { ctx: ctx.clone() },
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             serve_shutdown.cancelled().await;
             // Ending the session streams lets graceful shutdown finish.

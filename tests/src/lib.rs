@@ -171,6 +171,8 @@ pub struct Cluster {
     extra: Vec<String>,
     /// Flags every CLI run and agent gets (`--ca-cert` for a TLS scheduler).
     pub client_args: Vec<String>,
+    /// The first admin's API token, which CLI runs use unless told otherwise.
+    pub token: String,
 }
 
 /// Flags that make liveness quick enough for tests.
@@ -197,6 +199,7 @@ impl Cluster {
             port: 0,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             client_args: Vec::new(),
+            token: String::new(),
         };
         c.start_scheduler(listen)?;
         Ok(c)
@@ -216,6 +219,8 @@ impl Cluster {
             listen.into(),
             "--addr-file".into(),
             addr_file.display().to_string(),
+            "--admin-token-file".into(),
+            self.path("admin.token").display().to_string(),
         ];
         args.extend(FAST.iter().map(|s| s.to_string()));
         args.extend(self.extra.iter().cloned());
@@ -252,6 +257,10 @@ impl Cluster {
             addr.clone()
         };
         self.url = format!("{scheme}://{host}");
+        self.token = std::fs::read_to_string(self.path("admin.token"))
+            .context("the scheduler wrote no admin token")?
+            .trim()
+            .to_string();
         self.scheduler = Some(proc);
         Ok(())
     }
@@ -271,8 +280,17 @@ impl Cluster {
     }
 
     pub fn ferry_stdin(&self, args: &[&str], stdin: Option<&str>) -> Result<CliOutput> {
+        self.ferry_as(&self.token.clone(), args, stdin)
+    }
+
+    /// Runs the CLI with another API token (empty: none).
+    pub fn ferry_as(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Result<CliOutput> {
         use std::io::Write;
         let mut cmd = Command::new(bin("ferry")?);
+        // Hermetic: no credentials of the person running the tests.
+        cmd.env("XDG_CONFIG_HOME", self.path("cli-config"))
+            .env("FERRY_TOKEN", token)
+            .env_remove("FERRY_WORKSPACE");
         cmd.arg("--scheduler")
             .arg(&self.url)
             .args(&self.client_args)

@@ -5,7 +5,9 @@
 //! proposer and carried inside it, so replaying the same log on another node (raft, later) gives
 //! the same state.
 
-use super::model::{AttemptState, DataSourceRecord, HostInfo, Labels, LogRecord, Stats};
+use super::model::{
+    ApiToken, AttemptState, AuditRecord, DataSourceRecord, HostInfo, Labels, LogRecord, Role, Stats,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,7 +16,46 @@ pub enum Command {
     CreateGroup {
         name: String,
         token_hash: String,
+        #[serde(default)]
+        workspaces: Vec<String>,
         at_ms: i64,
+    },
+    /// Lets a workspace's tasks use a resource group (or stops it).
+    BindGroup {
+        group: String,
+        workspace: String,
+        bind: bool,
+    },
+    CreateWorkspace {
+        name: String,
+        at_ms: i64,
+    },
+    CreateUser {
+        name: String,
+        cluster_admin: bool,
+        at_ms: i64,
+    },
+    /// Gives `user` `role` in `workspace`, or takes its role away (`None`).
+    SetRole {
+        user: String,
+        workspace: String,
+        role: Option<Role>,
+    },
+    CreateToken {
+        token: ApiToken,
+    },
+    RevokeToken {
+        id: String,
+        at_ms: i64,
+    },
+    /// A change made through the admin API, recorded with who made it, atomically with it.
+    Audited {
+        record: AuditRecord,
+        change: Box<Command>,
+    },
+    /// An admin API call that was refused, for the audit log.
+    RecordAudit {
+        record: AuditRecord,
     },
     RotateGroupToken {
         name: String,

@@ -13,8 +13,8 @@ pub mod model;
 use crate::error::{Error, Result};
 use command::{Applied, Command, Reporter};
 use model::{
-    Agent, Attempt, AttemptState, DataSourceRecord, Group, Instance, InstanceState, LogRecord,
-    Stats, Task, TaskVersion,
+    Agent, ApiToken, Attempt, AttemptState, AuditRecord, DataSourceRecord, Group, Instance,
+    InstanceState, LogRecord, Stats, Task, TaskVersion, User, Workspace,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -33,6 +33,11 @@ const LOG: &str = "l/";
 const WAITING: &str = "q/";
 /// Index of attempts not yet finished, for slot counts, leases and agent reconciliation.
 const LIVE: &str = "r/";
+const USER: &str = "u/";
+/// API tokens by the SHA-256 of the token.
+const TOKEN: &str = "k/";
+const WORKSPACE: &str = "w/";
+const AUDIT: &str = "z/";
 const FENCING: &str = "m/fencing";
 const APPLIED: &str = "m/applied";
 
@@ -50,6 +55,10 @@ fn key(prefix: &str, id: &str) -> Vec<u8> {
 
 fn log_key(attempt: &str, index: u64) -> Vec<u8> {
     format!("{LOG}{attempt}/{index:020}").into_bytes()
+}
+
+fn audit_key(at_ms: i64, index: u64) -> Vec<u8> {
+    format!("{AUDIT}{:020}/{index:020}", at_ms.max(0)).into_bytes()
 }
 
 fn version_key(task: &str, version: u32) -> Vec<u8> {
@@ -123,10 +132,122 @@ impl Store {
         };
         let applied_index = self.counter(APPLIED)? + 1;
         w.put(APPLIED.as_bytes().to_vec(), &applied_index)?;
+        let result = self.transition(cmd, &mut w, applied_index)?;
+        self.tree.apply_batch(w.batch)?;
+        Ok(result)
+    }
+
+    /// The writes of one command into `w`; an error means the command changes nothing.
+    fn transition(&self, cmd: Command, w: &mut Writes, applied_index: u64) -> Result<Applied> {
         let result = match cmd {
+            Command::Audited { record, change } => {
+                let applied = self.transition(*change, w, applied_index)?;
+                w.put(audit_key(record.at_ms, applied_index), &record)?;
+                applied
+            }
+            Command::RecordAudit { record } => {
+                w.put(audit_key(record.at_ms, applied_index), &record)?;
+                Applied::Done
+            }
+            Command::CreateWorkspace { name, at_ms } => {
+                if self.workspace(&name)?.is_some() {
+                    return Err(Error::AlreadyExists {
+                        what: "workspace",
+                        name,
+                    });
+                }
+                w.put(
+                    key(WORKSPACE, &name),
+                    &Workspace {
+                        name: name.clone(),
+                        created_ms: at_ms,
+                    },
+                )?;
+                Applied::Done
+            }
+            Command::CreateUser {
+                name,
+                cluster_admin,
+                at_ms,
+            } => {
+                if self.user(&name)?.is_some() {
+                    return Err(Error::AlreadyExists { what: "user", name });
+                }
+                w.put(
+                    key(USER, &name),
+                    &User {
+                        name: name.clone(),
+                        cluster_admin,
+                        roles: Default::default(),
+                        created_ms: at_ms,
+                    },
+                )?;
+                Applied::Done
+            }
+            Command::SetRole {
+                user,
+                workspace,
+                role,
+            } => {
+                let mut u = self.user(&user)?.ok_or_else(|| Error::NotFound {
+                    what: "user",
+                    name: user.clone(),
+                    hint: "see `ferry user list`",
+                })?;
+                self.require_workspace(&workspace)?;
+                match role {
+                    Some(r) => u.roles.insert(workspace, r),
+                    None => u.roles.remove(&workspace),
+                };
+                w.put(key(USER, &user), &u)?;
+                Applied::Done
+            }
+            Command::CreateToken { token } => {
+                if self.user(&token.user)?.is_none() {
+                    return Err(Error::NotFound {
+                        what: "user",
+                        name: token.user,
+                        hint: "see `ferry user list`",
+                    });
+                }
+                w.put(key(TOKEN, &token.hash), &token)?;
+                Applied::Done
+            }
+            Command::RevokeToken { id, at_ms } => {
+                let mut t = self
+                    .tokens()?
+                    .into_iter()
+                    .find(|t| t.id == id)
+                    .ok_or_else(|| Error::NotFound {
+                        what: "token",
+                        name: id.clone(),
+                        hint: "see `ferry token list`",
+                    })?;
+                if t.revoked_ms == 0 {
+                    t.revoked_ms = at_ms;
+                    w.put(key(TOKEN, &t.hash), &t)?;
+                }
+                Applied::Done
+            }
+            Command::BindGroup {
+                group,
+                workspace,
+                bind,
+            } => {
+                let mut g = self.require_group(&group)?;
+                self.require_workspace(&workspace)?;
+                g.workspaces.retain(|x| *x != workspace);
+                if bind {
+                    g.workspaces.push(workspace);
+                    g.workspaces.sort();
+                }
+                w.put(key(GROUP, &group), &g)?;
+                Applied::Done
+            }
             Command::CreateGroup {
                 name,
                 token_hash,
+                workspaces,
                 at_ms,
             } => {
                 if self.group(&name)?.is_some() {
@@ -135,10 +256,14 @@ impl Store {
                         name,
                     });
                 }
+                for ws in &workspaces {
+                    self.require_workspace(ws)?;
+                }
                 let g = Group {
                     name: name.clone(),
                     token_hash,
                     created_ms: at_ms,
+                    workspaces,
                 };
                 w.put(key(GROUP, &name), &g)?;
                 Applied::Done
@@ -210,7 +335,7 @@ impl Store {
                     for att in self.live_attempts()? {
                         if att.agent_id == id {
                             self.end_attempt(
-                                &mut w,
+                                w,
                                 att,
                                 AttemptState::Failed,
                                 None,
@@ -428,10 +553,10 @@ impl Store {
                     Reporter::Scheduler => None,
                 };
                 if !a.state.is_final() {
-                    self.end_attempt(&mut w, a, state, Some(stats), error, at_ms, agent.is_none())?;
+                    self.end_attempt(w, a, state, Some(stats), error, at_ms, agent.is_none())?;
                     Applied::Done
                 } else if agent.is_some() {
-                    self.late_report(&mut w, a, state, stats, error, at_ms)?
+                    self.late_report(w, a, state, stats, error, at_ms)?
                 } else {
                     return Ok(Applied::Stale(format!(
                         "attempt {id} already {}",
@@ -440,7 +565,6 @@ impl Store {
                 }
             }
         };
-        self.tree.apply_batch(w.batch)?;
         Ok(result)
     }
 
@@ -596,6 +720,51 @@ impl Store {
             name: id.to_string(),
             hint: "see `ferry instance list`",
         })
+    }
+
+    fn require_workspace(&self, name: &str) -> Result<Workspace> {
+        self.workspace(name)?.ok_or_else(|| Error::NotFound {
+            what: "workspace",
+            name: name.to_string(),
+            hint: "see `ferry workspace list`",
+        })
+    }
+
+    pub fn workspace(&self, name: &str) -> Result<Option<Workspace>> {
+        self.get(&key(WORKSPACE, name))
+    }
+    pub fn workspaces(&self) -> Result<Vec<Workspace>> {
+        self.scan(WORKSPACE)
+    }
+    pub fn user(&self, name: &str) -> Result<Option<User>> {
+        self.get(&key(USER, name))
+    }
+    pub fn users(&self) -> Result<Vec<User>> {
+        self.scan(USER)
+    }
+    /// The token whose SHA-256 is `hash`.
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<ApiToken>> {
+        self.get(&key(TOKEN, hash))
+    }
+    pub fn tokens(&self) -> Result<Vec<ApiToken>> {
+        self.scan(TOKEN)
+    }
+    /// Audit records, oldest first, from `since_ms` on, at most `limit` (the newest ones).
+    pub fn audit(&self, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let from = audit_key(since_ms, 0);
+        let mut out = Vec::new();
+        for item in self.tree.range(from..).rev() {
+            let (k, v) = item?;
+            if !k.starts_with(AUDIT.as_bytes()) {
+                continue;
+            }
+            out.push(serde_json::from_slice(&v)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.reverse();
+        Ok(out)
     }
 
     pub fn group(&self, name: &str) -> Result<Option<Group>> {

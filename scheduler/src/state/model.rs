@@ -15,6 +15,9 @@ pub struct Group {
     /// SHA-256 of the registration token; the token itself is shown once.
     pub token_hash: String,
     pub created_ms: i64,
+    /// Workspaces whose tasks may run on this group's agents.
+    #[serde(default)]
+    pub workspaces: Vec<String>,
 }
 
 /// Facts an agent reports about its host.
@@ -221,4 +224,85 @@ pub struct LogRecord {
     pub ts_ms: i64,
     pub level: String,
     pub message: String,
+}
+
+/// What a user may do in one workspace. Each role includes the ones before it, except that
+/// operators and developers are peers: operators run and repair instances, developers change
+/// tasks and data sources; both read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Developer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Developer => "developer",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "viewer" => Some(Self::Viewer),
+            "operator" => Some(Self::Operator),
+            "developer" => Some(Self::Developer),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A person or a machine that calls the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    /// Manages the cluster: users, workspaces, resource groups and agents.
+    pub cluster_admin: bool,
+    /// Role per workspace.
+    pub roles: BTreeMap<String, Role>,
+    pub created_ms: i64,
+}
+
+/// An API token; only its SHA-256 is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Short public id (the first characters of the hash) to list and revoke it by.
+    pub id: String,
+    pub user: String,
+    pub hash: String,
+    pub name: String,
+    pub created_ms: i64,
+    /// 0: never expires.
+    pub expires_ms: i64,
+    pub revoked_ms: i64,
+}
+
+/// A workspace: the unit data sources, tasks and roles belong to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workspace {
+    pub name: String,
+    pub created_ms: i64,
+}
+
+/// One change (or refused attempt at one) made through the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub at_ms: i64,
+    pub user: String,
+    /// The API call, e.g. `CreateTask`.
+    pub action: String,
+    pub workspace: String,
+    /// What it acted on (a task, a data source, an agent).
+    pub target: String,
+    /// The caller's address.
+    pub from: String,
+    /// `ok`, or why it was refused.
+    pub outcome: String,
 }

@@ -21,6 +21,7 @@ async fn setup(store: &Store) -> Result<()> {
         .propose(Command::CreateGroup {
             name: "rg".into(),
             token_hash: "h".into(),
+            workspaces: vec![],
             at_ms: 1,
         })
         .await?;
@@ -86,6 +87,7 @@ async fn duplicate_group_is_refused() -> Result<()> {
         .propose(Command::CreateGroup {
             name: "rg".into(),
             token_hash: "x".into(),
+            workspaces: vec![],
             at_ms: 9,
         })
         .await;

@@ -1,6 +1,7 @@
 //! End-to-end tests: real `ferry-scheduler`, `ferry-agent` and `ferry` processes on ephemeral
 //! ports, real files and SQLite databases.
 
+mod access;
 mod agents;
 mod databases;
 mod errors;

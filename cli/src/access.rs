@@ -1,0 +1,353 @@
+//! `ferry login`, `whoami`, `user`, `token`, `workspace` and `audit`: who may use the scheduler,
+//! and what they did.
+
+use crate::client::{Admin, Credentials, remove_credentials, save_credentials, status};
+use crate::format::{table, time};
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use ferry_proto::admin::v1 as pb;
+use std::io::Read;
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user (cluster admins); give it a token with `ferry token create --user`.
+    Create {
+        name: String,
+        /// May manage users, workspaces, resource groups and agents.
+        #[arg(long)]
+        cluster_admin: bool,
+    },
+    /// Users of the workspace (all users, for cluster admins).
+    List,
+    /// Give a user a role in the workspace: viewer, operator, developer or admin.
+    Grant {
+        name: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Take a user's role in the workspace away.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create an API token (for yourself, or for --user as a cluster admin); shown once.
+    Create {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime, e.g. 90d, 12h, 30m (default: never expires).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Your tokens (everyone's, for cluster admins).
+    List,
+    /// Revoke a token by its id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkspaceCmd {
+    /// Create a workspace (cluster admins).
+    Create { name: String },
+    /// Workspaces you have a role in.
+    List,
+}
+
+/// `90d` / `12h` / `30m` / `45s` -> seconds.
+fn duration_secs(text: &str) -> anyhow::Result<u64> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("\"{text}\" is not a duration like 90d, 12h or 30m"))?;
+    let scale = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" | "" => 1,
+        _ => bail!("\"{text}\": use d, h, m or s"),
+    };
+    Ok(n.saturating_mul(scale))
+}
+
+fn print_user(u: &pb::UserInfo) {
+    let mut roles: Vec<String> = u.roles.iter().map(|(w, r)| format!("{w}:{r}")).collect();
+    roles.sort();
+    println!(
+        "user {}{}  roles: {}",
+        u.name,
+        if u.cluster_admin {
+            " (cluster admin)"
+        } else {
+            ""
+        },
+        if roles.is_empty() {
+            "-".to_string()
+        } else {
+            roles.join(", ")
+        }
+    );
+}
+
+fn token_rows(tokens: &[pb::TokenInfo]) {
+    let rows: Vec<Vec<String>> = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.user.clone(),
+                t.name.clone(),
+                time(t.created_ms),
+                if t.expires_ms > 0 {
+                    time(t.expires_ms)
+                } else {
+                    "never".into()
+                },
+                if t.revoked_ms > 0 {
+                    format!("revoked {}", time(t.revoked_ms))
+                } else {
+                    "active".into()
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "USER", "NAME", "CREATED", "EXPIRES", "STATE"],
+        &rows,
+    );
+}
+
+/// Reads a token given on standard input.
+pub fn token_from_stdin() -> anyhow::Result<String> {
+    let mut t = String::new();
+    std::io::stdin()
+        .read_to_string(&mut t)
+        .context("cannot read the token from standard input")?;
+    Ok(t.trim().to_string())
+}
+
+/// Checks the token against the scheduler and saves it.
+pub async fn login(
+    admin: &mut Admin,
+    schedulers: &[String],
+    token: String,
+    workspace: Option<String>,
+) -> anyhow::Result<i32> {
+    let me = admin
+        .whoami(pb::WhoamiRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    let path = save_credentials(&Credentials {
+        schedulers: schedulers.to_vec(),
+        token,
+        workspace,
+    })?;
+    println!(
+        "logged in as {} (token {}); saved to {}",
+        me.name,
+        me.token_id,
+        path.display()
+    );
+    Ok(0)
+}
+
+pub fn logout() -> anyhow::Result<i32> {
+    if remove_credentials()? {
+        println!("logged out: saved credentials removed");
+    } else {
+        println!("no saved credentials");
+    }
+    Ok(0)
+}
+
+pub async fn whoami(admin: &mut Admin) -> anyhow::Result<i32> {
+    let me = admin
+        .whoami(pb::WhoamiRequest {})
+        .await
+        .map_err(status)?
+        .into_inner();
+    print_user(&me);
+    println!("token {}, workspace {}", me.token_id, me.workspace);
+    Ok(0)
+}
+
+pub async fn user(admin: &mut Admin, cmd: UserCmd) -> anyhow::Result<i32> {
+    match cmd {
+        UserCmd::Create {
+            name,
+            cluster_admin,
+        } => {
+            let u = admin
+                .create_user(pb::CreateUserRequest {
+                    name,
+                    cluster_admin,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_user(&u);
+        }
+        UserCmd::List => {
+            let r = admin
+                .list_users(pb::ListUsersRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            for u in &r.users {
+                print_user(u);
+            }
+        }
+        UserCmd::Grant { name, role } => {
+            let u = admin
+                .set_role(pb::SetRoleRequest { user: name, role })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_user(&u);
+        }
+        UserCmd::Revoke { name } => {
+            let u = admin
+                .set_role(pb::SetRoleRequest {
+                    user: name,
+                    role: String::new(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_user(&u);
+        }
+    }
+    Ok(0)
+}
+
+pub async fn token(admin: &mut Admin, cmd: TokenCmd) -> anyhow::Result<i32> {
+    match cmd {
+        TokenCmd::Create {
+            user,
+            name,
+            expires_in,
+        } => {
+            let ttl_secs = expires_in
+                .as_deref()
+                .map(duration_secs)
+                .transpose()?
+                .unwrap_or(0);
+            let r = admin
+                .create_token(pb::CreateTokenRequest {
+                    user: user.unwrap_or_default(),
+                    name,
+                    ttl_secs,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            let info = r.info.unwrap_or_default();
+            println!("token {} for {} (shown once):", info.id, info.user);
+            println!("{}", r.token);
+        }
+        TokenCmd::List => {
+            let r = admin
+                .list_tokens(pb::ListTokensRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            token_rows(&r.tokens);
+        }
+        TokenCmd::Revoke { id } => {
+            let t = admin
+                .revoke_token(pb::RevokeTokenRequest { id })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("token {} of {} revoked", t.id, t.user);
+        }
+    }
+    Ok(0)
+}
+
+pub async fn workspace(admin: &mut Admin, cmd: WorkspaceCmd) -> anyhow::Result<i32> {
+    match cmd {
+        WorkspaceCmd::Create { name } => {
+            let w = admin
+                .create_workspace(pb::CreateWorkspaceRequest { name })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("workspace {} created", w.name);
+        }
+        WorkspaceCmd::List => {
+            let r = admin
+                .list_workspaces(pb::ListWorkspacesRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            let rows: Vec<Vec<String>> = r
+                .workspaces
+                .iter()
+                .map(|w| vec![w.name.clone(), time(w.created_ms)])
+                .collect();
+            table(&["WORKSPACE", "CREATED"], &rows);
+        }
+    }
+    Ok(0)
+}
+
+pub async fn audit(admin: &mut Admin, since: Option<String>, limit: u32) -> anyhow::Result<i32> {
+    let since_ms = match since {
+        Some(s) => {
+            let now = chrono::Utc::now().timestamp_millis();
+            now - (duration_secs(&s)? as i64) * 1000
+        }
+        None => 0,
+    };
+    let r = admin
+        .list_audit(pb::ListAuditRequest { since_ms, limit })
+        .await
+        .map_err(status)?
+        .into_inner();
+    let rows: Vec<Vec<String>> = r
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                time(e.at_ms),
+                e.user.clone(),
+                e.action.clone(),
+                e.workspace.clone(),
+                e.target.clone(),
+                e.from.clone(),
+                e.outcome.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WHEN",
+            "USER",
+            "ACTION",
+            "WORKSPACE",
+            "TARGET",
+            "FROM",
+            "OUTCOME",
+        ],
+        &rows,
+    );
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_secs("90d").ok(), Some(90 * 86_400));
+        assert_eq!(duration_secs("12h").ok(), Some(12 * 3600));
+        assert_eq!(duration_secs("30").ok(), Some(30));
+        assert!(duration_secs("soon").is_err());
+        assert!(duration_secs("3w").is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! Who may do what: no call without a token; revoked and expired tokens refused; every role
+//! against every kind of operation; a workspace's data invisible from another; every change and
+//! every refusal in the audit log.
+
+use anyhow::{Result, anyhow};
+use ferry_tests::Cluster;
+use std::time::Duration;
+
+/// Creates `user` with `role` in `workspace` and returns a token for it.
+fn member(c: &Cluster, user: &str, workspace: &str, role: &str) -> Result<String> {
+    c.ferry(&["user", "create", user])?.ok()?;
+    c.ferry(&[
+        "--workspace",
+        workspace,
+        "user",
+        "grant",
+        user,
+        "--role",
+        role,
+    ])?
+    .ok()?;
+    token_for(c, user)
+}
+
+fn token_for(c: &Cluster, user: &str) -> Result<String> {
+    let out = c
+        .ferry(&["token", "create", "--user", user, "--name", "test"])?
+        .ok()?;
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with("fat_"))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no token in {}", out.stdout))
+}
+
+#[test]
+fn no_call_works_without_a_valid_token() -> Result<()> {
+    let c = Cluster::start()?;
+    for token in [
+        "",
+        "fat_0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        for args in [
+            vec!["group", "list"],
+            vec!["group", "create", "evil"],
+            vec!["group", "rotate-token", "evil"],
+            vec!["datasource", "list"],
+            vec!["task", "list"],
+        ] {
+            let out = c.ferry_as(token, &args, None)?;
+            assert_ne!(out.code, 0, "{args:?} worked without a valid token");
+            assert!(
+                out.stderr.contains("no API token") || out.stderr.contains("not valid"),
+                "{args:?}: {}",
+                out.stderr
+            );
+        }
+    }
+    // Nothing was created by those attempts.
+    let groups = c.ferry(&["group", "list"])?.ok()?;
+    assert!(!groups.stdout.contains("evil"), "{}", groups.stdout);
+    Ok(())
+}
+
+#[test]
+fn revoked_and_expired_tokens_are_refused() -> Result<()> {
+    let c = Cluster::start()?;
+    c.ferry(&["user", "create", "bob"])?.ok()?;
+    let bob = token_for(&c, "bob")?;
+    c.ferry_as(&bob, &["whoami"], None)?.ok()?;
+    let id = c
+        .ferry(&["token", "list"])?
+        .ok()?
+        .stdout
+        .lines()
+        .find(|l| l.contains(" bob "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("bob's token is not listed"))?;
+    c.ferry(&["token", "revoke", &id])?.ok()?;
+    let out = c.ferry_as(&bob, &["whoami"], None)?;
+    assert!(out.stderr.contains("revoked"), "{}", out.stderr);
+
+    let out = c
+        .ferry(&["token", "create", "--user", "bob", "--expires-in", "1s"])?
+        .ok()?;
+    let short = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("fat_"))
+        .ok_or_else(|| anyhow!("no token"))?
+        .to_string();
+    c.ferry_as(&short, &["whoami"], None)?.ok()?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let out = c.ferry_as(&short, &["whoami"], None)?;
+    assert!(out.stderr.contains("expired"), "{}", out.stderr);
+    Ok(())
+}
+
+/// Every role against every kind of operation, allowed and refused.
+#[test]
+fn roles_against_operations() -> Result<()> {
+    let (c, _) = Cluster::start_with_agent("rg")?;
+    c.ferry(&["datasource", "add", "gen", "--type", "stream"])?
+        .ok()?;
+    let job = c.job_file(
+        "job.json",
+        r#"{"job":{"content":[{"reader":{"name":"streamreader","parameter":{"column":[{"value":"x"}],"sliceRecordCount":5}},"writer":{"name":"streamwriter","parameter":{}}}]}}"#,
+    )?;
+    c.ferry(&["task", "create", "t", "--group", "rg", "--file", &job])?
+        .ok()?;
+    let tokens = [
+        ("viewer", member(&c, "vera", "default", "viewer")?),
+        ("operator", member(&c, "otto", "default", "operator")?),
+        ("developer", member(&c, "dana", "default", "developer")?),
+        ("admin", member(&c, "ada", "default", "admin")?),
+    ];
+    // (operation, roles allowed)
+    let cases: Vec<(Vec<&str>, &[&str])> = vec![
+        (
+            vec!["task", "list"],
+            &["viewer", "operator", "developer", "admin"],
+        ),
+        (
+            vec!["datasource", "list"],
+            &["viewer", "operator", "developer", "admin"],
+        ),
+        (
+            vec!["task", "run", "t", "--follow"],
+            &["operator", "developer", "admin"],
+        ),
+        (
+            vec!["task", "create", "t2", "--group", "rg", "--file", &job],
+            &["developer", "admin"],
+        ),
+        (
+            vec!["datasource", "add", "gen2", "--type", "stream"],
+            &["developer", "admin"],
+        ),
+        (vec!["audit"], &["admin"]),
+        (vec!["user", "list"], &["admin"]),
+        (vec!["group", "create", "rg2"], &[]),
+        (vec!["group", "rotate-token", "rg"], &[]),
+        (vec!["workspace", "create", "w2"], &[]),
+        (vec!["user", "create", "mallory"], &[]),
+    ];
+    for (args, allowed) in &cases {
+        for (role, token) in &tokens {
+            let out = c.ferry_as(token, args, None)?;
+            let ok = allowed.contains(role);
+            assert_eq!(
+                out.code == 0,
+                ok,
+                "{role} {args:?}: {}{}",
+                out.stdout,
+                out.stderr
+            );
+            if !ok {
+                assert!(
+                    out.stderr.contains("may not"),
+                    "{role} {args:?}: {}",
+                    out.stderr
+                );
+            }
+        }
+    }
+    // The workspace admin manages members of its workspace.
+    c.ferry(&["user", "create", "newbie"])?.ok()?;
+    let ada = &tokens[3].1;
+    c.ferry_as(ada, &["user", "grant", "newbie", "--role", "viewer"], None)?
+        .ok()?;
+    // Every change and refusal is in the audit log with who did it.
+    let audit = c.ferry(&["audit"])?.ok()?;
+    assert!(audit.stdout.contains("CreateTask"), "{}", audit.stdout);
+    assert!(audit.stdout.contains("dana"), "{}", audit.stdout);
+    assert!(audit.stdout.contains("denied"), "{}", audit.stdout);
+    assert!(audit.stdout.contains("127.0.0.1"), "{}", audit.stdout);
+    Ok(())
+}
+
+/// A token of workspace A sees nothing of workspace B and changes nothing there.
+#[test]
+fn workspaces_are_isolated() -> Result<()> {
+    let (c, _) = Cluster::start_with_agent("rg")?;
+    c.ferry(&["workspace", "create", "b"])?.ok()?;
+    c.ferry(&[
+        "--workspace",
+        "b",
+        "datasource",
+        "add",
+        "secret_db",
+        "--type",
+        "stream",
+    ])?
+    .ok()?;
+    let job = c.job_file(
+        "job.json",
+        r#"{"job":{"content":[{"reader":{"name":"streamreader","parameter":{"column":[{"value":"x"}],"sliceRecordCount":5}},"writer":{"name":"streamwriter","parameter":{}}}]}}"#,
+    )?;
+    // Group rg belongs to "default"; workspace b may not use it until bound.
+    let refused = c.ferry(&[
+        "--workspace",
+        "b",
+        "task",
+        "create",
+        "bt",
+        "--group",
+        "rg",
+        "--file",
+        &job,
+    ])?;
+    assert!(
+        refused.stderr.contains("not bound to workspace"),
+        "{}",
+        refused.stderr
+    );
+    c.ferry(&["--workspace", "b", "group", "bind", "rg"])?
+        .ok()?;
+    c.ferry(&[
+        "--workspace",
+        "b",
+        "task",
+        "create",
+        "bt",
+        "--group",
+        "rg",
+        "--file",
+        &job,
+    ])?
+    .ok()?;
+    let run = c
+        .ferry(&["--workspace", "b", "task", "run", "bt", "--follow"])?
+        .ok()?;
+    let b_instance = Cluster::instance_id(&run)?;
+
+    let alice = member(&c, "alice", "default", "admin")?;
+    let shown = c.ferry_as(&alice, &["datasource", "list"], None)?.ok()?;
+    assert!(!shown.stdout.contains("secret_db"), "{}", shown.stdout);
+    let tasks = c.ferry_as(&alice, &["task", "list"], None)?.ok()?;
+    assert!(!tasks.stdout.contains("bt"), "{}", tasks.stdout);
+    for args in [
+        vec!["--workspace", "b", "datasource", "list"],
+        vec!["--workspace", "b", "task", "run", "bt"],
+        vec![
+            "--workspace",
+            "b",
+            "datasource",
+            "add",
+            "x",
+            "--type",
+            "stream",
+        ],
+    ] {
+        let out = c.ferry_as(&alice, &args, None)?;
+        assert_ne!(out.code, 0, "{args:?}");
+        assert!(out.stderr.contains("may not"), "{args:?}: {}", out.stderr);
+    }
+    // B's instance does not exist as far as A is concerned.
+    let out = c.ferry_as(&alice, &["instance", "show", &b_instance], None)?;
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+    let out = c.ferry_as(&alice, &["instance", "logs", &b_instance], None)?;
+    assert!(out.stderr.contains("not found"), "{}", out.stderr);
+    Ok(())
+}
+
+#[test]
+fn login_saves_the_token_for_later_commands() -> Result<()> {
+    let c = Cluster::start()?;
+    let out = c.ferry_as("", &["login", "--token-stdin"], Some(&c.token))?;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("logged in as admin"), "{}", out.stdout);
+    let saved = c.path("cli-config/ferry/credentials.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&saved)?.permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // No FERRY_TOKEN: the saved token is used.
+    c.ferry_as("", &["whoami"], None)?.ok()?;
+    c.ferry_as("", &["logout"], None)?.ok()?;
+    let out = c.ferry_as("", &["whoami"], None)?;
+    assert!(out.stderr.contains("no API token"), "{}", out.stderr);
+    Ok(())
+}
