@@ -56,7 +56,7 @@ pub enum WorkspaceCmd {
 }
 
 /// `90d` / `12h` / `30m` / `45s` -> seconds.
-fn duration_secs(text: &str) -> anyhow::Result<u64> {
+pub fn duration_secs(text: &str) -> anyhow::Result<u64> {
     let t = text.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let n: u64 = num

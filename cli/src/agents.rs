@@ -2,7 +2,7 @@
 //! drain (finish what runs, take nothing new), resume, revoke (cut off at once).
 
 use crate::client::{Admin, status};
-use crate::format::{table, time};
+use crate::format::{Output, table, time};
 use clap::Subcommand;
 use ferry_proto::admin::v1 as pb;
 
@@ -22,7 +22,7 @@ pub enum AgentCmd {
     Revoke { id: String },
 }
 
-pub async fn run(admin: &mut Admin, cmd: AgentCmd) -> anyhow::Result<i32> {
+pub async fn run(admin: &mut Admin, out: Output, cmd: AgentCmd) -> anyhow::Result<i32> {
     match cmd {
         AgentCmd::List { group } => {
             let r = admin
@@ -32,6 +32,13 @@ pub async fn run(admin: &mut Admin, cmd: AgentCmd) -> anyhow::Result<i32> {
                 .await
                 .map_err(status)?
                 .into_inner();
+            if out == Output::Json {
+                println!(
+                    "{}",
+                    crate::json::list(r.agents.iter().map(crate::json::agent))
+                );
+                return Ok(0);
+            }
             let rows: Vec<Vec<String>> = r.agents.iter().map(row).collect();
             table(
                 &[

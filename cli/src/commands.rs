@@ -3,8 +3,7 @@
 use crate::TopCommand;
 pub use crate::agents::AgentCmd;
 use crate::client::{Admin, Auth, Credentials, connect, status};
-use crate::follow::{follow, print_summary};
-use crate::format::{table, thousands, time};
+use crate::format::{Output, table, time};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use ferry_proto::admin::v1 as pb;
@@ -25,6 +24,16 @@ pub enum GroupCmd {
     Bind { name: String },
     /// Stop the current workspace from using the group.
     Unbind { name: String },
+    /// Set a group's options (cluster admins).
+    Set {
+        name: String,
+        /// Most attempts at once across its agents (0: no limit).
+        #[arg(long)]
+        max_concurrency: Option<u32>,
+        /// Whether its agents run shell tasks: on | off.
+        #[arg(long)]
+        allow_shell: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,54 +160,10 @@ impl DatasourceFields {
     }
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
         .ok_or_else(|| format!("\"{s}\" is not key=value"))
-}
-
-#[derive(Subcommand, Debug)]
-pub enum TaskCmd {
-    /// Create a task (or a new version of it) from a job file (DataX job JSON).
-    Create {
-        name: String,
-        #[arg(long)]
-        group: String,
-        #[arg(long)]
-        file: PathBuf,
-        /// Run only on agents carrying these labels (k=v, repeatable or comma separated).
-        #[arg(long = "agent-label", value_delimiter = ',', value_parser = parse_kv)]
-        agent_labels: Vec<(String, String)>,
-    },
-    /// List tasks.
-    List,
-    /// Run a task now.
-    Run {
-        name: String,
-        /// Business date, yyyymmdd or yyyy-mm-dd (default: yesterday).
-        #[arg(long)]
-        bizdate: Option<String>,
-        /// Show live progress and the log until the run ends.
-        #[arg(long)]
-        follow: bool,
-    },
-    /// Print the log of the task's latest instance.
-    Logs { name: String },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum InstanceCmd {
-    /// List instances, newest last.
-    List {
-        #[arg(long)]
-        task: Option<String>,
-    },
-    /// Show an instance and its attempts.
-    Show { id: String },
-    /// Print an instance's log.
-    Logs { id: String },
-    /// Follow a running instance.
-    Follow { id: String },
 }
 
 /// Runs one admin command; returns the process exit code.
@@ -207,6 +172,7 @@ pub async fn run(
     tls: &ClientTls,
     workspace: Option<String>,
     saved: Option<Credentials>,
+    out: Output,
     cmd: TopCommand,
 ) -> anyhow::Result<i32> {
     // The token: FERRY_TOKEN, else what `ferry login` saved; `login` itself brings its own.
@@ -234,10 +200,20 @@ pub async fn run(
         TopCommand::Workspace(c) => crate::access::workspace(&mut admin, c).await,
         TopCommand::Audit { since, limit } => crate::access::audit(&mut admin, since, limit).await,
         TopCommand::Group(c) => group(&mut admin, c).await,
-        TopCommand::Agent(c) => crate::agents::run(&mut admin, c).await,
+        TopCommand::Agent(c) => crate::agents::run(&mut admin, out, c).await,
         TopCommand::Datasource(c) => datasource(&mut admin, c).await,
-        TopCommand::Task(c) => task(&mut admin, c).await,
-        TopCommand::Instance(c) => instance(&mut admin, c).await,
+        TopCommand::Task(c) => crate::tasks::run(&mut admin, out, c).await,
+        TopCommand::Instance(c) => crate::instances::run(&mut admin, out, c).await,
+        TopCommand::Dag { bizdate, task, dot } => {
+            crate::instances::dag(&mut admin, out, bizdate, task, dot).await
+        }
+        TopCommand::Backfill {
+            task,
+            from,
+            to,
+            downstream,
+            parallelism,
+        } => crate::instances::backfill(&mut admin, task, from, to, downstream, parallelism).await,
         TopCommand::Quickstart { .. } => bail!("quickstart does not talk to an existing scheduler"),
     }
 }
@@ -288,6 +264,35 @@ async fn group(admin: &mut Admin, cmd: GroupCmd) -> anyhow::Result<i32> {
                 "group {} is used by workspaces: {}",
                 g.name,
                 g.workspaces.join(", ")
+            );
+        }
+        GroupCmd::Set {
+            name,
+            max_concurrency,
+            allow_shell,
+        } => {
+            let g = admin
+                .set_group_options(pb::SetGroupOptionsRequest {
+                    group: name,
+                    max_concurrency: max_concurrency.map(i64::from).unwrap_or(-1),
+                    allow_shell: allow_shell.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "group {}: max concurrency {}, shell tasks {}",
+                g.name,
+                if g.max_concurrency == 0 {
+                    "unlimited".to_string()
+                } else {
+                    g.max_concurrency.to_string()
+                },
+                if g.allow_shell {
+                    "allowed"
+                } else {
+                    "not allowed"
+                }
             );
         }
         GroupCmd::List => {
@@ -475,187 +480,6 @@ async fn datasource(admin: &mut Admin, cmd: DatasourceCmd) -> anyhow::Result<i32
                 return Ok(2);
             }
             println!("{shown} is reachable from every agent of group {}", r.group);
-        }
-    }
-    Ok(0)
-}
-
-async fn task(admin: &mut Admin, cmd: TaskCmd) -> anyhow::Result<i32> {
-    match cmd {
-        TaskCmd::Create {
-            name,
-            group,
-            file,
-            agent_labels,
-        } => {
-            let job_json = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read job file {}", file.display()))?;
-            let t = admin
-                .create_task(pb::CreateTaskRequest {
-                    name,
-                    group,
-                    job_json,
-                    agent_labels: agent_labels.into_iter().collect(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            println!(
-                "task {} saved as version {} (group {})",
-                t.name, t.version, t.group
-            );
-        }
-        TaskCmd::List => {
-            let r = admin
-                .list_tasks(pb::ListTasksRequest {})
-                .await
-                .map_err(status)?
-                .into_inner();
-            let rows: Vec<Vec<String>> = r
-                .tasks
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.name.clone(),
-                        t.group.clone(),
-                        t.version.to_string(),
-                        time(t.updated_ms),
-                    ]
-                })
-                .collect();
-            table(&["TASK", "GROUP", "VERSION", "UPDATED"], &rows);
-        }
-        TaskCmd::Run {
-            name,
-            bizdate,
-            follow: follow_it,
-        } => {
-            let i = admin
-                .run_task(pb::RunTaskRequest {
-                    name,
-                    bizdate: bizdate.unwrap_or_default(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            println!(
-                "instance {} of task {} (bizdate {}) created",
-                i.id, i.task, i.bizdate
-            );
-            if follow_it {
-                let done = follow(admin, &i.id).await?;
-                return Ok(if done.state == "success" { 0 } else { 1 });
-            }
-        }
-        TaskCmd::Logs { name } => {
-            let r = admin
-                .get_logs(pb::GetLogsRequest {
-                    instance: String::new(),
-                    task: name,
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_logs(&r);
-        }
-    }
-    Ok(0)
-}
-
-fn print_logs(r: &pb::GetLogsResponse) {
-    println!("log of instance {}", r.instance_id);
-    let mut attempt = "";
-    for l in &r.lines {
-        if l.attempt_id != attempt {
-            attempt = &l.attempt_id;
-            println!("--- attempt {attempt}");
-        }
-        println!("{} [{}] {}", time(l.ts_ms), l.level, l.message);
-    }
-}
-
-async fn instance(admin: &mut Admin, cmd: InstanceCmd) -> anyhow::Result<i32> {
-    match cmd {
-        InstanceCmd::List { task } => {
-            let r = admin
-                .list_instances(pb::ListInstancesRequest {
-                    task: task.unwrap_or_default(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            let rows: Vec<Vec<String>> = r
-                .instances
-                .iter()
-                .map(|i| {
-                    let written = i
-                        .attempts
-                        .last()
-                        .and_then(|a| a.stats.as_ref())
-                        .map(|s| thousands(s.records_written))
-                        .unwrap_or_default();
-                    vec![
-                        i.id.clone(),
-                        i.task.clone(),
-                        i.bizdate.clone(),
-                        i.state.clone(),
-                        i.attempts.len().to_string(),
-                        written,
-                        time(i.created_ms),
-                    ]
-                })
-                .collect();
-            table(
-                &[
-                    "INSTANCE", "TASK", "BIZDATE", "STATE", "ATTEMPTS", "WRITTEN", "CREATED",
-                ],
-                &rows,
-            );
-        }
-        InstanceCmd::Show { id } => {
-            let i = admin
-                .get_instance(pb::GetInstanceRequest { id })
-                .await
-                .map_err(status)?
-                .into_inner();
-            println!(
-                "instance {} of task {} v{} bizdate {}",
-                i.id, i.task, i.version, i.bizdate
-            );
-            println!("state: {}", i.state);
-            if !i.waiting_reason.is_empty() {
-                println!("waiting: {}", i.waiting_reason);
-            }
-            for a in &i.attempts {
-                println!(
-                    "attempt {} on {}: {} (started {}, finished {})",
-                    a.id,
-                    if a.agent_id.is_empty() {
-                        "-"
-                    } else {
-                        &a.agent_id
-                    },
-                    a.state,
-                    time(a.started_ms),
-                    time(a.finished_ms)
-                );
-            }
-            print_summary(&i);
-        }
-        InstanceCmd::Logs { id } => {
-            let r = admin
-                .get_logs(pb::GetLogsRequest {
-                    instance: id,
-                    task: String::new(),
-                })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_logs(&r);
-        }
-        InstanceCmd::Follow { id } => {
-            let done = follow(admin, &id).await?;
-            return Ok(if done.state == "success" { 0 } else { 1 });
         }
     }
     Ok(0)

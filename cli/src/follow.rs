@@ -85,7 +85,7 @@ pub async fn follow(admin: &mut Admin, instance_id: &str) -> anyhow::Result<pb::
     }
     bar.finish_and_clear();
     let info = match last {
-        Some(i) if !["success", "failed", "killed"].contains(&i.state.as_str()) => admin
+        Some(i) if !["success", "failed", "killed", "dry_run"].contains(&i.state.as_str()) => admin
             .get_instance(pb::GetInstanceRequest { id: i.id })
             .await
             .map_err(status)?

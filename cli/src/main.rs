@@ -6,7 +6,10 @@ mod client;
 mod commands;
 mod follow;
 mod format;
+mod instances;
+mod json;
 mod quickstart;
+mod tasks;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -22,6 +25,9 @@ struct Cli {
     /// The workspace to act in (default: the one `ferry login` saved, else "default").
     #[arg(long, global = true, env = "FERRY_WORKSPACE")]
     workspace: Option<String>,
+    /// How list and show commands print: text for people, json for scripts.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    output: format::Output,
     /// PEM file of the CA that signed the scheduler's certificate (for a private CA).
     #[arg(long, global = true, env = "FERRY_CA_CERT")]
     ca_cert: Option<PathBuf>,
@@ -74,12 +80,35 @@ pub(crate) enum Command {
     /// Data sources in the catalog.
     #[command(subcommand, alias = "ds")]
     Datasource(commands::DatasourceCmd),
-    /// Sync tasks: create from a job file, run, read logs.
+    /// Tasks (the DAG's nodes): submit with a schedule, run, freeze, read logs.
     #[command(subcommand)]
-    Task(commands::TaskCmd),
-    /// Instances (runs of tasks).
+    Task(tasks::TaskCmd),
+    /// Instances (runs of tasks): list, show, logs, rerun, kill, freeze, mark success.
     #[command(subcommand)]
-    Instance(commands::InstanceCmd),
+    Instance(instances::InstanceCmd),
+    /// The DAG of a business date's instances: a text tree, or Graphviz with --dot.
+    Dag {
+        #[arg(long)]
+        bizdate: String,
+        /// Only this task's instances with their upstream and downstream.
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        dot: bool,
+    },
+    /// Run a task (and optionally its downstream) for a range of business dates, in order.
+    Backfill {
+        task: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        downstream: bool,
+        /// Days run at once.
+        #[arg(long, default_value_t = 1)]
+        parallelism: u32,
+    },
     /// Start a local scheduler and agent, and run a bundled sample sync end to end.
     Quickstart {
         /// Folder for the scheduler's and agent's data, the sample and the target.
@@ -121,7 +150,7 @@ async fn main() {
             let workspace = cli
                 .workspace
                 .or_else(|| saved.as_ref().and_then(|c| c.workspace.clone()));
-            commands::run(&schedulers, &tls, workspace, saved, other).await
+            commands::run(&schedulers, &tls, workspace, saved, cli.output, other).await
         }
     };
     match result {

@@ -336,11 +336,7 @@ async fn on_hello(
                 at_ms: ctx.now_ms(),
             })
             .await?;
-        if applied == Applied::Done {
-            ctx.hub.publish(InstanceEvent::Changed {
-                instance_id: attempt.instance_id,
-            });
-        }
+        ctx.announce(&applied);
     }
     let agent = ctx.store.agent(agent_id)?;
     let draining = agent.as_ref().is_some_and(|a| a.draining);
@@ -421,6 +417,7 @@ async fn finish_reported(
             at_ms: ctx.now_ms(),
         })
         .await?;
+    ctx.announce(&applied);
     ctx.hub.dispatch.notify_one();
     changed(ctx, &f.attempt_id, &applied)
 }

@@ -1,9 +1,11 @@
 //! The parts every service of one scheduler shares.
 
 use crate::clock::SharedClock;
-use crate::hub::Hub;
+use crate::hub::{Hub, InstanceEvent};
 use crate::secrets::SecretBox;
 use crate::state::Store;
+use crate::state::command::Applied;
+use ferry_proto::agent::v1 as pb;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,6 +31,8 @@ pub struct Config {
     pub bootstrap_token: Option<String>,
     /// Written with the bound address once the scheduler serves (for scripts and tests).
     pub addr_file: Option<PathBuf>,
+    /// When, on each schedule's wall clock, the next day's instances are generated.
+    pub generate_at: chrono::NaiveTime,
 }
 
 /// PEM files of the scheduler's certificate and key, and optionally a CA whose client
@@ -53,6 +57,7 @@ impl Config {
             admin_token_file: None,
             bootstrap_token: None,
             addr_file: None,
+            generate_at: chrono::NaiveTime::from_hms_opt(23, 30, 0).unwrap_or_default(),
         }
     }
 }
@@ -70,5 +75,33 @@ impl Context {
     /// Milliseconds since the Unix epoch by the scheduler's clock: the one reading commands carry.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Makes what a command changed known: watchers hear of changed instances, agents are told
+    /// to stop attempts the scheduler ended, the dispatcher wakes.
+    pub fn announce(&self, applied: &Applied) {
+        let Applied::Changed { instances, stop } = applied else {
+            return;
+        };
+        for id in instances {
+            self.hub.publish(InstanceEvent::Changed {
+                instance_id: id.clone(),
+            });
+        }
+        for s in stop {
+            tracing::info!(attempt = %s.attempt_id, agent = %s.agent_id, reason = %s.reason, "telling the agent to stop the attempt");
+            self.hub.send(
+                &s.agent_id,
+                pb::SchedulerMessage {
+                    body: Some(pb::scheduler_message::Body::Kill(pb::KillAttempt {
+                        attempt_id: s.attempt_id.clone(),
+                        reason: s.reason.clone(),
+                    })),
+                },
+            );
+        }
+        if !instances.is_empty() {
+            self.hub.dispatch.notify_one();
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::hub::{InstanceEvent, Session};
 use crate::state::command::{Applied, Command, Reporter};
-use crate::state::model::{Agent, Attempt, AttemptState, Instance, Labels};
+use crate::state::model::{Agent, Attempt, AttemptState, Group, Instance, Labels};
 use ferry_common::job::JobSpec;
 use ferry_common::params::{self, ParamContext};
 use ferry_proto::agent::v1 as pb;
@@ -23,6 +23,9 @@ use tracing::{Instrument, info, info_span, warn};
 /// Runs until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     loop {
+        if let Err(e) = crate::generate::tick(&ctx).await {
+            warn!(error = %e, "scheduling round failed; retrying");
+        }
         if let Err(e) = tick(&ctx).await {
             warn!(error = %e, "dispatch round failed; retrying");
         }
@@ -44,6 +47,16 @@ pub async fn tick(ctx: &Context) -> Result<()> {
     // Slots in use per agent, from the durable state (dispatched or running attempts).
     let mut busy = ctx.store.running_per_agent()?;
     let agents = ctx.store.agents()?;
+    let groups: HashMap<String, Group> = ctx
+        .store
+        .groups()?
+        .into_iter()
+        .map(|g| (g.name.clone(), g))
+        .collect();
+    let mut group_busy: HashMap<String, u32> = HashMap::new();
+    for a in &agents {
+        *group_busy.entry(a.group.clone()).or_default() += busy.get(&a.id).copied().unwrap_or(0);
+    }
     let mut labels_of: HashMap<(String, u32), Labels> = HashMap::new();
     for inst in waiting {
         let span = info_span!("instance", instance = %inst.id, task = %inst.task);
@@ -57,11 +70,25 @@ pub async fn tick(ctx: &Context) -> Result<()> {
             labels_of.insert(key.clone(), labels);
         }
         let required = labels_of.get(&key).cloned().unwrap_or_default();
+        let limit = groups
+            .get(&inst.group)
+            .map(|g| g.max_concurrency)
+            .unwrap_or(0);
+        let in_use = group_busy.get(&inst.group).copied().unwrap_or(0);
+        let chosen = if limit > 0 && in_use >= limit {
+            Err(format!(
+                "resource group \"{}\" runs {in_use} attempts, its limit (`ferry group set {} --max-concurrency`)",
+                inst.group, inst.group
+            ))
+        } else {
+            choose(ctx, &inst, &required, &agents, &busy)
+        };
         async {
-            match choose(ctx, &inst, &required, &agents, &busy) {
+            match chosen {
                 Ok((agent_id, session)) => {
                     ctx.hub.set_waiting(&inst.id, None);
                     *busy.entry(agent_id.clone()).or_default() += 1;
+                    *group_busy.entry(inst.group.clone()).or_default() += 1;
                     ctx.hub.dispatched_to(&agent_id);
                     dispatch(ctx, &inst, &agent_id, &session).await
                 }
@@ -170,8 +197,14 @@ fn resolve_job(ctx: &Context, inst: &Instance) -> Result<String> {
             name: format!("{}@{}", inst.task, inst.version),
             hint: "the store is inconsistent; restore from backup",
         })?;
-    let bizdate = params::parse_bizdate(&inst.bizdate)?;
-    let text = params::substitute(&version.job_text, &ParamContext::for_bizdate(bizdate))?;
+    // The values fixed when the instance was created, so a late run or a rerun sees the same.
+    let text = match &inst.params {
+        Some(resolved) => params::substitute(&version.job_text, resolved)?,
+        None => {
+            let bizdate = params::parse_bizdate(&inst.bizdate)?;
+            params::substitute(&version.job_text, &ParamContext::for_bizdate(bizdate))?
+        }
+    };
     let job = JobSpec::parse(&text)?;
     let mut sources = HashMap::new();
     let workspace = crate::auth::workspace_of(&inst.task);
@@ -216,7 +249,8 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
         Ok(j) => j,
         Err(e) => {
             warn!(attempt = %attempt_id, error = %e, "job cannot be resolved; failing the attempt");
-            ctx.store
+            let applied = ctx
+                .store
                 .propose(Command::FinishAttempt {
                     id: attempt_id,
                     by: Reporter::Scheduler,
@@ -227,9 +261,7 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
                     at_ms: ctx.now_ms(),
                 })
                 .await?;
-            ctx.hub.publish(InstanceEvent::Changed {
-                instance_id: inst.id.clone(),
-            });
+            ctx.announce(&applied);
             return Ok(());
         }
     };
@@ -303,20 +335,6 @@ pub async fn give_up(ctx: &Context, a: Attempt, why: String) -> Result<()> {
             at_ms: ctx.now_ms(),
         })
         .await?;
-    if applied == Applied::Done {
-        ctx.hub.send(
-            &a.agent_id,
-            pb::SchedulerMessage {
-                body: Some(pb::scheduler_message::Body::Kill(pb::KillAttempt {
-                    attempt_id: a.id.clone(),
-                    reason: why,
-                })),
-            },
-        );
-        ctx.hub.publish(InstanceEvent::Changed {
-            instance_id: a.instance_id,
-        });
-        ctx.hub.dispatch.notify_one();
-    }
+    ctx.announce(&applied);
     Ok(())
 }

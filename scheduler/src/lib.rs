@@ -8,6 +8,8 @@
 //! - [`admin`]: the admin gRPC service behind the CLI; [`convert`] maps records to its messages.
 //! - [`auth`]: API tokens, users, roles per workspace: who may do what.
 //! - [`dispatch`]: hands waiting instances to agents and enforces attempt leases.
+//! - [`generate`]: instances from schedules (nightly, generate-now), manual runs, backfills;
+//!   the leader's ticks.
 //! - [`plan`]: pure instance planning: a day's instances of every node and their edges.
 //! - [`secrets`]: seals data source secrets at rest.
 //! - [`server`]: wires it all on one listener: `server::run(listener, config, shutdown)`.
@@ -20,6 +22,7 @@ pub mod context;
 pub mod convert;
 pub mod dispatch;
 pub mod error;
+pub mod generate;
 pub mod hub;
 pub mod plan;
 pub mod secrets;

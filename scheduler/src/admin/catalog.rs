@@ -100,6 +100,8 @@ fn group_info(api: &AdminApi, g: Group) -> Result<pb::GroupInfo> {
         name: g.name,
         created_ms: g.created_ms,
         workspaces: g.workspaces,
+        max_concurrency: g.max_concurrency,
+        allow_shell: g.allow_shell,
     })
 }
 
@@ -577,4 +579,50 @@ pub async fn test_data_source(
         reports,
         group: req.group,
     })
+}
+
+pub async fn set_group_options(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::SetGroupOptionsRequest,
+) -> Result<pb::GroupInfo> {
+    api.allow(
+        p,
+        Action::AdministerCluster,
+        &p.workspace,
+        "SetGroupOptions",
+        &req.group,
+    )
+    .await?;
+    require_group(api, &req.group)?;
+    let max_concurrency = match req.max_concurrency {
+        n if n < 0 => None,
+        n => Some(
+            u32::try_from(n)
+                .map_err(|_| Error::InvalidArgument(format!("max concurrency {n} is too large")))?,
+        ),
+    };
+    let allow_shell = match req.allow_shell.as_str() {
+        "" => None,
+        "on" | "true" | "yes" => Some(true),
+        "off" | "false" | "no" => Some(false),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "allow_shell \"{other}\" must be on or off"
+            )));
+        }
+    };
+    api.audited(
+        p,
+        "SetGroupOptions",
+        &req.group,
+        Command::SetGroupOptions {
+            group: req.group.clone(),
+            max_concurrency,
+            allow_shell,
+        },
+    )
+    .await?;
+    api.ctx.hub.dispatch.notify_one();
+    group_info(api, require_group(api, &req.group)?)
 }

@@ -5,11 +5,13 @@
 //! proposes a command, wrapped with an audit record of who did it, from where, and when, so a
 //! refused request changes nothing and every change is accounted for. Handlers live with their
 //! subject: [`access`] (users, tokens, workspaces, audit), [`catalog`] (groups, agents, data
-//! sources), [`runs`] (tasks, instances, logs).
+//! sources), [`tasks`] (submit, run), [`instances`] (list, logs, rerun, kill, freeze, backfill,
+//! DAG).
 
 mod access;
 mod catalog;
-mod runs;
+mod instances;
+mod tasks;
 
 use crate::auth::{Action, Principal, principal};
 use crate::context::Context;
@@ -244,31 +246,86 @@ impl AdminService for AdminApi {
         &self,
         r: Request<pb::CreateTaskRequest>,
     ) -> Result<Response<pb::TaskInfo>, Status> {
-        handle!(self, r, runs::create_task)
+        handle!(self, r, tasks::create_task)
     }
     async fn list_tasks(
         &self,
         r: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
-        handle!(self, r, runs::list_tasks)
+        handle!(self, r, tasks::list_tasks)
     }
     async fn run_task(
         &self,
         r: Request<pb::RunTaskRequest>,
     ) -> Result<Response<pb::InstanceInfo>, Status> {
-        handle!(self, r, runs::run_task)
+        handle!(self, r, tasks::run_task)
     }
     async fn get_instance(
         &self,
         r: Request<pb::GetInstanceRequest>,
     ) -> Result<Response<pb::InstanceInfo>, Status> {
-        handle!(self, r, runs::get_instance)
+        handle!(self, r, instances::get_instance)
     }
     async fn list_instances(
         &self,
         r: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
-        handle!(self, r, runs::list_instances)
+        handle!(self, r, instances::list_instances)
+    }
+
+    async fn get_task(
+        &self,
+        r: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::TaskInfo>, Status> {
+        handle!(self, r, tasks::get_task)
+    }
+    async fn freeze_task(
+        &self,
+        r: Request<pb::FreezeTaskRequest>,
+    ) -> Result<Response<pb::TaskInfo>, Status> {
+        handle!(self, r, tasks::freeze_task)
+    }
+    async fn rerun_instance(
+        &self,
+        r: Request<pb::RerunInstanceRequest>,
+    ) -> Result<Response<pb::RerunInstanceResponse>, Status> {
+        handle!(self, r, instances::rerun_instance)
+    }
+    async fn kill_instance(
+        &self,
+        r: Request<pb::InstanceActionRequest>,
+    ) -> Result<Response<pb::InstanceInfo>, Status> {
+        handle!(self, r, instances::kill_instance)
+    }
+    async fn freeze_instance(
+        &self,
+        r: Request<pb::FreezeInstanceRequest>,
+    ) -> Result<Response<pb::InstanceInfo>, Status> {
+        handle!(self, r, instances::freeze_instance)
+    }
+    async fn mark_success(
+        &self,
+        r: Request<pb::InstanceActionRequest>,
+    ) -> Result<Response<pb::InstanceInfo>, Status> {
+        handle!(self, r, instances::mark_success)
+    }
+    async fn backfill(
+        &self,
+        r: Request<pb::BackfillRequest>,
+    ) -> Result<Response<pb::BackfillResponse>, Status> {
+        handle!(self, r, instances::backfill)
+    }
+    async fn get_dag(
+        &self,
+        r: Request<pb::GetDagRequest>,
+    ) -> Result<Response<pb::DagResponse>, Status> {
+        handle!(self, r, instances::get_dag)
+    }
+    async fn set_group_options(
+        &self,
+        r: Request<pb::SetGroupOptionsRequest>,
+    ) -> Result<Response<pb::GroupInfo>, Status> {
+        handle!(self, r, catalog::set_group_options)
     }
 
     type WatchInstanceStream = EventStream;
@@ -277,12 +334,12 @@ impl AdminService for AdminApi {
         &self,
         r: Request<pb::GetInstanceRequest>,
     ) -> Result<Response<Self::WatchInstanceStream>, Status> {
-        handle!(self, r, runs::watch_instance)
+        handle!(self, r, instances::watch_instance)
     }
     async fn get_logs(
         &self,
         r: Request<pb::GetLogsRequest>,
     ) -> Result<Response<pb::GetLogsResponse>, Status> {
-        handle!(self, r, runs::get_logs)
+        handle!(self, r, instances::get_logs)
     }
 }

@@ -6,8 +6,10 @@
 //! the same state.
 
 use super::model::{
-    ApiToken, AttemptState, AuditRecord, DataSourceRecord, HostInfo, Labels, LogRecord, Role, Stats,
+    ApiToken, AttemptState, AuditRecord, Backfill, DataSourceRecord, HostInfo, Instance, LogRecord,
+    Role, Stats, TaskVersion,
 };
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,20 +96,68 @@ pub enum Command {
     RemoveDataSource {
         name: String,
     },
-    /// Creates the task or a new version of it.
-    CreateTask {
-        name: String,
-        group: String,
-        job_text: String,
-        #[serde(default)]
-        agent_labels: Labels,
+    /// Submits a new version of a task (creating the task). `version.version` is ignored: the
+    /// next number is assigned. `submit_id` makes a retried submit a no-op.
+    SubmitTask {
+        version: TaskVersion,
+        submit_id: String,
+        /// With a schedule: the first day nightly generation makes instances of.
+        first_day: Option<NaiveDate>,
         at_ms: i64,
     },
-    CreateInstance {
+    SetGroupOptions {
+        group: String,
+        max_concurrency: Option<u32>,
+        allow_shell: Option<bool>,
+    },
+    /// Stores planned instances that do not exist yet (identity: their id), and records that
+    /// `generated` (zone, day) is done when given.
+    AddInstances {
+        instances: Vec<Instance>,
+        generated: Option<(String, NaiveDate)>,
+        at_ms: i64,
+    },
+    /// A manual run of (task, business date): joins an instance of that pair that is waiting or
+    /// running, reruns the manual one when it has ended, or creates `instance`.
+    RunTask {
+        instance: Instance,
+        at_ms: i64,
+    },
+    /// Time passes: instances whose time has come become ready, attempts past their timeout are
+    /// stopped.
+    Tick {
+        at_ms: i64,
+    },
+    /// Runs ended instances again (with their downstream, when listed).
+    Rerun {
+        ids: Vec<String>,
+        reason: String,
+        at_ms: i64,
+    },
+    KillInstance {
         id: String,
+        reason: String,
+        at_ms: i64,
+    },
+    Freeze {
+        ids: Vec<String>,
+        freeze: bool,
+        reason: String,
+        at_ms: i64,
+    },
+    SetTaskFrozen {
         task: String,
-        bizdate: String,
-        cyctime: String,
+        frozen: bool,
+        at_ms: i64,
+    },
+    MarkSuccess {
+        id: String,
+        reason: String,
+        at_ms: i64,
+    },
+    CreateBackfill {
+        backfill: Backfill,
+        instances: Vec<Instance>,
         at_ms: i64,
     },
     /// Assigns an instance to an agent; the fencing token is the next value of a counter.
@@ -163,4 +213,20 @@ pub enum Applied {
     },
     /// The command came from a stale or fenced-off attempt and changed nothing.
     Stale(String),
+    /// Instances whose state changed, and attempts whose agents must be told to stop.
+    Changed {
+        instances: Vec<String>,
+        stop: Vec<StopOrder>,
+    },
+    /// A manual run joined instance `id`, already waiting or running.
+    Joined(String),
+}
+
+/// An attempt the scheduler ended that its agent may still be running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopOrder {
+    pub attempt_id: String,
+    pub agent_id: String,
+    pub instance_id: String,
+    pub reason: String,
 }

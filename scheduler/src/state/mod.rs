@@ -1,23 +1,37 @@
 //! The scheduler's state machine over sled.
 //!
 //! One tree holds every record under a typed key prefix, so a command that touches several
-//! records (an attempt and its instance) lands in one atomic batch. [`Store::propose`] is the only
-//! way to change state: it serializes the command, applies it, and flushes sled before returning,
+//! records (an attempt, its instance and the instances downstream) lands in one atomic batch,
+//! together with the applied index. [`Store::propose`] is the only way to change state: it
+//! applies the command with one deterministic function and flushes sled before returning,
 //! because sled acknowledges writes before they are on disk and a caller (an agent waiting for an
-//! ack, a CLI told "created") must be able to rely on what it was told. Raft will slot in between
-//! serialization and apply without changing callers.
+//! ack, a CLI told "created") must be able to rely on what it was told. Everything a command
+//! depends on — ids, times, who reports — is inside it, so replaying the same commands (on
+//! another replica, after a restart) gives the same state.
+//!
+//! # Layout
+//! - [`command`]: every change, as data; [`model`]: the records.
+//! - `catalog`: groups, agents, data sources, tasks, users, tokens, workspaces.
+//! - `attempts`: dispatching an instance to an agent and what the agent reports.
+//! - `lifecycle`: instances from creation to their end — upstreams, cycle times, retries,
+//!   timeouts, reruns, kills, freezes, backfills.
 
+mod attempts;
+mod catalog;
 pub mod command;
+mod lifecycle;
 pub mod model;
 
-use crate::error::{Error, Result};
-use command::{Applied, Command, Reporter};
+use crate::error::Result;
+use command::{Applied, Command};
+pub use lifecycle::EXPIRED;
 use model::{
-    Agent, ApiToken, Attempt, AttemptState, AuditRecord, DataSourceRecord, Group, Instance,
-    InstanceState, LogRecord, Stats, Task, TaskVersion, User, Workspace,
+    Agent, ApiToken, Attempt, AuditRecord, Backfill, DataSourceRecord, Group, Instance,
+    InstanceState, LogRecord, Task, TaskVersion, User, Workspace,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::path::Path;
 use tokio::sync::Mutex;
 
@@ -29,15 +43,30 @@ const VERSION: &str = "v/";
 const INSTANCE: &str = "i/";
 const ATTEMPT: &str = "x/";
 const LOG: &str = "l/";
-/// Index of instances waiting for resources, so the dispatcher does not scan every instance.
-const WAITING: &str = "q/";
-/// Index of attempts not yet finished, for slot counts, leases and agent reconciliation.
-const LIVE: &str = "r/";
 const USER: &str = "u/";
 /// API tokens by the SHA-256 of the token.
 const TOKEN: &str = "k/";
 const WORKSPACE: &str = "w/";
 const AUDIT: &str = "z/";
+const BACKFILL: &str = "b/";
+/// Index: instances waiting for resources, so the dispatcher does not scan every instance.
+const WAITING: &str = "q/";
+/// Index: attempts not yet finished, for slot counts, leases and agent reconciliation.
+const LIVE: &str = "r/";
+/// Index: instances waiting for their time, by due time.
+const TIMEQ: &str = "tq/";
+/// Index: attempts by the time they time out.
+const TIMEOUT: &str = "to/";
+/// Index: downstream instances of an instance (`dn/<up>|<down>`), to wake them when it ends.
+const DOWN: &str = "dn/";
+/// Index: instances of a task and business date, for joining manual runs and listing.
+const TASK_DAY: &str = "ti/";
+/// Index: instances of a business date.
+const BIZDATE: &str = "bz/";
+/// Index: instances of each day of a backfill.
+const BACKFILL_DAY: &str = "bd/";
+/// Markers: days generated per time zone.
+const GENERATED: &str = "gn/";
 const FENCING: &str = "m/fencing";
 const APPLIED: &str = "m/applied";
 
@@ -65,15 +94,67 @@ fn version_key(task: &str, version: u32) -> Vec<u8> {
     format!("{VERSION}{task}/{version:010}").into_bytes()
 }
 
-/// Writes collected by one apply, committed atomically.
+fn timeq_key(due_ms: i64, id: &str) -> Vec<u8> {
+    format!("{TIMEQ}{:020}|{id}", due_ms.max(0)).into_bytes()
+}
+
+fn timeout_key(deadline_ms: i64, attempt: &str) -> Vec<u8> {
+    format!("{TIMEOUT}{:020}|{attempt}", deadline_ms.max(0)).into_bytes()
+}
+
+fn down_key(up: &str, down: &str) -> Vec<u8> {
+    format!("{DOWN}{up}|{down}").into_bytes()
+}
+
+fn task_day_prefix(task: &str, bizdate: &str) -> String {
+    format!("{TASK_DAY}{task}|{bizdate}|")
+}
+
+fn bizdate_prefix(bizdate: &str) -> String {
+    format!("{BIZDATE}{bizdate}|")
+}
+
+fn backfill_day_prefix(backfill: &str, day: u32) -> String {
+    format!("{BACKFILL_DAY}{backfill}|{day:06}|")
+}
+
+fn generated_key(zone: &str, day: chrono::NaiveDate) -> Vec<u8> {
+    format!("{GENERATED}{zone}|{}", day.format("%Y%m%d")).into_bytes()
+}
+
+/// The part of an index key after its last `|`: the id it points at.
+fn id_after_bar(k: &[u8]) -> String {
+    let s = String::from_utf8_lossy(k);
+    s.rsplit_once('|')
+        .map(|(_, id)| id.to_string())
+        .unwrap_or_default()
+}
+
+/// Writes collected by one apply, committed atomically. Reads inside the apply go through
+/// [`Store::read`], which sees these writes first, so one command can change a record twice.
 struct Writes {
     batch: sled::Batch,
+    overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Writes {
+    fn new() -> Self {
+        Self {
+            batch: sled::Batch::default(),
+            overlay: BTreeMap::new(),
+        }
+    }
+
     fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
-        self.batch.insert(key, serde_json::to_vec(value)?);
+        let bytes = serde_json::to_vec(value)?;
+        self.batch.insert(key.clone(), bytes.clone());
+        self.overlay.insert(key, Some(bytes));
         Ok(())
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.batch.remove(key.clone());
+        self.overlay.insert(key, None);
     }
 }
 
@@ -110,6 +191,35 @@ impl Store {
         }
     }
 
+    /// A record as the command being applied sees it: its own writes first.
+    fn read<T: DeserializeOwned>(&self, w: &Writes, key: &[u8]) -> Result<Option<T>> {
+        match w.overlay.get(key) {
+            Some(Some(bytes)) => Ok(Some(serde_json::from_slice(bytes)?)),
+            Some(None) => Ok(None),
+            None => self.get(key),
+        }
+    }
+
+    /// Keys under `prefix` as the command being applied sees them, in order.
+    fn keys_in(&self, w: &Writes, prefix: &str) -> Result<Vec<Vec<u8>>> {
+        let mut keys: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+        for item in self.tree.scan_prefix(prefix.as_bytes()) {
+            let (k, _) = item?;
+            keys.insert(k.to_vec());
+        }
+        for (k, v) in w
+            .overlay
+            .range(prefix.as_bytes().to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+        {
+            match v {
+                Some(_) => keys.insert(k.clone()),
+                None => keys.remove(k),
+            };
+        }
+        Ok(keys.into_iter().collect())
+    }
+
     fn scan<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
         self.tree
             .scan_prefix(prefix.as_bytes())
@@ -120,16 +230,23 @@ impl Store {
             .collect()
     }
 
+    /// Ids of an index, in key order.
+    fn index(&self, prefix: &str) -> Result<Vec<String>> {
+        self.tree
+            .scan_prefix(prefix.as_bytes())
+            .map(|item| Ok(id_after_bar(&item?.0)))
+            .collect()
+    }
+
     fn counter(&self, k: &str) -> Result<u64> {
         Ok(self.get::<u64>(k.as_bytes())?.unwrap_or(0))
     }
 
-    /// The deterministic state transition. Validation that depends on state happens here, so
-    /// every node would refuse the same commands.
+    /// The deterministic state transition, with the applied index written in the same batch.
+    /// Validation that depends on state happens here, so every replica refuses the same
+    /// commands; a refused command writes nothing.
     fn apply(&self, cmd: Command) -> Result<Applied> {
-        let mut w = Writes {
-            batch: sled::Batch::default(),
-        };
+        let mut w = Writes::new();
         let applied_index = self.counter(APPLIED)? + 1;
         w.put(APPLIED.as_bytes().to_vec(), &applied_index)?;
         let result = self.transition(cmd, &mut w, applied_index)?;
@@ -137,597 +254,33 @@ impl Store {
         Ok(result)
     }
 
-    /// The writes of one command into `w`; an error means the command changes nothing.
+    /// The writes of one command into `w`.
     fn transition(&self, cmd: Command, w: &mut Writes, applied_index: u64) -> Result<Applied> {
-        let result = match cmd {
+        match cmd {
             Command::Audited { record, change } => {
                 let applied = self.transition(*change, w, applied_index)?;
                 w.put(audit_key(record.at_ms, applied_index), &record)?;
-                applied
+                Ok(applied)
             }
             Command::RecordAudit { record } => {
                 w.put(audit_key(record.at_ms, applied_index), &record)?;
-                Applied::Done
+                Ok(Applied::Done)
             }
-            Command::CreateWorkspace { name, at_ms } => {
-                if self.workspace(&name)?.is_some() {
-                    return Err(Error::AlreadyExists {
-                        what: "workspace",
-                        name,
-                    });
-                }
-                w.put(
-                    key(WORKSPACE, &name),
-                    &Workspace {
-                        name: name.clone(),
-                        created_ms: at_ms,
-                    },
-                )?;
-                Applied::Done
-            }
-            Command::CreateUser {
-                name,
-                cluster_admin,
-                at_ms,
-            } => {
-                if self.user(&name)?.is_some() {
-                    return Err(Error::AlreadyExists { what: "user", name });
-                }
-                w.put(
-                    key(USER, &name),
-                    &User {
-                        name: name.clone(),
-                        cluster_admin,
-                        roles: Default::default(),
-                        created_ms: at_ms,
-                    },
-                )?;
-                Applied::Done
-            }
-            Command::SetRole {
-                user,
-                workspace,
-                role,
-            } => {
-                let mut u = self.user(&user)?.ok_or_else(|| Error::NotFound {
-                    what: "user",
-                    name: user.clone(),
-                    hint: "see `ferry user list`",
-                })?;
-                self.require_workspace(&workspace)?;
-                match role {
-                    Some(r) => u.roles.insert(workspace, r),
-                    None => u.roles.remove(&workspace),
-                };
-                w.put(key(USER, &user), &u)?;
-                Applied::Done
-            }
-            Command::CreateToken { token } => {
-                if self.user(&token.user)?.is_none() {
-                    return Err(Error::NotFound {
-                        what: "user",
-                        name: token.user,
-                        hint: "see `ferry user list`",
-                    });
-                }
-                w.put(key(TOKEN, &token.hash), &token)?;
-                Applied::Done
-            }
-            Command::RevokeToken { id, at_ms } => {
-                let mut t = self
-                    .tokens()?
-                    .into_iter()
-                    .find(|t| t.id == id)
-                    .ok_or_else(|| Error::NotFound {
-                        what: "token",
-                        name: id.clone(),
-                        hint: "see `ferry token list`",
-                    })?;
-                if t.revoked_ms == 0 {
-                    t.revoked_ms = at_ms;
-                    w.put(key(TOKEN, &t.hash), &t)?;
-                }
-                Applied::Done
-            }
-            Command::BindGroup {
-                group,
-                workspace,
-                bind,
-            } => {
-                let mut g = self.require_group(&group)?;
-                self.require_workspace(&workspace)?;
-                g.workspaces.retain(|x| *x != workspace);
-                if bind {
-                    g.workspaces.push(workspace);
-                    g.workspaces.sort();
-                }
-                w.put(key(GROUP, &group), &g)?;
-                Applied::Done
-            }
-            Command::CreateGroup {
-                name,
-                token_hash,
-                workspaces,
-                at_ms,
-            } => {
-                if self.group(&name)?.is_some() {
-                    return Err(Error::AlreadyExists {
-                        what: "resource group",
-                        name,
-                    });
-                }
-                for ws in &workspaces {
-                    self.require_workspace(ws)?;
-                }
-                let g = Group {
-                    name: name.clone(),
-                    token_hash,
-                    created_ms: at_ms,
-                    workspaces,
-                };
-                w.put(key(GROUP, &name), &g)?;
-                Applied::Done
-            }
-            Command::RotateGroupToken { name, token_hash } => {
-                let mut g = self.require_group(&name)?;
-                g.token_hash = token_hash;
-                w.put(key(GROUP, &name), &g)?;
-                Applied::Done
-            }
-            Command::RegisterAgent {
-                id,
-                group,
-                credential_hash,
-                host,
-                at_ms,
-            } => {
-                self.require_group(&group)?;
-                let a = Agent {
-                    id: id.clone(),
-                    group,
-                    credential_hash,
-                    host,
-                    registered_ms: at_ms,
-                    last_seen_ms: at_ms,
-                    connected: false,
-                    boot_id: String::new(),
-                    draining: false,
-                    revoked_ms: 0,
-                    revoked_reason: String::new(),
-                };
-                w.put(key(AGENT, &id), &a)?;
-                Applied::Done
-            }
-            Command::AgentSeen {
-                id,
-                connected,
-                host,
-                boot_id,
-                at_ms,
-            } => {
-                let Some(mut a) = self.agent(&id)? else {
-                    return Ok(Applied::Stale(format!("agent {id} is not registered")));
-                };
-                a.connected = connected;
-                a.last_seen_ms = at_ms;
-                if let Some(h) = host {
-                    a.host = h;
-                }
-                if let Some(b) = boot_id {
-                    a.boot_id = b;
-                }
-                w.put(key(AGENT, &id), &a)?;
-                Applied::Done
-            }
-            Command::RevokeAgent { id, reason, at_ms } => {
-                let Some(mut a) = self.agent(&id)? else {
-                    return Err(Error::NotFound {
-                        what: "agent",
-                        name: id,
-                        hint: "see `ferry agent list`",
-                    });
-                };
-                if !a.is_revoked() {
-                    a.revoked_ms = at_ms;
-                    a.revoked_reason = reason.clone();
-                    a.connected = false;
-                    w.put(key(AGENT, &id), &a)?;
-                    for att in self.live_attempts()? {
-                        if att.agent_id == id {
-                            self.end_attempt(
-                                w,
-                                att,
-                                AttemptState::Failed,
-                                None,
-                                format!(
-                                    "agent {id} was revoked ({reason}); the attempt was stopped"
-                                ),
-                                at_ms,
-                                true,
-                            )?;
-                        }
-                    }
-                }
-                Applied::Done
-            }
-            Command::SetAgentDraining { id, draining } => {
-                let Some(mut a) = self.agent(&id)? else {
-                    return Err(Error::NotFound {
-                        what: "agent",
-                        name: id,
-                        hint: "see `ferry agent list`",
-                    });
-                };
-                a.draining = draining;
-                w.put(key(AGENT, &id), &a)?;
-                Applied::Done
-            }
-            Command::PutDataSource { record } => {
-                w.put(key(DATASOURCE, &record.name), &record)?;
-                Applied::Done
-            }
-            Command::RemoveDataSource { name } => {
-                if self.datasource(&name)?.is_none() {
-                    return Err(Error::NotFound {
-                        what: "data source",
-                        name,
-                        hint: "see `ferry datasource list`",
-                    });
-                }
-                w.batch.remove(key(DATASOURCE, &name));
-                Applied::Done
-            }
-            Command::CreateTask {
-                name,
-                group,
-                job_text,
-                agent_labels,
-                at_ms,
-            } => {
-                self.require_group(&group)?;
-                let version = self.task(&name)?.map(|t| t.version).unwrap_or(0) + 1;
-                let t = Task {
-                    name: name.clone(),
-                    group: group.clone(),
-                    version,
-                    updated_ms: at_ms,
-                    agent_labels: agent_labels.clone(),
-                };
-                let v = TaskVersion {
-                    task: name.clone(),
-                    version,
-                    group,
-                    job_text,
-                    created_ms: at_ms,
-                    agent_labels,
-                };
-                w.put(key(TASK, &name), &t)?;
-                w.put(version_key(&name, version), &v)?;
-                Applied::TaskVersion(version)
-            }
-            Command::CreateInstance {
-                id,
-                task,
-                bizdate,
-                cyctime,
-                at_ms,
-            } => {
-                let t = self.task(&task)?.ok_or_else(|| Error::NotFound {
-                    what: "task",
-                    name: task.clone(),
-                    hint: "see `ferry task list`",
-                })?;
-                let i = Instance {
-                    id: id.clone(),
-                    task,
-                    version: t.version,
-                    group: t.group,
-                    bizdate,
-                    cyctime,
-                    state: InstanceState::WaitingResources,
-                    created_ms: at_ms,
-                    finished_ms: 0,
-                    attempts: Vec::new(),
-                };
-                w.put(key(INSTANCE, &id), &i)?;
-                w.put(key(WAITING, &id), &id)?;
-                Applied::Done
-            }
-            Command::DispatchAttempt {
-                id,
-                instance_id,
-                agent_id,
-                at_ms,
-            } => {
-                let mut inst = self.require_instance(&instance_id)?;
-                if inst.state != InstanceState::WaitingResources {
-                    return Ok(Applied::Stale(format!(
-                        "instance {instance_id} is {}, not waiting",
-                        inst.state.as_str()
-                    )));
-                }
-                let fencing_token = self.counter(FENCING)? + 1;
-                w.put(FENCING.as_bytes().to_vec(), &fencing_token)?;
-                let a = Attempt {
-                    id: id.clone(),
-                    instance_id: instance_id.clone(),
-                    agent_id,
-                    fencing_token,
-                    state: AttemptState::Dispatched,
-                    dispatched_ms: at_ms,
-                    started_ms: 0,
-                    finished_ms: 0,
-                    stats: Default::default(),
-                    error: String::new(),
-                    ended_by_scheduler: false,
-                    late_report: String::new(),
-                };
-                inst.state = InstanceState::Dispatched;
-                inst.attempts.push(id.clone());
-                w.batch.remove(key(WAITING, &instance_id));
-                w.put(key(LIVE, &id), &id)?;
-                w.put(key(ATTEMPT, &id), &a)?;
-                w.put(key(INSTANCE, &instance_id), &inst)?;
-                Applied::Dispatched { fencing_token }
-            }
-            Command::AttemptStarted {
-                id,
-                agent_id,
-                fencing_token,
-                at_ms,
-            } => {
-                let mut a = match self.live_attempt(&id, fencing_token, Some(&agent_id))? {
-                    Ok(a) => a,
-                    Err(stale) => return Ok(stale),
-                };
-                let mut inst = self.require_instance(&a.instance_id)?;
-                a.state = AttemptState::Running;
-                a.started_ms = at_ms;
-                inst.state = InstanceState::Running;
-                w.put(key(ATTEMPT, &id), &a)?;
-                w.put(key(INSTANCE, &a.instance_id), &inst)?;
-                Applied::Done
-            }
-            Command::AppendLogs {
-                attempt_id,
-                agent_id,
-                fencing_token,
-                lines,
-            } => {
-                let Some(a) = self.attempt(&attempt_id)? else {
-                    return Ok(Applied::Stale(format!("unknown attempt {attempt_id}")));
-                };
-                if a.fencing_token != fencing_token {
-                    return Ok(Applied::Stale(format!(
-                        "attempt {attempt_id} fenced: token {fencing_token} is not {}",
-                        a.fencing_token
-                    )));
-                }
-                if a.agent_id != agent_id {
-                    return Ok(Applied::Stale(format!(
-                        "agent {agent_id} sent log lines for attempt {attempt_id}, which belongs to agent {}",
-                        a.agent_id
-                    )));
-                }
-                if let Some(stale) = self.revoked(&agent_id)? {
-                    return Ok(stale);
-                }
-                // Lines that arrive after the attempt finished (resent after a reconnect) are
-                // still the attempt's own log: keep them.
-                for line in lines {
-                    w.put(log_key(&attempt_id, line.index), &line)?;
-                }
-                Applied::Done
-            }
-            Command::FinishAttempt {
-                id,
-                by,
-                fencing_token,
-                state,
-                stats,
-                error,
-                at_ms,
-            } => {
-                let Some(a) = self.attempt(&id)? else {
-                    return Ok(Applied::Stale(format!("unknown attempt {id}")));
-                };
-                if a.fencing_token != fencing_token {
-                    return Ok(Applied::Stale(format!(
-                        "attempt {id} fenced: token {fencing_token} is not {}",
-                        a.fencing_token
-                    )));
-                }
-                let agent = match &by {
-                    Reporter::Agent(agent) => {
-                        if *agent != a.agent_id {
-                            return Ok(Applied::Stale(format!(
-                                "agent {agent} reported attempt {id}, which belongs to agent {}",
-                                a.agent_id
-                            )));
-                        }
-                        if let Some(stale) = self.revoked(agent)? {
-                            return Ok(stale);
-                        }
-                        Some(agent.as_str())
-                    }
-                    Reporter::Scheduler => None,
-                };
-                if !a.state.is_final() {
-                    self.end_attempt(w, a, state, Some(stats), error, at_ms, agent.is_none())?;
-                    Applied::Done
-                } else if agent.is_some() {
-                    self.late_report(w, a, state, stats, error, at_ms)?
-                } else {
-                    return Ok(Applied::Stale(format!(
-                        "attempt {id} already {}",
-                        a.state.as_str()
-                    )));
-                }
-            }
-        };
-        Ok(result)
-    }
-
-    /// Why a report of `agent` counts for nothing, if it is revoked.
-    fn revoked(&self, agent: &str) -> Result<Option<Applied>> {
-        Ok(self
-            .agent(agent)?
-            .filter(Agent::is_revoked)
-            .map(|_| Applied::Stale(format!("agent {agent} is revoked; its reports are refused"))))
-    }
-
-    /// Ends a live attempt and its instance in `w`.
-    #[allow(clippy::too_many_arguments)]
-    fn end_attempt(
-        &self,
-        w: &mut Writes,
-        mut a: Attempt,
-        state: AttemptState,
-        stats: Option<Stats>,
-        error: String,
-        at_ms: i64,
-        by_scheduler: bool,
-    ) -> Result<()> {
-        let mut inst = self.require_instance(&a.instance_id)?;
-        a.state = state;
-        if let Some(s) = stats {
-            a.stats = s;
+            c @ (Command::DispatchAttempt { .. }
+            | Command::AttemptStarted { .. }
+            | Command::AppendLogs { .. }
+            | Command::FinishAttempt { .. }) => self.apply_attempt(c, w),
+            c @ (Command::AddInstances { .. }
+            | Command::RunTask { .. }
+            | Command::Tick { .. }
+            | Command::Rerun { .. }
+            | Command::KillInstance { .. }
+            | Command::Freeze { .. }
+            | Command::SetTaskFrozen { .. }
+            | Command::MarkSuccess { .. }
+            | Command::CreateBackfill { .. }) => self.apply_lifecycle(c, w),
+            c => self.apply_catalog(c, w),
         }
-        a.error = error;
-        a.finished_ms = at_ms;
-        a.ended_by_scheduler = by_scheduler;
-        if a.started_ms == 0 {
-            a.started_ms = at_ms;
-        }
-        // Only the instance's current attempt decides its state.
-        if inst.attempts.last() == Some(&a.id) {
-            inst.state = match state {
-                AttemptState::Succeeded => InstanceState::Success,
-                AttemptState::Killed => InstanceState::Killed,
-                _ => InstanceState::Failed,
-            };
-            inst.finished_ms = at_ms;
-            w.put(key(INSTANCE, &a.instance_id), &inst)?;
-        }
-        w.batch.remove(key(LIVE, &a.id));
-        w.put(key(ATTEMPT, &a.id), &a)?;
-        Ok(())
-    }
-
-    /// An agent's report on an attempt that has already ended. A success wins when the scheduler
-    /// had given up on the attempt (lease, lost session) and nothing ran the instance since:
-    /// the rows are in the target, so showing "failed" would invite a rerun that doubles them.
-    /// Anything else is kept on the attempt for the operator to see, and changes nothing.
-    fn late_report(
-        &self,
-        w: &mut Writes,
-        mut a: Attempt,
-        state: AttemptState,
-        stats: Stats,
-        error: String,
-        at_ms: i64,
-    ) -> Result<Applied> {
-        if state == a.state {
-            // The same result again: a resend after a reconnect.
-            return Ok(Applied::Stale(format!(
-                "attempt {} already {}",
-                a.id,
-                a.state.as_str()
-            )));
-        }
-        let inst = self.require_instance(&a.instance_id)?;
-        let current = inst.attempts.last() == Some(&a.id);
-        let given_up = a.ended_by_scheduler && a.state == AttemptState::Failed;
-        if state == AttemptState::Succeeded && given_up && current && !inst.state.is_active() {
-            let mut inst = inst;
-            a.late_report = format!(
-                "the scheduler had failed this attempt ({}); the agent then reported success, which stands because no other attempt ran since",
-                a.error
-            );
-            a.state = AttemptState::Succeeded;
-            a.error = String::new();
-            a.stats = stats;
-            a.finished_ms = at_ms;
-            inst.state = InstanceState::Success;
-            inst.finished_ms = at_ms;
-            w.batch.remove(key(WAITING, &inst.id));
-            w.put(key(INSTANCE, &inst.id), &inst)?;
-            w.put(key(ATTEMPT, &a.id), &a)?;
-            return Ok(Applied::Done);
-        }
-        let note = format!(
-            "after the attempt had ended as {}, its agent reported {}{}{}",
-            a.state.as_str(),
-            state.as_str(),
-            if error.is_empty() { "" } else { ": " },
-            error
-        );
-        if a.late_report != note {
-            a.late_report = note.clone();
-            w.put(key(ATTEMPT, &a.id), &a)?;
-        }
-        Ok(Applied::Stale(note))
-    }
-
-    /// The attempt, if it exists, carries `token`, belongs to `agent` (when given) and has not
-    /// finished; otherwise why not.
-    fn live_attempt(
-        &self,
-        id: &str,
-        token: u64,
-        agent: Option<&str>,
-    ) -> Result<Result<Attempt, Applied>> {
-        let Some(a) = self.attempt(id)? else {
-            return Ok(Err(Applied::Stale(format!("unknown attempt {id}"))));
-        };
-        if a.fencing_token != token {
-            return Ok(Err(Applied::Stale(format!(
-                "attempt {id} fenced: token {token} is not {}",
-                a.fencing_token
-            ))));
-        }
-        if let Some(agent) = agent {
-            if a.agent_id != agent {
-                return Ok(Err(Applied::Stale(format!(
-                    "agent {agent} reported attempt {id}, which belongs to agent {}",
-                    a.agent_id
-                ))));
-            }
-            if let Some(stale) = self.revoked(agent)? {
-                return Ok(Err(stale));
-            }
-        }
-        if a.state.is_final() {
-            return Ok(Err(Applied::Stale(format!(
-                "attempt {id} already {}",
-                a.state.as_str()
-            ))));
-        }
-        Ok(Ok(a))
-    }
-
-    fn require_group(&self, name: &str) -> Result<Group> {
-        self.group(name)?.ok_or_else(|| Error::NotFound {
-            what: "resource group",
-            name: name.to_string(),
-            hint: "see `ferry group list`",
-        })
-    }
-
-    fn require_instance(&self, id: &str) -> Result<Instance> {
-        self.instance(id)?.ok_or_else(|| Error::NotFound {
-            what: "instance",
-            name: id.to_string(),
-            hint: "see `ferry instance list`",
-        })
-    }
-
-    fn require_workspace(&self, name: &str) -> Result<Workspace> {
-        self.workspace(name)?.ok_or_else(|| Error::NotFound {
-            what: "workspace",
-            name: name.to_string(),
-            hint: "see `ferry workspace list`",
-        })
     }
 
     pub fn workspace(&self, name: &str) -> Result<Option<Workspace>> {
@@ -766,7 +319,6 @@ impl Store {
         out.reverse();
         Ok(out)
     }
-
     pub fn group(&self, name: &str) -> Result<Option<Group>> {
         self.get(&key(GROUP, name))
     }
@@ -794,6 +346,16 @@ impl Store {
     pub fn task_version(&self, name: &str, version: u32) -> Result<Option<TaskVersion>> {
         self.get(&version_key(name, version))
     }
+    /// The latest version of every task.
+    pub fn latest_versions(&self) -> Result<Vec<TaskVersion>> {
+        let mut out = Vec::new();
+        for t in self.tasks()? {
+            if let Some(v) = self.task_version(&t.name, t.version)? {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
     pub fn instance(&self, id: &str) -> Result<Option<Instance>> {
         self.get(&key(INSTANCE, id))
     }
@@ -803,21 +365,89 @@ impl Store {
         all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         Ok(all)
     }
-    /// Instances waiting for resources, oldest first.
-    pub fn waiting_instances(&self) -> Result<Vec<Instance>> {
+    /// Instances of one business date (yyyymmdd), by id.
+    pub fn instances_of_bizdate(&self, bizdate: &str) -> Result<Vec<Instance>> {
         let mut out = Vec::new();
-        for id in self.scan::<String>(WAITING)? {
+        for id in self.index(&bizdate_prefix(bizdate))? {
             if let Some(i) = self.instance(&id)? {
                 out.push(i);
             }
         }
-        out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         Ok(out)
+    }
+    /// Instances of a task on a business date.
+    pub fn instances_of_task_day(&self, task: &str, bizdate: &str) -> Result<Vec<Instance>> {
+        let mut out = Vec::new();
+        for id in self.index(&task_day_prefix(task, bizdate))? {
+            if let Some(i) = self.instance(&id)? {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+    /// Ids of the instances that wait for `id`.
+    pub fn downstream_of(&self, id: &str) -> Result<Vec<String>> {
+        self.index(&format!("{DOWN}{id}|"))
+    }
+    /// Instances waiting for resources, the dispatch queue's order: priority (highest first),
+    /// then the time they became ready.
+    pub fn waiting_instances(&self) -> Result<Vec<Instance>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(WAITING.as_bytes()) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[WAITING.len()..]).into_owned();
+            if let Some(i) = self.instance(&id)?
+                && i.state == InstanceState::WaitingResources
+            {
+                out.push(i);
+            }
+        }
+        out.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.ready_ms.cmp(&b.ready_ms))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+    /// The earliest due time among instances waiting for their time, if any.
+    pub fn next_due_ms(&self) -> Result<Option<i64>> {
+        match self.tree.scan_prefix(TIMEQ.as_bytes()).next() {
+            Some(item) => {
+                let (k, _) = item?;
+                let s = String::from_utf8_lossy(&k[TIMEQ.len()..]).into_owned();
+                Ok(s.split('|').next().and_then(|d| d.parse().ok()))
+            }
+            None => Ok(None),
+        }
+    }
+    /// The earliest attempt timeout, if any.
+    pub fn next_timeout_ms(&self) -> Result<Option<i64>> {
+        match self.tree.scan_prefix(TIMEOUT.as_bytes()).next() {
+            Some(item) => {
+                let (k, _) = item?;
+                let s = String::from_utf8_lossy(&k[TIMEOUT.len()..]).into_owned();
+                Ok(s.split('|').next().and_then(|d| d.parse().ok()))
+            }
+            None => Ok(None),
+        }
+    }
+    /// Whether day `day` was generated for schedules in `zone`.
+    pub fn generated(&self, zone: &str, day: chrono::NaiveDate) -> Result<bool> {
+        Ok(self.tree.contains_key(generated_key(zone, day))?)
+    }
+    pub fn backfill(&self, id: &str) -> Result<Option<Backfill>> {
+        self.get(&key(BACKFILL, id))
+    }
+    pub fn backfills(&self) -> Result<Vec<Backfill>> {
+        self.scan(BACKFILL)
     }
     /// Attempts dispatched or running.
     pub fn live_attempts(&self) -> Result<Vec<Attempt>> {
         let mut out = Vec::new();
-        for id in self.scan::<String>(LIVE)? {
+        for item in self.tree.scan_prefix(LIVE.as_bytes()) {
+            let (k, _) = item?;
+            let id = String::from_utf8_lossy(&k[LIVE.len()..]).into_owned();
             if let Some(a) = self.attempt(&id)? {
                 out.push(a);
             }
@@ -841,6 +471,10 @@ impl Store {
     /// The stored log of an attempt, in order.
     pub fn logs(&self, attempt_id: &str) -> Result<Vec<LogRecord>> {
         self.scan(&format!("{LOG}{attempt_id}/"))
+    }
+    /// The applied index: how many commands this store has applied.
+    pub fn applied_index(&self) -> Result<u64> {
+        self.counter(APPLIED)
     }
 }
 

@@ -1,7 +1,9 @@
 //! Records the state machine keeps. They are serialized as JSON in one sled tree so one atomic
 //! batch can change several of them (an attempt and its instance) together.
 
+use chrono::NaiveDate;
 use ferry_common::datasource::DataSourceConfig;
+use ferry_common::params::ResolvedParams;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -18,6 +20,12 @@ pub struct Group {
     /// Workspaces whose tasks may run on this group's agents.
     #[serde(default)]
     pub workspaces: Vec<String>,
+    /// Most attempts the group runs at once (0: only its agents' slots limit it).
+    #[serde(default)]
+    pub max_concurrency: u32,
+    /// Whether its agents run shell tasks.
+    #[serde(default)]
+    pub allow_shell: bool,
 }
 
 /// Facts an agent reports about its host.
@@ -81,12 +89,101 @@ pub struct DataSourceRecord {
 /// A task (a node of the DAG) and its latest version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
+    /// `workspace/name`.
     pub name: String,
     pub group: String,
     pub version: u32,
     pub updated_ms: i64,
     #[serde(default)]
     pub agent_labels: Labels,
+    /// New instances are created frozen; the task's waiting instances were frozen with it.
+    #[serde(default)]
+    pub frozen: bool,
+    /// The first day nightly generation makes instances of (the T+1 rule: the day after the
+    /// first submit with a schedule, in the schedule's zone).
+    #[serde(default)]
+    pub first_day: Option<NaiveDate>,
+    /// The id of the submit that made the latest version, so a retried submit is a no-op.
+    #[serde(default)]
+    pub last_submit: String,
+}
+
+/// What an instance of a task does when it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// A sync job (DataX job JSON) run by an agent's sync engine.
+    #[default]
+    Sync,
+    /// A shell script run by an agent of a group that allows shell tasks.
+    Shell,
+    /// Runs nothing: a start or join point of a DAG.
+    Virtual,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Shell => "shell",
+            Self::Virtual => "virtual",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" | "sync" => Some(Self::Sync),
+            "shell" => Some(Self::Shell),
+            "virtual" => Some(Self::Virtual),
+            _ => None,
+        }
+    }
+}
+
+/// When a task runs by itself: a cron expression in an IANA time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    pub cron: String,
+    pub timezone: String,
+}
+
+/// Whether an instance may be run again by hand.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RerunPolicy {
+    #[default]
+    Always,
+    /// Only an instance that failed or was killed.
+    OnlyAfterFailure,
+    Never,
+}
+
+impl RerunPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "always",
+            Self::OnlyAfterFailure => "only_after_failure",
+            Self::Never => "never",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" | "always" => Some(Self::Always),
+            "only_after_failure" | "failed" | "after-failure" => Some(Self::OnlyAfterFailure),
+            "never" => Some(Self::Never),
+            _ => None,
+        }
+    }
+}
+
+/// A dependency of a task on another task (qualified name) of its workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencySpec {
+    pub upstream: String,
+    /// On the upstream's previous cycle (cross-cycle) rather than the same cycle.
+    #[serde(default)]
+    pub previous: bool,
 }
 
 /// One immutable submitted version of a task.
@@ -95,62 +192,241 @@ pub struct TaskVersion {
     pub task: String,
     pub version: u32,
     pub group: String,
-    /// The job file as the user wrote it; parameters are substituted per instance.
+    /// The job file (sync) or script (shell) as the user wrote it; parameters are substituted
+    /// per instance.
     pub job_text: String,
     pub created_ms: i64,
     /// Labels an agent must carry to run this version.
     #[serde(default)]
     pub agent_labels: Labels,
+    #[serde(default)]
+    pub kind: TaskKind,
+    /// `None`: manual only (run, backfill).
+    #[serde(default)]
+    pub schedule: Option<ScheduleSpec>,
+    #[serde(default)]
+    pub start_date: Option<NaiveDate>,
+    #[serde(default)]
+    pub end_date: Option<NaiveDate>,
+    /// Higher runs first when resources are short.
+    #[serde(default)]
+    pub priority: i32,
+    /// An attempt running longer is killed (0: no limit).
+    #[serde(default)]
+    pub timeout_secs: u64,
+    #[serde(default)]
+    pub dependencies: Vec<DependencySpec>,
+    /// User parameters, `name=expression …` (DataWorks style).
+    #[serde(default)]
+    pub params: String,
+    #[serde(default)]
+    pub rerun: RerunPolicy,
+    /// Automatic retries after a failure, and the wait before each.
+    #[serde(default)]
+    pub retries: u32,
+    #[serde(default)]
+    pub retry_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
+    /// Some upstream instance has not succeeded yet.
+    WaitingUpstream,
+    /// Upstreams are done; the cycle time (or a retry's wait) has not come.
+    WaitingTime,
+    /// Ready; waiting for an agent of its group with a free slot.
     WaitingResources,
     Dispatched,
     Running,
     Success,
     Failed,
     Killed,
+    /// Held by an operator: does not run, and blocks its downstream.
+    Frozen,
+    /// Marked success without running (a day its schedule skips, outside its dates, or a cycle
+    /// already past when generated): satisfies its downstream.
+    DryRun,
 }
 
 impl InstanceState {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::WaitingUpstream => "waiting_upstream",
+            Self::WaitingTime => "waiting_time",
             Self::WaitingResources => "waiting_resources",
             Self::Dispatched => "dispatched",
             Self::Running => "running",
             Self::Success => "success",
             Self::Failed => "failed",
             Self::Killed => "killed",
+            Self::Frozen => "frozen",
+            Self::DryRun => "dry_run",
         }
     }
 
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::WaitingUpstream,
+            Self::WaitingTime,
+            Self::WaitingResources,
+            Self::Dispatched,
+            Self::Running,
+            Self::Success,
+            Self::Failed,
+            Self::Killed,
+            Self::Frozen,
+            Self::DryRun,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Success | Self::Failed | Self::Killed)
+        matches!(
+            self,
+            Self::Success | Self::Failed | Self::Killed | Self::DryRun
+        )
     }
 
     /// Dispatched or running: an attempt is live.
     pub fn is_active(self) -> bool {
         matches!(self, Self::Dispatched | Self::Running)
     }
+
+    /// Waiting for upstreams, time or resources.
+    pub fn is_waiting(self) -> bool {
+        matches!(
+            self,
+            Self::WaitingUpstream | Self::WaitingTime | Self::WaitingResources
+        )
+    }
+
+    /// Lets downstream instances go.
+    pub fn satisfies_downstream(self) -> bool {
+        matches!(self, Self::Success | Self::DryRun)
+    }
 }
 
-/// A run of a task version for one cycle.
+/// Why an instance exists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum RunKind {
+    /// Generated from the task's schedule.
+    Scheduled,
+    /// `ferry task run`.
+    #[default]
+    Manual,
+    /// Part of a backfill, on its `day`-th business date (0 = the first).
+    Backfill { id: String, day: u32 },
+}
+
+/// One change of an instance's state, with when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at_ms: i64,
+    pub state: InstanceState,
+    pub reason: String,
+}
+
+/// A run of a task version for one cycle. Its identity is (task, cycle time): a scheduled
+/// instance's id is `plan::instance_key`, so generating a day twice never makes a second one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
+    /// `workspace/name` of the task.
     pub task: String,
     pub version: u32,
     pub group: String,
     /// yyyymmdd
     pub bizdate: String,
-    /// yyyymmddhh24miss
+    /// yyyymmddhh24miss, on the schedule's wall clock.
     pub cyctime: String,
     pub state: InstanceState,
     pub created_ms: i64,
     pub finished_ms: i64,
     pub attempts: Vec<String>,
+    #[serde(default)]
+    pub run: RunKind,
+    #[serde(default)]
+    pub node_type: TaskKind,
+    /// When it may run (its cycle time, or a retry's wait).
+    #[serde(default)]
+    pub due_ms: i64,
+    /// When it became ready (waiting for resources): the dispatch queue's order after priority.
+    #[serde(default)]
+    pub ready_ms: i64,
+    #[serde(default)]
+    pub priority: i32,
+    /// Parameter values, fixed when the instance was created.
+    #[serde(default)]
+    pub params: Option<ResolvedParams>,
+    /// Same-cycle upstream instances: each must exist and have succeeded.
+    #[serde(default)]
+    pub upstream: Vec<String>,
+    /// Cross-cycle upstream instances: each must have succeeded, or never have existed.
+    #[serde(default)]
+    pub previous: Vec<String>,
+    /// Why it is a dry run (empty: it runs).
+    #[serde(default)]
+    pub dry_run: String,
+    #[serde(default)]
+    pub retries_left: u32,
+    #[serde(default)]
+    pub history: Vec<Transition>,
+}
+
+/// How many transitions an instance keeps.
+const HISTORY: usize = 100;
+
+impl Instance {
+    /// Moves to `state`, recording when and why.
+    pub fn set_state(&mut self, state: InstanceState, at_ms: i64, reason: impl Into<String>) {
+        self.state = state;
+        if state.is_final() {
+            self.finished_ms = at_ms;
+        }
+        if self.history.len() >= HISTORY {
+            self.history.remove(0);
+        }
+        self.history.push(Transition {
+            at_ms,
+            state,
+            reason: reason.into(),
+        });
+    }
+}
+
+/// A backfill: days run in order, at most `parallelism` days at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Backfill {
+    pub id: String,
+    pub task: String,
+    pub downstream: bool,
+    pub parallelism: u32,
+    /// Business dates, in order.
+    pub days: Vec<String>,
+    /// Per day: instances not yet succeeded.
+    pub remaining: Vec<u32>,
+    pub created_ms: i64,
+    pub user: String,
+}
+
+impl Backfill {
+    /// The first day not yet fully succeeded (`days.len()` when all are).
+    pub fn first_open_day(&self) -> u32 {
+        self.remaining
+            .iter()
+            .position(|r| *r > 0)
+            .unwrap_or(self.remaining.len()) as u32
+    }
+
+    /// Whether instances of `day` may run now.
+    pub fn may_run(&self, day: u32) -> bool {
+        day < self
+            .first_open_day()
+            .saturating_add(self.parallelism.max(1))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +491,9 @@ pub struct Attempt {
     /// What the agent reported after the attempt had already ended.
     #[serde(default)]
     pub late_report: String,
+    /// When it is killed for running too long (0: no limit).
+    #[serde(default)]
+    pub deadline_ms: i64,
 }
 
 /// One stored line of an attempt's log.

@@ -1,6 +1,70 @@
 use super::*;
+use crate::error::Error;
 use command::Reporter;
-use model::Stats;
+use model::{AttemptState, InstanceState, RunKind, Stats, TaskKind, Transition};
+
+/// A task version with defaults, for tests.
+pub(crate) fn version(task: &str, job: &str) -> TaskVersion {
+    TaskVersion {
+        task: task.into(),
+        version: 0,
+        group: "rg".into(),
+        job_text: job.into(),
+        created_ms: 0,
+        agent_labels: Default::default(),
+        kind: TaskKind::Sync,
+        schedule: None,
+        start_date: None,
+        end_date: None,
+        priority: 0,
+        timeout_secs: 0,
+        dependencies: Vec::new(),
+        params: String::new(),
+        rerun: Default::default(),
+        retries: 0,
+        retry_interval_secs: 0,
+    }
+}
+
+fn submit(task: &str, job: &str, id: &str, at_ms: i64) -> Command {
+    Command::SubmitTask {
+        version: version(task, job),
+        submit_id: id.into(),
+        first_day: None,
+        at_ms,
+    }
+}
+
+/// A manual instance `id` of task `t`, due at once.
+fn manual(id: &str) -> Instance {
+    Instance {
+        id: id.into(),
+        task: "t".into(),
+        version: 1,
+        group: "rg".into(),
+        bizdate: "20261124".into(),
+        cyctime: "20261125000000".into(),
+        state: InstanceState::WaitingUpstream,
+        created_ms: 0,
+        finished_ms: 0,
+        attempts: Vec::new(),
+        run: RunKind::Manual,
+        node_type: TaskKind::Sync,
+        due_ms: 0,
+        ready_ms: 0,
+        priority: 0,
+        params: None,
+        upstream: Vec::new(),
+        previous: Vec::new(),
+        dry_run: String::new(),
+        retries_left: 0,
+        history: vec![Transition {
+            at_ms: 0,
+            state: InstanceState::WaitingUpstream,
+            reason: "run by test".into(),
+        }],
+    }
+}
 
 /// Opens the store again in the same process. sled's background flusher can hold the
 /// directory's lock for a moment after the previous handle is dropped (a new process never
@@ -25,21 +89,10 @@ async fn setup(store: &Store) -> Result<()> {
             at_ms: 1,
         })
         .await?;
+    store.propose(submit("t", "{}", "s1", 2)).await?;
     store
-        .propose(Command::CreateTask {
-            name: "t".into(),
-            group: "rg".into(),
-            job_text: "{}".into(),
-            agent_labels: Default::default(),
-            at_ms: 2,
-        })
-        .await?;
-    store
-        .propose(Command::CreateInstance {
-            id: "i1".into(),
-            task: "t".into(),
-            bizdate: "20261124".into(),
-            cyctime: "20261125000000".into(),
+        .propose(Command::RunTask {
+            instance: manual("i1"),
             at_ms: 3,
         })
         .await?;
@@ -52,16 +105,11 @@ async fn state_survives_reopen() -> Result<()> {
     {
         let store = Store::open(dir.path())?;
         setup(&store).await?;
-        let v = store
-            .propose(Command::CreateTask {
-                name: "t".into(),
-                group: "rg".into(),
-                job_text: "{\"v\":2}".into(),
-                agent_labels: Default::default(),
-                at_ms: 4,
-            })
-            .await?;
+        let v = store.propose(submit("t", "{\"v\":2}", "s2", 4)).await?;
         assert_eq!(v, Applied::TaskVersion(2));
+        // A retried submit (same id) does not make a third version.
+        let again = store.propose(submit("t", "{\"v\":2}", "s2", 5)).await?;
+        assert_eq!(again, Applied::TaskVersion(2));
     }
     let store = reopen(dir.path())?;
     assert_eq!(store.groups()?.len(), 1);
@@ -156,7 +204,7 @@ async fn fencing_rejects_stale_reports() -> Result<()> {
             at_ms: 8,
         })
         .await?;
-    assert_eq!(done, Applied::Done);
+    assert!(matches!(done, Applied::Changed { .. }), "{done:?}");
     assert_eq!(
         store.instance("i1")?.map(|i| i.state),
         Some(InstanceState::Success)
@@ -331,7 +379,7 @@ async fn late_success_stands_when_nothing_ran_since() -> Result<()> {
             9,
         ))
         .await?;
-    assert_eq!(late, Applied::Done);
+    assert!(matches!(late, Applied::Changed { .. }), "{late:?}");
     assert_eq!(
         store.instance("i1")?.map(|i| i.state),
         Some(InstanceState::Success)

@@ -1,0 +1,582 @@
+//! Instances: list, show, follow, logs, and the operator's actions — rerun (with downstream),
+//! kill, freeze, mark success, backfill — and the DAG of a business date.
+
+use super::tasks::require_task;
+use super::{AdminApi, EventStream};
+use crate::auth::{Action, Principal, qualify, short, workspace_of};
+use crate::convert::instance_info;
+use crate::error::{Error, Result};
+use crate::generate;
+use crate::hub::InstanceEvent;
+use crate::state::command::Command;
+use crate::state::model::{Instance, InstanceState};
+use ferry_common::params;
+use ferry_proto::admin::v1 as pb;
+use std::collections::{BTreeSet, HashSet};
+use tokio::sync::{broadcast, mpsc};
+use tracing::info;
+
+/// The instance, if it belongs to the caller's workspace (others look like they do not exist).
+fn require_instance(api: &AdminApi, p: &Principal, id: &str) -> Result<Instance> {
+    api.ctx
+        .store
+        .instance(id)?
+        .filter(|i| workspace_of(&i.task) == p.workspace)
+        .ok_or_else(|| Error::NotFound {
+            what: "instance",
+            name: id.to_string(),
+            hint: "see `ferry instance list`",
+        })
+}
+
+fn latest_instance_of(api: &AdminApi, p: &Principal, task: &str) -> Result<Instance> {
+    let q = qualify(&p.workspace, task);
+    api.ctx
+        .store
+        .instances()?
+        .into_iter()
+        .filter(|i| i.task == q && !i.attempts.is_empty())
+        .max_by_key(|i| i.history.last().map(|t| t.at_ms).unwrap_or(i.created_ms))
+        .ok_or_else(|| Error::NotFound {
+            what: "instance of task",
+            name: task.to_string(),
+            hint: "run it with `ferry task run`",
+        })
+}
+
+pub async fn get_instance(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::GetInstanceRequest,
+) -> Result<pb::InstanceInfo> {
+    api.allow(p, Action::Read, &p.workspace, "GetInstance", &req.id)
+        .await?;
+    let inst = require_instance(api, p, &req.id)?;
+    instance_info(&api.ctx, &inst)
+}
+
+pub async fn list_instances(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::ListInstancesRequest,
+) -> Result<pb::ListInstancesResponse> {
+    api.allow(p, Action::Read, &p.workspace, "ListInstances", "")
+        .await?;
+    let task = (!req.task.is_empty()).then(|| qualify(&p.workspace, &req.task));
+    let state =
+        match req.state.as_str() {
+            "" => None,
+            s => Some(InstanceState::parse(s).ok_or_else(|| {
+                Error::InvalidArgument(format!("\"{s}\" is not an instance state"))
+            })?),
+        };
+    let candidates = if req.bizdate.is_empty() {
+        api.ctx.store.instances()?
+    } else {
+        let day = params::parse_bizdate(&req.bizdate)?
+            .format("%Y%m%d")
+            .to_string();
+        match &task {
+            Some(t) => api.ctx.store.instances_of_task_day(t, &day)?,
+            None => api.ctx.store.instances_of_bizdate(&day)?,
+        }
+    };
+    let limit = if req.limit == 0 {
+        1000
+    } else {
+        req.limit as usize
+    };
+    let matching: Vec<&Instance> = candidates
+        .iter()
+        .filter(|i| workspace_of(&i.task) == p.workspace)
+        .filter(|i| task.as_ref().is_none_or(|t| *t == i.task))
+        .filter(|i| state.is_none_or(|s| s == i.state))
+        .collect();
+    let skip = matching.len().saturating_sub(limit);
+    let mut instances = Vec::with_capacity(matching.len() - skip);
+    for i in &matching[skip..] {
+        instances.push(instance_info(&api.ctx, i)?);
+    }
+    Ok(pb::ListInstancesResponse { instances })
+}
+
+fn log_event(
+    attempt: &str,
+    index: u64,
+    ts_ms: i64,
+    level: String,
+    message: String,
+) -> pb::InstanceEvent {
+    pb::InstanceEvent {
+        body: Some(pb::instance_event::Body::Log(pb::LogLine {
+            attempt_id: attempt.to_string(),
+            index,
+            ts_ms,
+            level,
+            message,
+        })),
+    }
+}
+
+/// The current state and stored log, then every change, progress report and log line until
+/// the instance ends.
+pub async fn watch_instance(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::GetInstanceRequest,
+) -> Result<EventStream> {
+    api.allow(p, Action::Read, &p.workspace, "WatchInstance", &req.id)
+        .await?;
+    let id = req.id;
+    // Subscribe before reading the current state so no event falls in between.
+    let mut events = api.ctx.hub.subscribe();
+    let inst = require_instance(api, p, &id)?;
+    let ctx = api.ctx.clone();
+    let (tx, rx) = mpsc::channel::<Result<pb::InstanceEvent, tonic::Status>>(256);
+    tokio::spawn(async move {
+        let mut seen: HashSet<(String, u64)> = HashSet::new();
+        let state_of = |inst: &Instance| -> Result<pb::InstanceEvent> {
+            Ok(pb::InstanceEvent {
+                body: Some(pb::instance_event::Body::State(instance_info(&ctx, inst)?)),
+            })
+        };
+        let mut out: Vec<pb::InstanceEvent> = Vec::new();
+        match state_of(&inst) {
+            Ok(ev) => out.push(ev),
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        }
+        for attempt in &inst.attempts {
+            for line in ctx.store.logs(attempt).unwrap_or_default() {
+                seen.insert((attempt.clone(), line.index));
+                out.push(log_event(
+                    attempt,
+                    line.index,
+                    line.ts_ms,
+                    line.level,
+                    line.message,
+                ));
+            }
+        }
+        for ev in out {
+            if tx.send(Ok(ev)).await.is_err() {
+                return;
+            }
+        }
+        if inst.state.is_final() {
+            return;
+        }
+        loop {
+            let ev = match events.recv().await {
+                Ok(ev) => ev,
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(skipped = n, "watcher lagged");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if ev.instance_id() != id {
+                continue;
+            }
+            let out = match ev {
+                InstanceEvent::Changed { .. } => {
+                    let Ok(Some(now)) = ctx.store.instance(&id) else {
+                        return;
+                    };
+                    let ev = match state_of(&now) {
+                        Ok(ev) => ev,
+                        Err(_) => return,
+                    };
+                    if now.state.is_final() {
+                        // Flush any stored log line the watcher has not seen, then end.
+                        let _ = tx.send(Ok(ev)).await;
+                        for attempt in &now.attempts {
+                            for line in ctx.store.logs(attempt).unwrap_or_default() {
+                                if seen.insert((attempt.clone(), line.index)) {
+                                    let _ = tx
+                                        .send(Ok(log_event(
+                                            attempt,
+                                            line.index,
+                                            line.ts_ms,
+                                            line.level,
+                                            line.message,
+                                        )))
+                                        .await;
+                                }
+                            }
+                        }
+                        return;
+                    }
+                    ev
+                }
+                InstanceEvent::Progress { stats, .. } => pb::InstanceEvent {
+                    body: Some(pb::instance_event::Body::Progress(stats.into())),
+                },
+                InstanceEvent::Log {
+                    attempt_id,
+                    index,
+                    ts_ms,
+                    level,
+                    message,
+                    ..
+                } => {
+                    if !seen.insert((attempt_id.clone(), index)) {
+                        continue;
+                    }
+                    log_event(&attempt_id, index, ts_ms, level, message)
+                }
+            };
+            if tx.send(Ok(out)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+pub async fn get_logs(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::GetLogsRequest,
+) -> Result<pb::GetLogsResponse> {
+    api.allow(p, Action::Read, &p.workspace, "GetLogs", &req.instance)
+        .await?;
+    let inst = if !req.instance.is_empty() {
+        require_instance(api, p, &req.instance)?
+    } else if !req.task.is_empty() {
+        latest_instance_of(api, p, &req.task)?
+    } else {
+        return Err(Error::InvalidArgument("name an instance or a task".into()));
+    };
+    if !req.attempt.is_empty() && !inst.attempts.contains(&req.attempt) {
+        return Err(Error::NotFound {
+            what: "attempt of the instance",
+            name: req.attempt,
+            hint: "`ferry instance show` lists its attempts",
+        });
+    }
+    let mut lines = Vec::new();
+    for attempt in inst
+        .attempts
+        .iter()
+        .filter(|a| req.attempt.is_empty() || **a == req.attempt)
+    {
+        for l in api.ctx.store.logs(attempt)? {
+            lines.push(pb::LogLine {
+                attempt_id: attempt.clone(),
+                index: l.index,
+                ts_ms: l.ts_ms,
+                level: l.level,
+                message: l.message,
+            });
+        }
+    }
+    Ok(pb::GetLogsResponse {
+        instance_id: inst.id,
+        lines,
+    })
+}
+
+pub async fn rerun_instance(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::RerunInstanceRequest,
+) -> Result<pb::RerunInstanceResponse> {
+    api.allow(p, Action::Operate, &p.workspace, "RerunInstance", &req.id)
+        .await?;
+    let inst = require_instance(api, p, &req.id)?;
+    let mut ids = vec![inst.id.clone()];
+    if req.downstream {
+        ids.extend(api.ctx.store.downstream_closure(&inst.id)?);
+    }
+    // Refuse the whole rerun, with every reason, rather than run part of it.
+    let mut problems = Vec::new();
+    for id in &ids {
+        let Some(i) = api.ctx.store.instance(id)? else {
+            continue;
+        };
+        if !i.state.is_final() {
+            problems.push(format!(
+                "{} is {}{}",
+                short(&i.id),
+                i.state.as_str(),
+                if i.state.is_active() {
+                    " (kill it first)"
+                } else {
+                    ""
+                }
+            ));
+        } else if let Some(why) = api.ctx.store.rerun_refusal(&i)? {
+            problems.push(why);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::FailedPrecondition(format!(
+            "cannot rerun: {}",
+            problems.join("; ")
+        )));
+    }
+    let applied = api
+        .audited(
+            p,
+            "RerunInstance",
+            &req.id,
+            Command::Rerun {
+                ids: ids.clone(),
+                reason: format!(
+                    "rerun by {}{}",
+                    p.user,
+                    if req.downstream {
+                        " (with downstream)"
+                    } else {
+                        ""
+                    }
+                ),
+                at_ms: api.ctx.now_ms(),
+            },
+        )
+        .await?;
+    api.ctx.announce(&applied);
+    info!(instance = %req.id, count = ids.len(), user = %p.user, "rerun");
+    Ok(pb::RerunInstanceResponse { ids })
+}
+
+pub async fn kill_instance(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::InstanceActionRequest,
+) -> Result<pb::InstanceInfo> {
+    api.allow(p, Action::Operate, &p.workspace, "KillInstance", &req.id)
+        .await?;
+    require_instance(api, p, &req.id)?;
+    let applied = api
+        .audited(
+            p,
+            "KillInstance",
+            &req.id,
+            Command::KillInstance {
+                id: req.id.clone(),
+                reason: format!("killed by {}", p.user),
+                at_ms: api.ctx.now_ms(),
+            },
+        )
+        .await?;
+    api.ctx.announce(&applied);
+    instance_info(&api.ctx, &require_instance(api, p, &req.id)?)
+}
+
+pub async fn freeze_instance(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::FreezeInstanceRequest,
+) -> Result<pb::InstanceInfo> {
+    let call = if req.freeze {
+        "FreezeInstance"
+    } else {
+        "UnfreezeInstance"
+    };
+    api.allow(p, Action::Operate, &p.workspace, call, &req.id)
+        .await?;
+    let inst = require_instance(api, p, &req.id)?;
+    if req.freeze && !inst.state.is_waiting() {
+        return Err(Error::FailedPrecondition(format!(
+            "instance {} is {}: only a waiting instance can be frozen",
+            req.id,
+            inst.state.as_str()
+        )));
+    }
+    if !req.freeze && inst.state != InstanceState::Frozen {
+        return Err(Error::FailedPrecondition(format!(
+            "instance {} is {}, not frozen",
+            req.id,
+            inst.state.as_str()
+        )));
+    }
+    let applied = api
+        .audited(
+            p,
+            call,
+            &req.id,
+            Command::Freeze {
+                ids: vec![req.id.clone()],
+                freeze: req.freeze,
+                reason: format!(
+                    "{} by {}",
+                    if req.freeze { "frozen" } else { "unfrozen" },
+                    p.user
+                ),
+                at_ms: api.ctx.now_ms(),
+            },
+        )
+        .await?;
+    api.ctx.announce(&applied);
+    instance_info(&api.ctx, &require_instance(api, p, &req.id)?)
+}
+
+pub async fn mark_success(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::InstanceActionRequest,
+) -> Result<pb::InstanceInfo> {
+    api.allow(p, Action::Operate, &p.workspace, "MarkSuccess", &req.id)
+        .await?;
+    require_instance(api, p, &req.id)?;
+    let applied = api
+        .audited(
+            p,
+            "MarkSuccess",
+            &req.id,
+            Command::MarkSuccess {
+                id: req.id.clone(),
+                reason: format!("marked success by {}", p.user),
+                at_ms: api.ctx.now_ms(),
+            },
+        )
+        .await?;
+    api.ctx.announce(&applied);
+    instance_info(&api.ctx, &require_instance(api, p, &req.id)?)
+}
+
+pub async fn backfill(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::BackfillRequest,
+) -> Result<pb::BackfillResponse> {
+    api.allow(p, Action::Operate, &p.workspace, "Backfill", &req.task)
+        .await?;
+    let task = require_task(api, &p.workspace, &req.task)?;
+    let from = params::parse_bizdate(&req.from)?;
+    let to = params::parse_bizdate(&req.to)?;
+    if to < from {
+        return Err(Error::InvalidArgument(format!(
+            "--to {to} is before --from {from}"
+        )));
+    }
+    let mut days = Vec::new();
+    let mut d = from;
+    while d <= to {
+        days.push(d);
+        if days.len() > 3660 {
+            return Err(Error::InvalidArgument(
+                "a backfill covers at most ten years; split it".into(),
+            ));
+        }
+        d = d.succ_opt().unwrap_or(d);
+        if d == from {
+            break;
+        }
+    }
+    let tasks: BTreeSet<String> = if req.downstream {
+        generate::downstream_tasks(&api.ctx.store, &task.name)?
+            .into_iter()
+            .filter(|t| workspace_of(t) == p.workspace)
+            .collect()
+    } else {
+        BTreeSet::from([task.name.clone()])
+    };
+    let id = format!("bf-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let now = api.ctx.now_ms();
+    let (bf, instances) = generate::plan_backfill(
+        &api.ctx.store,
+        &generate::BackfillSpec {
+            id: &id,
+            root: &task.name,
+            tasks: &tasks,
+            days: &days,
+            downstream: req.downstream,
+            parallelism: req.parallelism.max(1),
+            now_ms: now,
+            who: &p.user,
+        },
+    )?;
+    let count = instances.len() as u32;
+    let applied = api
+        .audited(
+            p,
+            "Backfill",
+            &format!(
+                "{} {}..{}",
+                req.task,
+                from.format("%Y%m%d"),
+                to.format("%Y%m%d")
+            ),
+            Command::CreateBackfill {
+                backfill: bf.clone(),
+                instances,
+                at_ms: now,
+            },
+        )
+        .await?;
+    api.ctx.announce(&applied);
+    info!(backfill = %id, task = %task.name, days = days.len(), instances = count, "backfill created");
+    Ok(pb::BackfillResponse {
+        id,
+        days: bf.days,
+        instances: count,
+    })
+}
+
+pub async fn get_dag(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::GetDagRequest,
+) -> Result<pb::DagResponse> {
+    api.allow(p, Action::Read, &p.workspace, "GetDag", &req.task)
+        .await?;
+    let day = params::parse_bizdate(&req.bizdate)?
+        .format("%Y%m%d")
+        .to_string();
+    let all: Vec<Instance> = api
+        .ctx
+        .store
+        .instances_of_bizdate(&day)?
+        .into_iter()
+        .filter(|i| workspace_of(&i.task) == p.workspace)
+        .collect();
+    let keep: HashSet<String> = if req.task.is_empty() {
+        all.iter().map(|i| i.id.clone()).collect()
+    } else {
+        // The task's instances with everything upstream and downstream of them.
+        let q = qualify(&p.workspace, &req.task);
+        let mut keep: HashSet<String> = HashSet::new();
+        for i in all.iter().filter(|i| i.task == q) {
+            keep.insert(i.id.clone());
+            keep.extend(api.ctx.store.downstream_closure(&i.id)?);
+            let mut frontier = vec![i.clone()];
+            while let Some(cur) = frontier.pop() {
+                for up in cur.upstream.iter().chain(&cur.previous) {
+                    if keep.insert(up.clone())
+                        && let Some(u) = api.ctx.store.instance(up)?
+                    {
+                        frontier.push(u);
+                    }
+                }
+            }
+        }
+        keep
+    };
+    let mut instances = Vec::new();
+    let mut edges = Vec::new();
+    for id in &keep {
+        let Some(i) = api.ctx.store.instance(id)? else {
+            continue;
+        };
+        for (ups, previous) in [(&i.upstream, false), (&i.previous, true)] {
+            for u in ups {
+                if keep.contains(u) {
+                    edges.push(pb::DagEdge {
+                        from: u.clone(),
+                        to: i.id.clone(),
+                        previous,
+                    });
+                }
+            }
+        }
+        instances.push(instance_info(&api.ctx, &i)?);
+    }
+    instances.sort_by(|a, b| (&a.cyctime, &a.id).cmp(&(&b.cyctime, &b.id)));
+    edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+    Ok(pb::DagResponse { instances, edges })
+}

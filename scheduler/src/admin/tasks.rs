@@ -1,0 +1,351 @@
+//! Tasks: submitting versions (job, schedule, dependencies, parameters, policies), listing,
+//! freezing, and running one for a business date now.
+
+use super::catalog::usable_group;
+use super::{AdminApi, check_name};
+use crate::auth::{Action, Principal, qualify, workspace_of};
+use crate::convert::{instance_info, task_info};
+use crate::error::{Error, Result};
+use crate::generate;
+use crate::plan::validate_graph;
+use crate::state::command::{Applied, Command};
+use crate::state::model::{DependencySpec, RerunPolicy, ScheduleSpec, Task, TaskKind, TaskVersion};
+use chrono::NaiveDate;
+use ferry_common::job::JobSpec;
+use ferry_common::params::{self, ParamContext, ParamDefs};
+use ferry_common::schedule::CronSchedule;
+use ferry_proto::admin::v1 as pb;
+use std::collections::HashMap;
+use tracing::info;
+
+pub(super) fn require_task(api: &AdminApi, workspace: &str, name: &str) -> Result<Task> {
+    api.ctx
+        .store
+        .task(&qualify(workspace, name))?
+        .ok_or_else(|| Error::NotFound {
+            what: "task",
+            name: name.to_string(),
+            hint: "see `ferry task list`",
+        })
+}
+
+fn version_of(api: &AdminApi, t: &Task) -> Result<TaskVersion> {
+    api.ctx
+        .store
+        .task_version(&t.name, t.version)?
+        .ok_or_else(|| Error::Unavailable(format!("task {} has no version {}", t.name, t.version)))
+}
+
+fn date(text: &str, what: &str) -> Result<Option<NaiveDate>> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    params::parse_bizdate(text).map(Some).map_err(|_| {
+        Error::InvalidArgument(format!("{what} \"{text}\" is not a date (yyyy-mm-dd)"))
+    })
+}
+
+/// Checks a sync job as it will run: parameters resolved for a sample day, data sources of the
+/// workspace found, and each one usable by the task's group.
+fn check_job(
+    api: &AdminApi,
+    workspace: &str,
+    group: &str,
+    text: &str,
+    defs: &ParamDefs,
+) -> Result<()> {
+    let sample = params::resolve(
+        defs,
+        &ParamContext::for_bizdate(
+            chrono::DateTime::from_timestamp_millis(api.ctx.now_ms())
+                .map(|t| t.date_naive())
+                .unwrap_or_default(),
+        ),
+    )?;
+    let job = JobSpec::parse(&params::substitute(text, &sample)?)?;
+    let mut known = HashMap::new();
+    for name in job.datasources() {
+        if let Some(r) = api.ctx.store.datasource(&qualify(workspace, &name))? {
+            if !r.groups.is_empty() && !r.groups.iter().any(|g| g == group) {
+                return Err(Error::FailedPrecondition(format!(
+                    "data source \"{name}\" may not be used by resource group \"{group}\" (allowed: {})",
+                    r.groups.join(", ")
+                )));
+            }
+            known.insert(name, r.config);
+        }
+    }
+    job.resolve(|n| known.get(n).cloned())?;
+    Ok(())
+}
+
+pub async fn create_task(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::CreateTaskRequest,
+) -> Result<pb::TaskInfo> {
+    api.allow(p, Action::Develop, &p.workspace, "CreateTask", &req.name)
+        .await?;
+    check_name("task", &req.name)?;
+    let ws = p.workspace.clone();
+    let group = usable_group(api, &req.group, &ws)?;
+    let kind = TaskKind::parse(&req.kind).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "task type \"{}\" is not sync, shell or virtual",
+            req.kind
+        ))
+    })?;
+    if kind == TaskKind::Shell && !group.allow_shell {
+        return Err(Error::FailedPrecondition(format!(
+            "resource group \"{}\" does not run shell tasks; a cluster admin can allow them with `ferry group set {} --allow-shell on`",
+            group.name, group.name
+        )));
+    }
+    let schedule = if req.cron.trim().is_empty() {
+        None
+    } else {
+        let timezone = if req.timezone.is_empty() {
+            "UTC".to_string()
+        } else {
+            req.timezone.clone()
+        };
+        CronSchedule::parse(&req.cron, &timezone)?;
+        Some(ScheduleSpec {
+            cron: req.cron.trim().to_string(),
+            timezone,
+        })
+    };
+    let defs = ParamDefs::parse(&req.params)?;
+    params::check_with(&req.job_json, &defs)?;
+    match kind {
+        TaskKind::Sync => check_job(api, &ws, &group.name, &req.job_json, &defs)?,
+        TaskKind::Shell if req.job_json.trim().is_empty() => {
+            return Err(Error::InvalidArgument(
+                "a shell task needs a script (--file)".into(),
+            ));
+        }
+        _ => {}
+    }
+    let q = qualify(&ws, &req.name);
+    let mut dependencies = Vec::new();
+    for d in &req.dependencies {
+        let upstream = qualify(&ws, &d.upstream);
+        if upstream == q && !d.previous {
+            return Err(Error::InvalidArgument(format!(
+                "task {} cannot wait for its own same cycle; use a previous-cycle dependency (--after-previous {})",
+                req.name, req.name
+            )));
+        }
+        if upstream != q && api.ctx.store.task(&upstream)?.is_none() {
+            return Err(Error::NotFound {
+                what: "upstream task",
+                name: d.upstream.clone(),
+                hint: "submit it first; see `ferry task list`",
+            });
+        }
+        dependencies.push(DependencySpec {
+            upstream,
+            previous: d.previous,
+        });
+    }
+    let rerun = RerunPolicy::parse(&req.rerun).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "rerun policy \"{}\" is not always, only_after_failure or never",
+            req.rerun
+        ))
+    })?;
+    let version = TaskVersion {
+        task: q.clone(),
+        version: 0,
+        group: group.name.clone(),
+        job_text: req.job_json,
+        created_ms: 0,
+        agent_labels: req.agent_labels.into_iter().collect(),
+        kind,
+        schedule,
+        start_date: date(&req.start_date, "start date")?,
+        end_date: date(&req.end_date, "end date")?,
+        priority: req.priority,
+        timeout_secs: req.timeout_secs,
+        dependencies,
+        params: defs.to_string(),
+        rerun,
+        retries: req.retries,
+        retry_interval_secs: req.retry_interval_secs,
+    };
+    // The whole graph with this version in it: an unknown upstream or a cycle is refused now,
+    // with the path that closes it.
+    let now = api.ctx.now_ms();
+    let first_day = version
+        .schedule
+        .as_ref()
+        .and_then(|s| generate::first_day(now, &s.timezone));
+    let (mut specs, _) = generate::nodes(&api.ctx.store)?;
+    specs.retain(|n| n.name != q);
+    let probe = Task {
+        name: q.clone(),
+        group: group.name.clone(),
+        version: 0,
+        updated_ms: now,
+        agent_labels: Default::default(),
+        frozen: false,
+        first_day,
+        last_submit: String::new(),
+    };
+    specs.push(generate::node_spec(&probe, &version)?);
+    if let Err(e) = validate_graph(&specs) {
+        let message = e.to_string().replace(&format!("{ws}/"), "");
+        return Err(Error::InvalidArgument(message));
+    }
+    let applied = api
+        .audited(
+            p,
+            "CreateTask",
+            &req.name,
+            Command::SubmitTask {
+                version,
+                submit_id: uuid::Uuid::new_v4().to_string(),
+                first_day,
+                at_ms: now,
+            },
+        )
+        .await?;
+    let number = match applied {
+        Applied::TaskVersion(v) => v,
+        _ => 0,
+    };
+    info!(task = %q, version = number, "task submitted");
+    let generated = if req.generate_now {
+        generate::generate_now(&api.ctx, &q).await? as u32
+    } else {
+        0
+    };
+    let task = api.ctx.store.task(&q)?.ok_or_else(|| {
+        Error::Unavailable("task vanished right after it was saved; retry".into())
+    })?;
+    let v = version_of(api, &task)?;
+    Ok(pb::TaskInfo {
+        generated_now: generated,
+        ..task_info(&task, Some(&v))
+    })
+}
+
+pub async fn list_tasks(
+    api: &AdminApi,
+    p: &Principal,
+    _: pb::ListTasksRequest,
+) -> Result<pb::ListTasksResponse> {
+    api.allow(p, Action::Read, &p.workspace, "ListTasks", "")
+        .await?;
+    let mut tasks = Vec::new();
+    for t in api.ctx.store.tasks()? {
+        if workspace_of(&t.name) == p.workspace {
+            let v = api.ctx.store.task_version(&t.name, t.version)?;
+            tasks.push(task_info(&t, v.as_ref()));
+        }
+    }
+    Ok(pb::ListTasksResponse { tasks })
+}
+
+pub async fn get_task(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::GetTaskRequest,
+) -> Result<pb::TaskInfo> {
+    api.allow(p, Action::Read, &p.workspace, "GetTask", &req.name)
+        .await?;
+    let t = require_task(api, &p.workspace, &req.name)?;
+    let v = version_of(api, &t)?;
+    Ok(task_info(&t, Some(&v)))
+}
+
+pub async fn freeze_task(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::FreezeTaskRequest,
+) -> Result<pb::TaskInfo> {
+    let call = if req.freeze {
+        "FreezeTask"
+    } else {
+        "UnfreezeTask"
+    };
+    api.allow(p, Action::Operate, &p.workspace, call, &req.name)
+        .await?;
+    let t = require_task(api, &p.workspace, &req.name)?;
+    let applied = api
+        .audited(
+            p,
+            call,
+            &req.name,
+            Command::SetTaskFrozen {
+                task: t.name.clone(),
+                frozen: req.freeze,
+                at_ms: api.ctx.now_ms(),
+            },
+        )
+        .await?;
+    api.ctx.announce(&applied);
+    let t = require_task(api, &p.workspace, &req.name)?;
+    let v = version_of(api, &t)?;
+    Ok(task_info(&t, Some(&v)))
+}
+
+pub async fn run_task(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::RunTaskRequest,
+) -> Result<pb::InstanceInfo> {
+    api.allow(p, Action::Run, &p.workspace, "RunTask", &req.name)
+        .await?;
+    let task = require_task(api, &p.workspace, &req.name)?;
+    let v = version_of(api, &task)?;
+    let now = api.ctx.now_ms();
+    let bizdate = if req.bizdate.trim().is_empty() {
+        chrono::DateTime::from_timestamp_millis(now)
+            .map(|t| t.date_naive())
+            .unwrap_or_default()
+            .pred_opt()
+            .unwrap_or_default()
+    } else {
+        params::parse_bizdate(&req.bizdate)?
+    };
+    let instance = generate::manual_instance(&v, bizdate, now, &p.user)?;
+    let id = instance.id.clone();
+    if let Some(existing) = api.ctx.store.instance(&id)?
+        && existing.state.is_final()
+        && let Some(why) = api.ctx.store.rerun_refusal(&existing)?
+    {
+        return Err(Error::FailedPrecondition(why));
+    }
+    let applied = api
+        .audited(
+            p,
+            "RunTask",
+            &format!("{} {}", req.name, bizdate.format("%Y%m%d")),
+            Command::RunTask {
+                instance,
+                at_ms: now,
+            },
+        )
+        .await?;
+    api.ctx.announce(&applied);
+    let (id, joined) = match applied {
+        Applied::Joined(other) => (other, true),
+        _ => (id, false),
+    };
+    info!(task = %task.name, instance = %id, joined, user = %p.user, "manual run requested");
+    api.ctx.hub.dispatch.notify_one();
+    let inst = api
+        .ctx
+        .store
+        .instance(&id)?
+        .ok_or_else(|| Error::NotFound {
+            what: "instance",
+            name: id.clone(),
+            hint: "see `ferry instance list`",
+        })?;
+    Ok(pb::InstanceInfo {
+        joined,
+        ..instance_info(&api.ctx, &inst)?
+    })
+}

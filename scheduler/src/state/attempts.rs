@@ -1,0 +1,437 @@
+//! Attempts: an instance handed to an agent, and what that agent reports about it.
+//!
+//! Reports count only from the agent that holds the attempt, with its current fencing token,
+//! and not from a revoked agent. An attempt ends once: a later report is kept on the attempt for
+//! the operator to see, except a success reported after the scheduler had given up on the
+//! attempt while nothing else ran the instance, which stands (see [`Store::late_report`]).
+
+use super::command::{Applied, Command, Reporter};
+use super::lifecycle::Changes;
+use super::model::{Agent, Attempt, AttemptState, InstanceState, Stats};
+use super::{ATTEMPT, FENCING, INSTANCE, LIVE, Store, Writes, key, log_key, timeout_key};
+use crate::error::{Error, Result};
+
+/// Why an attempt ends, and what that means for its instance.
+pub(super) struct Ending {
+    pub state: AttemptState,
+    pub stats: Option<Stats>,
+    pub error: String,
+    pub by_scheduler: bool,
+    pub kind: EndKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EndKind {
+    /// What the attempt's result says; a failure retries when the policy allows.
+    Normal,
+    /// An operator killed the instance: it ends killed, without retry.
+    Operator,
+    /// It ran past its timeout: a failure (retried when the policy allows).
+    Timeout,
+}
+
+impl Ending {
+    /// The scheduler gives up on the attempt (lease, start timeout, lost or revoked agent).
+    pub fn by_scheduler(state: AttemptState, error: String) -> Self {
+        Self {
+            state,
+            stats: None,
+            error,
+            by_scheduler: true,
+            kind: EndKind::Normal,
+        }
+    }
+}
+
+impl Store {
+    pub(super) fn apply_attempt(&self, cmd: Command, w: &mut Writes) -> Result<Applied> {
+        match cmd {
+            Command::DispatchAttempt {
+                id,
+                instance_id,
+                agent_id,
+                at_ms,
+            } => {
+                let Some(mut inst) = self.read_instance(w, &instance_id)? else {
+                    return Err(Error::NotFound {
+                        what: "instance",
+                        name: instance_id,
+                        hint: "see `ferry instance list`",
+                    });
+                };
+                if inst.state != InstanceState::WaitingResources {
+                    return Ok(Applied::Stale(format!(
+                        "instance {instance_id} is {}, not waiting for resources",
+                        inst.state.as_str()
+                    )));
+                }
+                let before = inst.clone();
+                let fencing_token = self.counter(FENCING)? + 1;
+                w.put(FENCING.as_bytes().to_vec(), &fencing_token)?;
+                let timeout_secs = self
+                    .task_version(&inst.task, inst.version)?
+                    .map(|v| v.timeout_secs)
+                    .unwrap_or(0);
+                let deadline_ms = if timeout_secs > 0 {
+                    at_ms.saturating_add((timeout_secs as i64).saturating_mul(1000))
+                } else {
+                    0
+                };
+                let a = Attempt {
+                    id: id.clone(),
+                    instance_id: instance_id.clone(),
+                    agent_id: agent_id.clone(),
+                    fencing_token,
+                    state: AttemptState::Dispatched,
+                    dispatched_ms: at_ms,
+                    started_ms: 0,
+                    finished_ms: 0,
+                    stats: Default::default(),
+                    error: String::new(),
+                    ended_by_scheduler: false,
+                    late_report: String::new(),
+                    deadline_ms,
+                };
+                inst.attempts.push(id.clone());
+                let to = if agent_id.is_empty() {
+                    "nobody (the job could not be resolved)".to_string()
+                } else {
+                    format!("agent {agent_id}")
+                };
+                inst.set_state(
+                    InstanceState::Dispatched,
+                    at_ms,
+                    format!("attempt {id} dispatched to {to}"),
+                );
+                w.put(key(LIVE, &id), &id)?;
+                if deadline_ms > 0 {
+                    w.put(timeout_key(deadline_ms, &id), &id)?;
+                }
+                w.put(key(ATTEMPT, &id), &a)?;
+                self.save_instance(w, Some(&before), &inst)?;
+                Ok(Applied::Dispatched { fencing_token })
+            }
+            Command::AttemptStarted {
+                id,
+                agent_id,
+                fencing_token,
+                at_ms,
+            } => {
+                let mut a = match self.live_attempt(w, &id, fencing_token, Some(&agent_id))? {
+                    Ok(a) => a,
+                    Err(stale) => return Ok(stale),
+                };
+                a.state = AttemptState::Running;
+                a.started_ms = at_ms;
+                w.put(key(ATTEMPT, &id), &a)?;
+                if let Some(mut inst) = self.read_instance(w, &a.instance_id)?
+                    && inst.attempts.last() == Some(&id)
+                    && inst.state == InstanceState::Dispatched
+                {
+                    let before = inst.clone();
+                    inst.set_state(
+                        InstanceState::Running,
+                        at_ms,
+                        format!("attempt {id} started on agent {agent_id}"),
+                    );
+                    self.save_instance(w, Some(&before), &inst)?;
+                }
+                Ok(Applied::Done)
+            }
+            Command::AppendLogs {
+                attempt_id,
+                agent_id,
+                fencing_token,
+                lines,
+            } => {
+                let Some(a) = self.read::<Attempt>(w, &key(ATTEMPT, &attempt_id))? else {
+                    return Ok(Applied::Stale(format!("unknown attempt {attempt_id}")));
+                };
+                if a.fencing_token != fencing_token {
+                    return Ok(Applied::Stale(format!(
+                        "attempt {attempt_id} fenced: token {fencing_token} is not {}",
+                        a.fencing_token
+                    )));
+                }
+                if a.agent_id != agent_id {
+                    return Ok(Applied::Stale(format!(
+                        "agent {agent_id} sent log lines for attempt {attempt_id}, which belongs to agent {}",
+                        a.agent_id
+                    )));
+                }
+                if let Some(stale) = self.revoked(&agent_id)? {
+                    return Ok(stale);
+                }
+                // Lines that arrive after the attempt finished (resent after a reconnect) are
+                // still the attempt's own log: keep them.
+                for line in lines {
+                    w.put(log_key(&attempt_id, line.index), &line)?;
+                }
+                Ok(Applied::Done)
+            }
+            Command::FinishAttempt {
+                id,
+                by,
+                fencing_token,
+                state,
+                stats,
+                error,
+                at_ms,
+            } => {
+                let Some(a) = self.read::<Attempt>(w, &key(ATTEMPT, &id))? else {
+                    return Ok(Applied::Stale(format!("unknown attempt {id}")));
+                };
+                if a.fencing_token != fencing_token {
+                    return Ok(Applied::Stale(format!(
+                        "attempt {id} fenced: token {fencing_token} is not {}",
+                        a.fencing_token
+                    )));
+                }
+                let agent = match &by {
+                    Reporter::Agent(agent) => {
+                        if *agent != a.agent_id {
+                            return Ok(Applied::Stale(format!(
+                                "agent {agent} reported attempt {id}, which belongs to agent {}",
+                                a.agent_id
+                            )));
+                        }
+                        if let Some(stale) = self.revoked(agent)? {
+                            return Ok(stale);
+                        }
+                        Some(agent.as_str())
+                    }
+                    Reporter::Scheduler => None,
+                };
+                let mut changes = Changes::default();
+                if !a.state.is_final() {
+                    self.end_attempt(
+                        w,
+                        a,
+                        Ending {
+                            state,
+                            stats: Some(stats),
+                            error,
+                            by_scheduler: agent.is_none(),
+                            kind: EndKind::Normal,
+                        },
+                        at_ms,
+                        &mut changes,
+                    )?;
+                    Ok(changes.applied())
+                } else if agent.is_some() {
+                    self.late_report(w, a, state, stats, error, at_ms)
+                } else {
+                    Ok(Applied::Stale(format!(
+                        "attempt {id} already {}",
+                        a.state.as_str()
+                    )))
+                }
+            }
+            other => Err(Error::InvalidArgument(format!(
+                "not an attempt command: {other:?}"
+            ))),
+        }
+    }
+
+    /// Why a report of `agent` counts for nothing, if it is revoked.
+    fn revoked(&self, agent: &str) -> Result<Option<Applied>> {
+        Ok(self
+            .agent(agent)?
+            .filter(Agent::is_revoked)
+            .map(|_| Applied::Stale(format!("agent {agent} is revoked; its reports are refused"))))
+    }
+
+    /// Ends a live attempt; when it is its instance's current one, the instance succeeds, fails,
+    /// is killed, or waits for a retry, and its downstream moves on.
+    pub(super) fn end_attempt(
+        &self,
+        w: &mut Writes,
+        mut a: Attempt,
+        end: Ending,
+        at_ms: i64,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        a.state = end.state;
+        if let Some(s) = end.stats {
+            a.stats = s;
+        }
+        a.error = end.error.clone();
+        a.finished_ms = at_ms;
+        a.ended_by_scheduler = end.by_scheduler;
+        if a.started_ms == 0 {
+            a.started_ms = at_ms;
+        }
+        w.remove(key(LIVE, &a.id));
+        if a.deadline_ms > 0 {
+            w.remove(timeout_key(a.deadline_ms, &a.id));
+        }
+        w.put(key(ATTEMPT, &a.id), &a)?;
+        if end.by_scheduler && !a.agent_id.is_empty() {
+            changes.stop.push(super::command::StopOrder {
+                attempt_id: a.id.clone(),
+                agent_id: a.agent_id.clone(),
+                instance_id: a.instance_id.clone(),
+                reason: end.error.clone(),
+            });
+        }
+        let Some(mut inst) = self.read_instance(w, &a.instance_id)? else {
+            return Ok(());
+        };
+        // Only the instance's current attempt decides its state.
+        if inst.attempts.last() != Some(&a.id) || !inst.state.is_active() {
+            return Ok(());
+        }
+        let before = inst.clone();
+        match (end.state, end.kind) {
+            (AttemptState::Succeeded, _) => inst.set_state(
+                InstanceState::Success,
+                at_ms,
+                format!("attempt {} succeeded", a.id),
+            ),
+            (_, EndKind::Operator) => inst.set_state(InstanceState::Killed, at_ms, end.error),
+            (state, kind) => {
+                if inst.retries_left > 0 {
+                    let version = self.task_version(&inst.task, inst.version)?;
+                    let (total, interval) = version
+                        .map(|v| (v.retries, v.retry_interval_secs))
+                        .unwrap_or((inst.retries_left, 0));
+                    inst.retries_left -= 1;
+                    let n = total.saturating_sub(inst.retries_left);
+                    inst.due_ms = at_ms.saturating_add((interval as i64).saturating_mul(1000));
+                    inst.set_state(
+                        InstanceState::WaitingTime,
+                        at_ms,
+                        format!(
+                            "retry {n} of {total} in {interval}s after attempt {}: {}",
+                            a.id, end.error
+                        ),
+                    );
+                } else {
+                    let final_state = match (state, kind) {
+                        (AttemptState::Killed, EndKind::Normal) => InstanceState::Killed,
+                        _ => InstanceState::Failed,
+                    };
+                    inst.set_state(final_state, at_ms, end.error);
+                }
+            }
+        }
+        self.save_instance(w, Some(&before), &inst)?;
+        changes.instances.insert(inst.id.clone());
+        self.settle(w, vec![inst.id.clone()], at_ms, changes)?;
+        Ok(())
+    }
+
+    /// An agent's report on an attempt that has already ended. A success wins when the scheduler
+    /// had given up on the attempt (lease, lost session) and nothing ran the instance since:
+    /// the rows are in the target, so showing "failed" would invite a rerun that doubles them.
+    /// Anything else is kept on the attempt for the operator to see, and changes nothing.
+    fn late_report(
+        &self,
+        w: &mut Writes,
+        mut a: Attempt,
+        state: AttemptState,
+        stats: Stats,
+        error: String,
+        at_ms: i64,
+    ) -> Result<Applied> {
+        if state == a.state {
+            // The same result again: a resend after a reconnect.
+            return Ok(Applied::Stale(format!(
+                "attempt {} already {}",
+                a.id,
+                a.state.as_str()
+            )));
+        }
+        let Some(inst) = self.read_instance(w, &a.instance_id)? else {
+            return Ok(Applied::Stale(format!("attempt {} has no instance", a.id)));
+        };
+        let current = inst.attempts.last() == Some(&a.id);
+        let given_up = a.ended_by_scheduler && a.state == AttemptState::Failed;
+        let moved_on = inst.state.is_active() || inst.state == InstanceState::Success;
+        if state == AttemptState::Succeeded && given_up && current && !moved_on {
+            let mut inst = inst;
+            let before = inst.clone();
+            a.late_report = format!(
+                "the scheduler had failed this attempt ({}); the agent then reported success, which stands because no other attempt ran since",
+                a.error
+            );
+            a.state = AttemptState::Succeeded;
+            a.error = String::new();
+            a.stats = stats;
+            a.finished_ms = at_ms;
+            inst.set_state(
+                InstanceState::Success,
+                at_ms,
+                format!(
+                    "attempt {} reported success after the scheduler gave up on it",
+                    a.id
+                ),
+            );
+            w.put(key(ATTEMPT, &a.id), &a)?;
+            self.save_instance(w, Some(&before), &inst)?;
+            let mut changes = Changes::default();
+            changes.instances.insert(inst.id.clone());
+            self.settle(w, vec![inst.id.clone()], at_ms, &mut changes)?;
+            return Ok(changes.applied());
+        }
+        let note = format!(
+            "after the attempt had ended as {}, its agent reported {}{}{}",
+            a.state.as_str(),
+            state.as_str(),
+            if error.is_empty() { "" } else { ": " },
+            error
+        );
+        if a.late_report != note {
+            a.late_report = note.clone();
+            w.put(key(ATTEMPT, &a.id), &a)?;
+        }
+        Ok(Applied::Stale(note))
+    }
+
+    /// The attempt, if it exists, carries `token`, belongs to `agent` (when given) and has not
+    /// finished; otherwise why not.
+    fn live_attempt(
+        &self,
+        w: &Writes,
+        id: &str,
+        token: u64,
+        agent: Option<&str>,
+    ) -> Result<std::result::Result<Attempt, Applied>> {
+        let Some(a) = self.read::<Attempt>(w, &key(ATTEMPT, id))? else {
+            return Ok(Err(Applied::Stale(format!("unknown attempt {id}"))));
+        };
+        if a.fencing_token != token {
+            return Ok(Err(Applied::Stale(format!(
+                "attempt {id} fenced: token {token} is not {}",
+                a.fencing_token
+            ))));
+        }
+        if let Some(agent) = agent {
+            if a.agent_id != agent {
+                return Ok(Err(Applied::Stale(format!(
+                    "agent {agent} reported attempt {id}, which belongs to agent {}",
+                    a.agent_id
+                ))));
+            }
+            if let Some(stale) = self.revoked(agent)? {
+                return Ok(Err(stale));
+            }
+        }
+        if a.state.is_final() {
+            return Ok(Err(Applied::Stale(format!(
+                "attempt {id} already {}",
+                a.state.as_str()
+            ))));
+        }
+        Ok(Ok(a))
+    }
+
+    /// An instance as the command being applied sees it.
+    pub(super) fn read_instance(
+        &self,
+        w: &Writes,
+        id: &str,
+    ) -> Result<Option<super::model::Instance>> {
+        self.read(w, &key(INSTANCE, id))
+    }
+}

@@ -1,0 +1,611 @@
+//! An instance from creation to its end.
+//!
+//! ```text
+//! waiting_upstream -> waiting_time -> waiting_resources -> dispatched -> running -> success
+//!        |                 |               (dry run / virtual: success without running)  -> failed -> (retry) waiting_time
+//!        +-- frozen        +-- dry_run                                                   -> killed
+//! ```
+//! Every move is made inside [`Store::apply`] by a command that carries its time, so replaying
+//! the commands gives the same moves: an instance leaves `waiting_upstream` when all its
+//! upstream instances have succeeded (cross-cycle ones may also never have existed), leaves
+//! `waiting_time` when a [`Command::Tick`] at or after its due time is applied, and then either
+//! waits for an agent or, as a dry run or a virtual node, succeeds without running. When an
+//! instance succeeds, the instances waiting for it (found through the `dn/` index) move on in
+//! the same command, so a chain of virtual nodes settles at once. Each move is recorded in the
+//! instance's history with its reason.
+
+use super::attempts::{EndKind, Ending};
+use super::command::{Applied, Command, StopOrder};
+use super::model::{
+    Attempt, AttemptState, Backfill, Instance, InstanceState, RerunPolicy, RunKind, TaskKind,
+};
+use super::{
+    ATTEMPT, BACKFILL, DOWN, INSTANCE, LIVE, Store, TASK, TIMEOUT, TIMEQ, WAITING, Writes,
+    backfill_day_prefix, bizdate_prefix, down_key, generated_key, id_after_bar, key,
+    task_day_prefix, timeq_key,
+};
+use crate::error::{Error, Result};
+use std::collections::{BTreeSet, HashSet};
+
+/// What one command changed, for the proposer: instances to announce, attempts to stop.
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    pub instances: BTreeSet<String>,
+    pub stop: Vec<StopOrder>,
+}
+
+impl Changes {
+    pub fn applied(self) -> Applied {
+        Applied::Changed {
+            instances: self.instances.into_iter().collect(),
+            stop: self.stop,
+        }
+    }
+}
+
+/// The dry-run reason of a cycle already past when it was generated; a rerun runs it for real.
+pub const EXPIRED: &str = "expired";
+
+impl Store {
+    pub(super) fn apply_lifecycle(&self, cmd: Command, w: &mut Writes) -> Result<Applied> {
+        let mut changes = Changes::default();
+        match cmd {
+            Command::AddInstances {
+                instances,
+                generated,
+                at_ms,
+            } => {
+                let mut new = Vec::new();
+                for inst in instances {
+                    if self.read_instance(w, &inst.id)?.is_some() {
+                        continue;
+                    }
+                    new.push(inst.id.clone());
+                    self.insert_instance(w, inst, at_ms, &mut changes)?;
+                }
+                if let Some((zone, day)) = generated {
+                    w.put(generated_key(&zone, day), &at_ms)?;
+                }
+                self.settle(w, new, at_ms, &mut changes)?;
+            }
+            Command::RunTask { instance, at_ms } => {
+                for k in self.keys_in(w, &task_day_prefix(&instance.task, &instance.bizdate))? {
+                    let id = id_after_bar(&k);
+                    if let Some(i) = self.read_instance(w, &id)?
+                        && (i.state.is_waiting() || i.state.is_active())
+                    {
+                        return Ok(Applied::Joined(i.id));
+                    }
+                }
+                match self.read_instance(w, &instance.id)? {
+                    Some(existing) => {
+                        let reason = instance
+                            .history
+                            .last()
+                            .map(|t| t.reason.clone())
+                            .unwrap_or_else(|| "run again".into());
+                        self.rerun(w, vec![existing.id], &reason, at_ms, &mut changes)?;
+                    }
+                    None => {
+                        let id = instance.id.clone();
+                        self.insert_instance(w, instance, at_ms, &mut changes)?;
+                        self.settle(w, vec![id], at_ms, &mut changes)?;
+                    }
+                }
+            }
+            Command::Tick { at_ms } => {
+                let end = timeq_key(at_ms.saturating_add(1), "");
+                let mut due = Vec::new();
+                for item in self.tree.range(TIMEQ.as_bytes().to_vec()..end) {
+                    let (k, _) = item?;
+                    due.push(id_after_bar(&k));
+                }
+                self.settle(w, due, at_ms, &mut changes)?;
+                let end = super::timeout_key(at_ms.saturating_add(1), "");
+                let mut late = Vec::new();
+                for item in self.tree.range(TIMEOUT.as_bytes().to_vec()..end) {
+                    let (k, _) = item?;
+                    late.push(id_after_bar(&k));
+                }
+                for attempt_id in late {
+                    let Some(a) = self.read::<Attempt>(w, &key(ATTEMPT, &attempt_id))? else {
+                        continue;
+                    };
+                    if a.state.is_final() {
+                        continue;
+                    }
+                    let secs = (a.deadline_ms - a.dispatched_ms).max(0) / 1000;
+                    self.end_attempt(
+                        w,
+                        a,
+                        Ending {
+                            state: AttemptState::Killed,
+                            stats: None,
+                            error: format!("timed out: still running after {secs}s"),
+                            by_scheduler: true,
+                            kind: EndKind::Timeout,
+                        },
+                        at_ms,
+                        &mut changes,
+                    )?;
+                }
+            }
+            Command::Rerun { ids, reason, at_ms } => {
+                self.rerun(w, ids, &reason, at_ms, &mut changes)?;
+            }
+            Command::KillInstance { id, reason, at_ms } => {
+                let inst = self.require(w, &id)?;
+                if inst.state.is_active() {
+                    let current = inst.attempts.last().cloned().unwrap_or_default();
+                    let Some(a) = self.read::<Attempt>(w, &key(ATTEMPT, &current))? else {
+                        return Err(Error::NotFound {
+                            what: "attempt",
+                            name: current,
+                            hint: "the store is inconsistent",
+                        });
+                    };
+                    self.end_attempt(
+                        w,
+                        a,
+                        Ending {
+                            state: AttemptState::Killed,
+                            stats: None,
+                            error: reason,
+                            by_scheduler: true,
+                            kind: EndKind::Operator,
+                        },
+                        at_ms,
+                        &mut changes,
+                    )?;
+                } else if inst.state.is_waiting() || inst.state == InstanceState::Frozen {
+                    let mut inst = inst;
+                    let before = inst.clone();
+                    inst.set_state(InstanceState::Killed, at_ms, reason);
+                    self.save_and_wake(w, &before, &inst, at_ms, &mut changes)?;
+                } else {
+                    return Err(Error::FailedPrecondition(format!(
+                        "instance {id} already ended ({}); nothing to kill",
+                        inst.state.as_str()
+                    )));
+                }
+            }
+            Command::Freeze {
+                ids,
+                freeze,
+                reason,
+                at_ms,
+            } => {
+                for id in ids {
+                    let mut inst = self.require(w, &id)?;
+                    let before = inst.clone();
+                    if freeze {
+                        if inst.state.is_active() {
+                            return Err(Error::FailedPrecondition(format!(
+                                "instance {id} is {}; kill it first",
+                                inst.state.as_str()
+                            )));
+                        }
+                        if !inst.state.is_waiting() {
+                            continue;
+                        }
+                        inst.set_state(InstanceState::Frozen, at_ms, reason.clone());
+                    } else {
+                        if inst.state != InstanceState::Frozen {
+                            continue;
+                        }
+                        inst.set_state(InstanceState::WaitingUpstream, at_ms, reason.clone());
+                    }
+                    self.save_and_wake(w, &before, &inst, at_ms, &mut changes)?;
+                }
+            }
+            Command::SetTaskFrozen {
+                task,
+                frozen,
+                at_ms,
+            } => {
+                let Some(mut t) = self.task(&task)? else {
+                    return Err(Error::NotFound {
+                        what: "task",
+                        name: task,
+                        hint: "see `ferry task list`",
+                    });
+                };
+                t.frozen = frozen;
+                w.put(key(TASK, &task), &t)?;
+                let reason = if frozen {
+                    "the task was frozen"
+                } else {
+                    "the task was unfrozen"
+                };
+                for k in self.keys_in(w, &format!("{}{task}|", super::TASK_DAY))? {
+                    let id = id_after_bar(&k);
+                    let Some(mut inst) = self.read_instance(w, &id)? else {
+                        continue;
+                    };
+                    let before = inst.clone();
+                    if frozen && inst.state.is_waiting() {
+                        inst.set_state(InstanceState::Frozen, at_ms, reason);
+                    } else if !frozen && inst.state == InstanceState::Frozen {
+                        inst.set_state(InstanceState::WaitingUpstream, at_ms, reason);
+                    } else {
+                        continue;
+                    }
+                    self.save_and_wake(w, &before, &inst, at_ms, &mut changes)?;
+                }
+            }
+            Command::MarkSuccess { id, reason, at_ms } => {
+                let mut inst = self.require(w, &id)?;
+                if inst.state.is_active() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "instance {id} is {}; kill it first",
+                        inst.state.as_str()
+                    )));
+                }
+                let before = inst.clone();
+                inst.set_state(InstanceState::Success, at_ms, reason);
+                self.save_and_wake(w, &before, &inst, at_ms, &mut changes)?;
+            }
+            Command::CreateBackfill {
+                backfill,
+                instances,
+                at_ms,
+            } => {
+                if self
+                    .read::<Backfill>(w, &key(BACKFILL, &backfill.id))?
+                    .is_some()
+                {
+                    return Err(Error::AlreadyExists {
+                        what: "backfill",
+                        name: backfill.id,
+                    });
+                }
+                w.put(key(BACKFILL, &backfill.id), &backfill)?;
+                let mut new = Vec::new();
+                for inst in instances {
+                    if self.read_instance(w, &inst.id)?.is_some() {
+                        continue;
+                    }
+                    new.push(inst.id.clone());
+                    self.insert_instance(w, inst, at_ms, &mut changes)?;
+                }
+                self.settle(w, new, at_ms, &mut changes)?;
+            }
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "not an instance command: {other:?}"
+                )));
+            }
+        }
+        Ok(changes.applied())
+    }
+
+    fn require(&self, w: &Writes, id: &str) -> Result<Instance> {
+        self.read_instance(w, id)?.ok_or_else(|| Error::NotFound {
+            what: "instance",
+            name: id.to_string(),
+            hint: "see `ferry instance list`",
+        })
+    }
+
+    /// Stores a new instance with its indexes: frozen when its task is, else waiting for its
+    /// upstreams (settling moves it on).
+    fn insert_instance(
+        &self,
+        w: &mut Writes,
+        mut inst: Instance,
+        at_ms: i64,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        let frozen = self.task(&inst.task)?.is_some_and(|t| t.frozen);
+        let reason = inst
+            .history
+            .last()
+            .map(|t| t.reason.clone())
+            .unwrap_or_else(|| "created".into());
+        inst.history.clear();
+        inst.created_ms = at_ms;
+        if frozen {
+            inst.set_state(
+                InstanceState::Frozen,
+                at_ms,
+                format!("{reason}; its task is frozen"),
+            );
+        } else {
+            inst.set_state(InstanceState::WaitingUpstream, at_ms, reason);
+        }
+        let id = inst.id.clone();
+        w.put(
+            format!("{}{id}", task_day_prefix(&inst.task, &inst.bizdate)).into_bytes(),
+            &id,
+        )?;
+        w.put(
+            format!("{}{id}", bizdate_prefix(&inst.bizdate)).into_bytes(),
+            &id,
+        )?;
+        for up in inst.upstream.iter().chain(&inst.previous) {
+            w.put(down_key(up, &id), &id)?;
+        }
+        if let RunKind::Backfill { id: bf, day } = &inst.run {
+            w.put(
+                format!("{}{id}", backfill_day_prefix(bf, *day)).into_bytes(),
+                &id,
+            )?;
+        }
+        self.save_instance(w, None, &inst)?;
+        changes.instances.insert(id);
+        Ok(())
+    }
+
+    /// Writes an instance and keeps its indexes in step with its state: the dispatch queue, the
+    /// time queue, and its backfill's progress. Returns instances to look at again (the next
+    /// days of a backfill whose day just completed).
+    pub(super) fn save_instance(
+        &self,
+        w: &mut Writes,
+        before: Option<&Instance>,
+        inst: &Instance,
+    ) -> Result<Vec<String>> {
+        let id = &inst.id;
+        if let Some(b) = before {
+            if b.state == InstanceState::WaitingResources
+                && inst.state != InstanceState::WaitingResources
+            {
+                w.remove(key(WAITING, id));
+            }
+            if b.state == InstanceState::WaitingTime
+                && (inst.state != InstanceState::WaitingTime || inst.due_ms != b.due_ms)
+            {
+                w.remove(timeq_key(b.due_ms, id));
+            }
+        }
+        if inst.state == InstanceState::WaitingResources {
+            w.put(key(WAITING, id), id)?;
+        }
+        if inst.state == InstanceState::WaitingTime {
+            w.put(timeq_key(inst.due_ms, id), id)?;
+        }
+        w.put(key(INSTANCE, id), inst)?;
+        let mut wake = Vec::new();
+        if let RunKind::Backfill { id: bf_id, day } = &inst.run {
+            let was = before.is_some_and(|b| b.state.satisfies_downstream());
+            let is = inst.state.satisfies_downstream();
+            if was != is
+                && let Some(mut bf) = self.read::<Backfill>(w, &key(BACKFILL, bf_id))?
+                && (*day as usize) < bf.remaining.len()
+            {
+                let open_before = bf.first_open_day();
+                let r = &mut bf.remaining[*day as usize];
+                if is {
+                    *r = r.saturating_sub(1);
+                } else {
+                    *r += 1;
+                }
+                let open_after = bf.first_open_day();
+                w.put(key(BACKFILL, bf_id), &bf)?;
+                if open_after > open_before {
+                    // Days that may start now.
+                    let par = bf.parallelism.max(1);
+                    for d in open_before + par..open_after + par {
+                        for k in self.keys_in(w, &backfill_day_prefix(bf_id, d))? {
+                            wake.push(id_after_bar(&k));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(wake)
+    }
+
+    fn save_and_wake(
+        &self,
+        w: &mut Writes,
+        before: &Instance,
+        inst: &Instance,
+        at_ms: i64,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        let mut work = self.save_instance(w, Some(before), inst)?;
+        changes.instances.insert(inst.id.clone());
+        work.push(inst.id.clone());
+        self.settle(w, work, at_ms, changes)
+    }
+
+    /// Moves the listed instances (and, through them, their downstream) as far as the state
+    /// allows at `at_ms`.
+    pub(super) fn settle(
+        &self,
+        w: &mut Writes,
+        mut work: Vec<String>,
+        at_ms: i64,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        let mut woke: HashSet<String> = HashSet::new();
+        while let Some(id) = work.pop() {
+            let Some(mut inst) = self.read_instance(w, &id)? else {
+                continue;
+            };
+            let before = inst.clone();
+            self.advance(w, &mut inst, at_ms)?;
+            if inst != before {
+                work.extend(self.save_instance(w, Some(&before), &inst)?);
+                changes.instances.insert(id.clone());
+            }
+            if inst.state.satisfies_downstream() && woke.insert(id.clone()) {
+                for k in self.keys_in(w, &format!("{DOWN}{id}|"))? {
+                    let down = id_after_bar(&k);
+                    if let Some(d) = self.read_instance(w, &down)?
+                        && d.state == InstanceState::WaitingUpstream
+                    {
+                        work.push(down);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One instance's moves at `at_ms`, as far as they go.
+    fn advance(&self, w: &Writes, inst: &mut Instance, at_ms: i64) -> Result<()> {
+        loop {
+            match inst.state {
+                InstanceState::WaitingUpstream => {
+                    if self.blocker(w, inst)?.is_some() {
+                        return Ok(());
+                    }
+                    let why = if inst.upstream.is_empty() && inst.previous.is_empty() {
+                        "no upstream to wait for"
+                    } else {
+                        "its upstream instances have succeeded"
+                    };
+                    inst.set_state(InstanceState::WaitingTime, at_ms, why);
+                }
+                InstanceState::WaitingTime => {
+                    if inst.due_ms > at_ms {
+                        return Ok(());
+                    }
+                    if !inst.dry_run.is_empty() {
+                        let why =
+                            format!("dry run ({}): marked success without running", inst.dry_run);
+                        inst.set_state(InstanceState::DryRun, at_ms, why);
+                    } else if inst.node_type == TaskKind::Virtual {
+                        inst.set_state(
+                            InstanceState::Success,
+                            at_ms,
+                            "virtual node: nothing to run",
+                        );
+                    } else {
+                        inst.ready_ms = at_ms;
+                        inst.set_state(InstanceState::WaitingResources, at_ms, "its time has come");
+                    }
+                    return Ok(());
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Why an instance waiting for its upstreams cannot go yet; `None` when it can.
+    fn blocker(&self, w: &Writes, inst: &Instance) -> Result<Option<String>> {
+        for up in &inst.upstream {
+            match self.read_instance(w, up)? {
+                None => return Ok(Some(format!("upstream {up} has not been generated yet"))),
+                Some(u) if !u.state.satisfies_downstream() => {
+                    return Ok(Some(format!("upstream {} is {}", u.id, u.state.as_str())));
+                }
+                Some(_) => {}
+            }
+        }
+        for up in &inst.previous {
+            if let Some(u) = self.read_instance(w, up)?
+                && !u.state.satisfies_downstream()
+            {
+                return Ok(Some(format!(
+                    "previous cycle {} is {}",
+                    u.id,
+                    u.state.as_str()
+                )));
+            }
+        }
+        if let RunKind::Backfill { id, day } = &inst.run
+            && let Some(bf) = self.read::<Backfill>(w, &key(BACKFILL, id))?
+            && !bf.may_run(*day)
+        {
+            return Ok(Some(format!(
+                "backfill {id} runs days in order: waiting for {} to succeed",
+                bf.days
+                    .get(bf.first_open_day() as usize)
+                    .cloned()
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Why an instance waits for its upstreams, for people.
+    pub fn waiting_for(&self, inst: &Instance) -> Result<Option<String>> {
+        if inst.state != InstanceState::WaitingUpstream {
+            return Ok(None);
+        }
+        self.blocker(&Writes::new(), inst)
+    }
+
+    /// Whether a rerun of `inst` is allowed by its version's policy; the refusal says why.
+    pub fn rerun_refusal(&self, inst: &Instance) -> Result<Option<String>> {
+        let policy = self
+            .task_version(&inst.task, inst.version)?
+            .map(|v| v.rerun)
+            .unwrap_or_default();
+        let failed = matches!(inst.state, InstanceState::Failed | InstanceState::Killed);
+        Ok(match policy {
+            RerunPolicy::Never => Some(format!(
+                "task {} may not be rerun (rerun policy: never)",
+                inst.task
+            )),
+            RerunPolicy::OnlyAfterFailure if !failed => Some(format!(
+                "task {} may be rerun only after a failure (rerun policy: only_after_failure), and instance {} is {}",
+                inst.task,
+                inst.id,
+                inst.state.as_str()
+            )),
+            _ => None,
+        })
+    }
+
+    fn rerun(
+        &self,
+        w: &mut Writes,
+        ids: Vec<String>,
+        reason: &str,
+        at_ms: i64,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        let mut work = Vec::new();
+        for id in ids {
+            let mut inst = self.require(w, &id)?;
+            if !inst.state.is_final() {
+                return Err(Error::FailedPrecondition(format!(
+                    "instance {id} is {}: only an ended instance is rerun",
+                    inst.state.as_str()
+                )));
+            }
+            if let Some(why) = self.rerun_refusal(&inst)? {
+                return Err(Error::FailedPrecondition(why));
+            }
+            let before = inst.clone();
+            inst.retries_left = self
+                .task_version(&inst.task, inst.version)?
+                .map(|v| v.retries)
+                .unwrap_or(0);
+            if inst.dry_run == EXPIRED {
+                inst.dry_run.clear();
+            }
+            inst.finished_ms = 0;
+            inst.set_state(InstanceState::WaitingUpstream, at_ms, reason.to_string());
+            work.extend(self.save_instance(w, Some(&before), &inst)?);
+            changes.instances.insert(id.clone());
+            work.push(id);
+        }
+        self.settle(w, work, at_ms, changes)
+    }
+
+    /// Ids of every instance downstream of `id`, transitively, nearest first.
+    pub fn downstream_closure(&self, id: &str) -> Result<Vec<String>> {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut order = Vec::new();
+        let mut frontier = vec![id.to_string()];
+        while let Some(cur) = frontier.pop() {
+            for d in self.downstream_of(&cur)? {
+                if seen.insert(d.clone()) {
+                    order.push(d.clone());
+                    frontier.push(d);
+                }
+            }
+        }
+        Ok(order)
+    }
+
+    /// Whether attempt `id` is still live (the LIVE index).
+    pub fn attempt_is_live(&self, id: &str) -> Result<bool> {
+        Ok(self.tree.contains_key(key(LIVE, id))?)
+    }
+}
