@@ -243,7 +243,7 @@ fn child(job: &str) -> Res<()> {
             Shared::new(
                 JobLog::new(tx),
                 CancellationToken::new(),
-                spec.setting.error_limit.record,
+                spec.setting.error_limit.record_limit(),
             )
             .with_throttle(sync::throttle_for(&spec)),
         );

@@ -3,7 +3,7 @@
 use crate::TopCommand;
 use crate::client::{Admin, connect, status};
 use crate::follow::{follow, print_summary};
-use crate::format::{table, thousands, time};
+use crate::format::{instance_state, table, thousands, time};
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use ferry_proto::admin::v1 as pb;
@@ -466,7 +466,7 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd) -> anyhow::Result<i32> {
                         i.id.clone(),
                         i.task.clone(),
                         i.bizdate.clone(),
-                        i.state.clone(),
+                        instance_state(&i.state, i.dirty_records),
                         i.attempts.len().to_string(),
                         written,
                         time(i.created_ms),
@@ -490,7 +490,7 @@ async fn instance(admin: &mut Admin, cmd: InstanceCmd) -> anyhow::Result<i32> {
                 "instance {} of task {} v{} bizdate {}",
                 i.id, i.task, i.version, i.bizdate
             );
-            println!("state: {}", i.state);
+            println!("state: {}", instance_state(&i.state, i.dirty_records));
             if !i.waiting_reason.is_empty() {
                 println!("waiting: {}", i.waiting_reason);
             }

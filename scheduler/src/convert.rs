@@ -85,12 +85,16 @@ pub fn agent_info(ctx: &Context, a: &Agent, running: u32) -> pb::AgentInfo {
 
 /// The admin view of an instance with its attempts and, when waiting, why.
 pub fn instance_info(ctx: &Context, i: &Instance) -> Result<pb::InstanceInfo> {
-    let mut attempts = Vec::with_capacity(i.attempts.len());
+    let mut attempts: Vec<pb::AttemptInfo> = Vec::with_capacity(i.attempts.len());
     for id in &i.attempts {
         if let Some(a) = ctx.store.attempt(id)? {
             attempts.push((&a).into());
         }
     }
+    let dirty_records = attempts
+        .last()
+        .and_then(|a| a.stats.as_ref())
+        .map_or(0, |s| s.dirty_records);
     Ok(pb::InstanceInfo {
         id: i.id.clone(),
         task: i.task.clone(),
@@ -100,5 +104,6 @@ pub fn instance_info(ctx: &Context, i: &Instance) -> Result<pb::InstanceInfo> {
         waiting_reason: ctx.hub.waiting_reason(&i.id).unwrap_or_default(),
         created_ms: i.created_ms,
         attempts,
+        dirty_records,
     })
 }

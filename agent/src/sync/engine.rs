@@ -2,7 +2,7 @@
 //! cancellation.
 
 use super::throttle::{SystemClock, Throttle};
-use super::value::{Row, Value, row_size};
+use super::value::{Row, Value, clip, row_size};
 use super::{mysql, postgres, sqlite, stream, txtfile};
 use ferry_common::job::{JobSpec, ReaderConfig, WriterConfig};
 use std::collections::VecDeque;
@@ -20,7 +20,7 @@ pub enum SyncError {
     #[error("writer: {0}")]
     Target(String),
     #[error(
-        "{count} dirty records exceed errorLimit.record = {limit}; the first ones and their reasons are in the log"
+        "{count} dirty records exceed errorLimit.record = {limit} (a job without errorLimit allows none); the first ones and their reasons are in the log"
     )]
     DirtyLimit { count: u64, limit: u64 },
     #[error(
@@ -126,14 +126,15 @@ pub struct Shared {
     pub counters: Counters,
     pub log: JobLog,
     pub cancel: CancellationToken,
-    dirty_limit: Option<u64>,
+    /// Dirty records allowed before the job fails (`ErrorLimit::record_limit`).
+    dirty_limit: u64,
     throttle: Throttle,
     /// `job.setting.dirty.path`: every dirty record as a JSON line.
     dirty_file: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl Shared {
-    pub fn new(log: JobLog, cancel: CancellationToken, dirty_limit: Option<u64>) -> Self {
+    pub fn new(log: JobLog, cancel: CancellationToken, dirty_limit: u64) -> Self {
         Self {
             counters: Counters::default(),
             log,
@@ -181,8 +182,11 @@ impl Shared {
         self
     }
 
-    /// Counts a dirty record; fails once the count passes `errorLimit.record`.
-    pub fn dirty(&self, side: &str, row: &Row, reason: &str) -> Result<()> {
+    /// Counts a dirty record; fails once the count passes `errorLimit.record`. `row` holds the
+    /// row's values in the column model (as read, or as converted for the target), `column` the
+    /// column at fault when one is. The dirty-record file gets the whole row, typed, so it can be
+    /// fixed and replayed; the log gets the first ones, long values clipped.
+    pub fn dirty(&self, side: &str, row: &Row, column: Option<&str>, reason: &str) -> Result<()> {
         let n = self.counters.dirty.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(f) = self
             .dirty_file
@@ -193,30 +197,37 @@ impl Shared {
             use std::io::Write;
             let line = serde_json::json!({
                 "side": side,
+                "column": column,
                 "reason": reason,
-                "row": row.iter().map(|v| match v {
-                    Value::Null => serde_json::Value::Null,
-                    other => serde_json::Value::String(other.to_string()),
-                }).collect::<Vec<_>>(),
+                "types": row.iter().map(Value::type_name).collect::<Vec<_>>(),
+                "row": row.iter().map(Value::to_json).collect::<Vec<_>>(),
             });
             if writeln!(f, "{line}").is_err() {
                 self.log.warn("cannot append to the dirty-record file");
             }
         }
         if n <= DIRTY_SAMPLES {
-            let shown: Vec<String> = row.iter().take(8).map(|v| format!("{v:?}")).collect();
+            let shown: Vec<String> = row
+                .iter()
+                .take(16)
+                .map(|v| clip(&v.to_json().to_string()))
+                .collect();
+            let at = column.map(|c| format!(", column {c}")).unwrap_or_default();
             self.log.warn(format!(
-                "dirty record #{n} ({side}): {reason}; row: [{}]",
+                "dirty record #{n} ({side}{at}): {reason}; row: [{}]",
                 shown.join(", ")
             ));
         } else if n == DIRTY_SAMPLES + 1 {
             self.log
                 .warn("more dirty records: only counted from here on");
         }
-        match self.dirty_limit {
-            Some(limit) if n > limit => Err(SyncError::DirtyLimit { count: n, limit }),
-            _ => Ok(()),
+        if n > self.dirty_limit {
+            return Err(SyncError::DirtyLimit {
+                count: n,
+                limit: self.dirty_limit,
+            });
         }
+        Ok(())
     }
 
     /// Counts rows the target has taken.
@@ -366,6 +377,21 @@ pub struct TargetInfo {
     /// A PostgreSQL writer's column type OIDs: a PostgreSQL reader whose columns have exactly
     /// these types may pass binary COPY tuples through untouched.
     pub pg_copy_types: Option<Vec<u32>>,
+    /// Which target columns hold bytes, when the writer knows: a reader of untyped text (a
+    /// text file read with `"*"`) decodes those fields from their bytes encoding instead of
+    /// passing the encoded text on.
+    pub binary_columns: Option<Vec<bool>>,
+}
+
+impl TargetInfo {
+    /// Whether target column `i` is known to hold bytes.
+    pub fn is_binary(&self, i: usize) -> bool {
+        self.binary_columns
+            .as_ref()
+            .and_then(|b| b.get(i))
+            .copied()
+            .unwrap_or(false)
+    }
 }
 
 /// A writer: prepares the target, opens channels, and finishes (or cleans up) at the end.

@@ -3,6 +3,7 @@
 //! limits, idempotent reruns, and DataX's own job templates.
 
 mod connectivity;
+mod exact;
 mod files;
 mod idempotent;
 mod matrix;

@@ -454,11 +454,13 @@ impl ReadSplit for PgSplit {
                 let row = row.map_err(|e| src(describe(&e)))?;
                 let mut values = Vec::with_capacity(types.len());
                 let mut bad = None;
+                let mut bad_column = None;
                 for (i, ty) in types.iter().enumerate() {
                     match decode(&row, i, ty) {
                         Ok(v) => values.push(v),
                         Err(e) => {
-                            bad = Some(format!("column {} ({ty}): {e}", columns[i].name()));
+                            bad = Some(format!("{ty}: {e}"));
+                            bad_column = Some(columns[i].name());
                             values.push(Value::Null);
                         }
                     }
@@ -470,7 +472,8 @@ impl ReadSplit for PgSplit {
                             .counters
                             .records_read
                             .fetch_add(1, Ordering::Relaxed);
-                        sink.shared().dirty("reader", &values, &reason)?;
+                        sink.shared()
+                            .dirty("reader", &values, bad_column, &reason)?;
                     }
                 }
             }
@@ -621,6 +624,10 @@ impl Writer for PgWriter {
                 .target
                 .get()
                 .map(|t| t.types.iter().map(Type::oid).collect()),
+            binary_columns: self
+                .target
+                .get()
+                .map(|t| t.types.iter().map(|ty| *ty == Type::BYTEA).collect()),
         }
     }
 
@@ -709,13 +716,11 @@ impl SegRow {
         }
     }
 
-    fn shown(&self) -> Row {
+    /// The row's values, for the dirty-record log.
+    fn shown(&self, types: &[Type]) -> Row {
         match self {
             SegRow::Values(v, _) => shown(v),
-            SegRow::Raw(b) => vec![Value::String(format!(
-                "binary COPY tuple of {} bytes",
-                b.len()
-            ))],
+            SegRow::Raw(b) => codec::tuple_values(b, types),
         }
     }
 }
@@ -751,12 +756,9 @@ fn encode_row(buf: &mut BytesMut, values: &[PgValue], types: &[Type]) -> Result<
     Ok(())
 }
 
-/// A row as text, for the dirty-record log.
+/// Converted values back in the column model, for the dirty-record log.
 fn shown(values: &[PgValue]) -> Row {
-    values
-        .iter()
-        .map(|v| Value::String(format!("{v:?}")))
-        .collect()
+    values.iter().map(PgValue::to_value).collect()
 }
 
 /// A segment is also ended at this many bytes, which bounds a channel's memory whatever the
@@ -837,7 +839,7 @@ impl PgChannel {
                 self.segment_bytes += size + 48 * values.len() as u64 + 64;
                 self.segment.push(SegRow::Values(values, size));
             }
-            Err(reason) => shared.dirty("writer", &shown(&values), &reason)?,
+            Err(reason) => shared.dirty("writer", &shown(&values), None, &reason)?,
         }
         if buf.len() >= COPY_CHUNK {
             let chunk = buf.split().freeze();
@@ -980,7 +982,8 @@ impl PgChannel {
                     match rows {
                         [one] => shared.dirty(
                             "writer",
-                            &one.shown(),
+                            &one.shown(&self.target.types),
+                            db.column(),
                             &format!("{} ({})", db.message(), db.code().code()),
                         ),
                         _ => self.replay(rows, shared).await,
@@ -1001,6 +1004,7 @@ impl WriteChannel for PgChannel {
                     shared.dirty(
                         "writer",
                         &row,
+                        None,
                         &format!(
                             "row has {} fields but the target takes {width} columns",
                             row.len()
@@ -1016,17 +1020,19 @@ impl WriteChannel for PgChannel {
                     let Some(v) = cells.next() else { break };
                     match convert(v, ty) {
                         Ok(pv) => values.push(pv),
-                        Err(reason) => {
-                            bad = Some(format!("column {}: {reason}", self.target.columns[i]));
+                        Err((reason, original)) => {
+                            bad = Some((i, original, reason));
                             break;
                         }
                     }
                 }
                 match bad {
-                    Some(reason) => {
+                    Some((i, original, reason)) => {
                         let mut partial = shown(&values);
+                        partial.push(original);
                         partial.extend(cells);
-                        shared.dirty("writer", &partial, &reason)?
+                        let column = self.target.columns[i].trim_matches('"');
+                        shared.dirty("writer", &partial, Some(column), &reason)?
                     }
                     None => {
                         self.push(values, size, shared).await?;
