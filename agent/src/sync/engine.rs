@@ -4,7 +4,7 @@
 use super::throttle::{SystemClock, Throttle};
 use super::value::{Row, Value, clip, row_size};
 use super::{mysql, postgres, sqlite, stream, txtfile};
-use ferry_common::job::{JobSpec, ReaderConfig, WriterConfig};
+use ferry_common::job::{JobSpec, ReaderConfig, Setting, WriterConfig};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -410,7 +410,8 @@ pub trait Writer: Send + Sync {
     fn abort(&self, log: &JobLog);
 }
 
-fn build_reader(cfg: &ReaderConfig) -> Box<dyn Reader> {
+/// Ferry's reader for a job's reader configuration.
+pub fn build_reader(cfg: &ReaderConfig) -> Box<dyn Reader> {
     match cfg {
         ReaderConfig::Stream(c) => Box::new(stream::StreamReader::new(c.clone())),
         ReaderConfig::Sqlite(c) => Box::new(sqlite::SqliteReader::new(c.clone())),
@@ -420,7 +421,8 @@ fn build_reader(cfg: &ReaderConfig) -> Box<dyn Reader> {
     }
 }
 
-fn build_writer(cfg: &WriterConfig, attempt: &str) -> Box<dyn Writer> {
+/// Ferry's writer for a job's writer configuration; `attempt` names temporary files.
+pub fn build_writer(cfg: &WriterConfig, attempt: &str) -> Box<dyn Writer> {
     match cfg {
         WriterConfig::Stream(c) => Box::new(stream::StreamWriter::new(c.clone())),
         WriterConfig::Sqlite(c) => Box::new(sqlite::SqliteWriter::new(c.clone())),
@@ -447,23 +449,27 @@ pub fn throttle_for(job: &JobSpec) -> Throttle {
 
 /// Runs `job` to the end. `attempt` names temporary files so two attempts never share one.
 pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Summary> {
-    let started = Instant::now();
-    let channels = job.setting.speed.channel.unwrap_or(1).clamp(1, 64) as usize;
     let reader: Arc<dyn Reader> = Arc::from(build_reader(&job.reader));
-    if job.setting.speed.record.is_some() || job.setting.speed.byte.is_some() {
+    let writer: Arc<dyn Writer> = Arc::from(build_writer(&job.writer, attempt));
+    run_plugins(reader, writer, &job.setting, shared).await
+}
+
+/// Runs `reader` into `writer` with the job's settings: the engine itself, for any plugins.
+pub async fn run_plugins(
+    reader: Arc<dyn Reader>,
+    writer: Arc<dyn Writer>,
+    setting: &Setting,
+    shared: Arc<Shared>,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let channels = setting.speed.channel.unwrap_or(1).clamp(1, 64) as usize;
+    if setting.speed.record.is_some() || setting.speed.byte.is_some() {
         shared.log.info(format!(
             "speed limit: {} records/s, {} bytes/s across all channels",
-            job.setting
-                .speed
-                .record
-                .map_or("no".into(), |v| v.to_string()),
-            job.setting
-                .speed
-                .byte
-                .map_or("no".into(), |v| v.to_string())
+            setting.speed.record.map_or("no".into(), |v| v.to_string()),
+            setting.speed.byte.map_or("no".into(), |v| v.to_string())
         ));
     }
-    let writer: Arc<dyn Writer> = Arc::from(build_writer(&job.writer, attempt));
     shared.log.info(format!(
         "sync {} -> {} with {channels} channel(s)",
         reader.name(),
@@ -484,7 +490,7 @@ pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Su
         .counters
         .splits_total
         .store(splits.len() as u64, Ordering::Relaxed);
-    if let Some(path) = job.setting.dirty.as_ref().and_then(|d| d.path.as_deref()) {
+    if let Some(path) = setting.dirty.as_ref().and_then(|d| d.path.as_deref()) {
         shared.open_dirty_file(path)?;
     }
     {
@@ -510,7 +516,7 @@ pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Su
     let summary = shared
         .counters
         .summary(started.elapsed().as_millis() as u64);
-    if let Some(limit) = job.setting.error_limit.percentage
+    if let Some(limit) = setting.error_limit.percentage
         && summary.records_read > 0
     {
         let percent = summary.dirty_records as f64 * 100.0 / summary.records_read as f64;

@@ -20,4 +20,7 @@ pub mod throttle;
 pub mod txtfile;
 pub mod value;
 
-pub use engine::{Counters, JobLog, LogEntry, Shared, Summary, SyncError, run, throttle_for};
+pub use engine::{
+    Counters, JobLog, LogEntry, Shared, Summary, SyncError, build_reader, build_writer, run,
+    run_plugins, throttle_for,
+};

@@ -15,7 +15,7 @@ use super::engine::{
 use super::rdbms::{
     Dialect, SplitQueries, TableSplit, block_on, connect_first, plan_table, select_list, sql_name,
 };
-use super::value::{Row, Value, row_size};
+use super::value::{Row, Value, parse_date, row_size};
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use ferry_common::job::{JdbcUrl, RdbmsReader, RdbmsWriter, WriteMode};
@@ -408,6 +408,26 @@ impl Target {
             }
         }
         Ok(())
+    }
+
+    /// Text with a UTC offset going into a `TIMESTAMP` or `DATETIME` column (a timestamp read
+    /// from SQLite or a file without a type) is taken as the instant it names, which MySQL,
+    /// whose text literals have no offset, would refuse.
+    fn adapt(&self, row: &mut Row) {
+        for (v, ty) in row.iter_mut().zip(&self.types) {
+            if let Value::String(s) = v
+                && matches!(
+                    ty,
+                    ColumnType::MYSQL_TYPE_TIMESTAMP
+                        | ColumnType::MYSQL_TYPE_TIMESTAMP2
+                        | ColumnType::MYSQL_TYPE_DATETIME
+                        | ColumnType::MYSQL_TYPE_DATETIME2
+                )
+                && let Ok(t @ Value::TimestampTz(_)) = parse_date(s.trim(), None)
+            {
+                *v = t;
+            }
+        }
     }
 
     /// The name of column `i` as the job knows it, for dirty records.
@@ -1039,7 +1059,8 @@ impl WriteChannel for MyChannel {
     fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
         block_on(async {
             let width = self.target.columns.len();
-            for row in rows {
+            for mut row in rows {
+                self.target.adapt(&mut row);
                 if row.len() != width {
                     shared.dirty(
                         "writer",

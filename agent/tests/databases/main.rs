@@ -7,6 +7,7 @@ mod exact;
 mod files;
 mod idempotent;
 mod matrix;
+mod roundtrip;
 mod splits;
 
 mod support;
