@@ -9,7 +9,7 @@
 //! row that still warns is a dirty record with MySQL's own warning text. Values MySQL has no
 //! form for (NaN, infinity, years outside 0-9999) are dirty before they are sent.
 
-use super::engine::{
+use super::plugin::{
     JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::rdbms::{

@@ -4,7 +4,7 @@
 //! writes with a single channel and commits once at the end: a failed or killed run leaves the
 //! table as it was, and a rerun does not duplicate rows.
 
-use super::engine::{
+use super::plugin::{
     JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::value::{Row, Value, row_size};

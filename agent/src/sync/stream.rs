@@ -2,7 +2,7 @@
 //! trying a pipeline without a database. As in DataX, every channel generates
 //! `sliceRecordCount` rows.
 
-use super::engine::{
+use super::plugin::{
     JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::value::{Row, TextSpelling, Value, parse_typed, row_size};

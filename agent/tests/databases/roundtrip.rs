@@ -12,7 +12,7 @@
 
 use crate::support::*;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc};
-use ferry_agent::sync::engine::{ReadSplit, Reader, RowSink, TargetInfo, WriteChannel, Writer};
+use ferry_agent::sync::plugin::{ReadSplit, Reader, RowSink, TargetInfo, WriteChannel, Writer};
 use ferry_agent::sync::value::{Row, Value, parse_date};
 use ferry_agent::sync::{JobLog, Shared, build_reader, build_writer, run_plugins};
 use ferry_common::job::{DirtySetting, ErrorLimit, JobSpec, Setting, Speed};
@@ -292,7 +292,8 @@ async fn load(env: &Env, store: Store, table: &str, rows: &[Row]) -> anyhow::Res
         env.writer(store, table, false),
     )?;
     let dirty = env.dir.path().join(format!("{table}.load.jsonl"));
-    let writer: Arc<dyn Writer> = Arc::from(build_writer(&cfg.writer, table));
+    let writer: Arc<dyn Writer> =
+        Arc::from(build_writer(&cfg.writer, table).ok_or_else(|| anyhow::anyhow!("no writer"))?);
     run_plugins(
         Arc::new(MemReader(rows.to_vec())),
         writer,
@@ -313,7 +314,7 @@ async fn collect(env: &Env, store: Store, table: &str) -> anyhow::Result<Vec<Row
     let dirty = env.dir.path().join(format!("{table}.collect.jsonl"));
     let out = MemWriter::default();
     run_plugins(
-        Arc::from(build_reader(&cfg.reader)),
+        Arc::from(build_reader(&cfg.reader).ok_or_else(|| anyhow::anyhow!("no reader"))?),
         Arc::new(out.clone()),
         &setting(&dirty, 2),
         shared(),
@@ -340,8 +341,8 @@ async fn copy(env: &Env, reader: J, writer: J, tag: &str) -> anyhow::Result<(u64
     let cfg = spec(reader, writer)?;
     let dirty = env.dir.path().join(format!("{tag}.copy.jsonl"));
     let s = run_plugins(
-        Arc::from(build_reader(&cfg.reader)),
-        Arc::from(build_writer(&cfg.writer, tag)),
+        Arc::from(build_reader(&cfg.reader).ok_or_else(|| anyhow::anyhow!("no reader"))?),
+        Arc::from(build_writer(&cfg.writer, tag).ok_or_else(|| anyhow::anyhow!("no writer"))?),
         &setting(&dirty, channels),
         shared(),
     )

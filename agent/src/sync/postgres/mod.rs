@@ -9,8 +9,8 @@
 
 pub mod codec;
 
-use super::engine::{
-    JobLog, PgCopyBatch, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo,
+use super::plugin::{
+    JobLog, RawBatch, RawFormat, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo,
     WriteChannel, Writer,
 };
 use super::rdbms::{
@@ -237,6 +237,9 @@ struct PgSplit {
     split: TableSplit,
 }
 
+/// The name of PostgreSQL's binary COPY tuples as a raw format between reader and writer.
+const RAW_FORMAT: &str = "postgresql-binary-copy";
+
 /// Tuples per pass-through batch, and bytes.
 const RAW_BATCH_ROWS: usize = 1024;
 const RAW_BATCH_BYTES: usize = 512 << 10;
@@ -326,7 +329,8 @@ impl PgSplit {
                     }
                 }
                 if starts.len() >= RAW_BATCH_ROWS || batch.len() >= RAW_BATCH_BYTES {
-                    sink.push_pg_copy(PgCopyBatch {
+                    sink.push_raw(RawBatch {
+                        format: RAW_FORMAT,
                         data: batch.split().freeze(),
                         starts: std::mem::take(&mut starts),
                     })?;
@@ -334,7 +338,8 @@ impl PgSplit {
             }
         }
         if !starts.is_empty() {
-            sink.push_pg_copy(PgCopyBatch {
+            sink.push_raw(RawBatch {
+                format: RAW_FORMAT,
                 data: batch.split().freeze(),
                 starts,
             })?;
@@ -401,7 +406,12 @@ impl ReadSplit for PgSplit {
                 .map_err(|e| src(format!("{}: {}", self.split.sql, describe(&e))))?;
             let columns = stmt.columns();
             let oids: Vec<u32> = columns.iter().map(|c| c.type_().oid()).collect();
-            if target.pg_copy_types.as_ref() == Some(&oids) {
+            let raw = RawFormat {
+                format: RAW_FORMAT,
+                column_types: oids,
+            };
+            if target.raw.as_ref() == Some(&raw) {
+                let oids = raw.column_types;
                 tracing::debug!(split = %self.split.label, "column types match the target: passing COPY tuples through");
                 return self.run_raw(&client, oids.len(), sink).await;
             }
@@ -620,10 +630,10 @@ impl Writer for PgWriter {
 
     fn target_info(&self) -> TargetInfo {
         TargetInfo {
-            pg_copy_types: self
-                .target
-                .get()
-                .map(|t| t.types.iter().map(Type::oid).collect()),
+            raw: self.target.get().map(|t| RawFormat {
+                format: RAW_FORMAT,
+                column_types: t.types.iter().map(Type::oid).collect(),
+            }),
             binary_columns: self
                 .target
                 .get()
@@ -852,7 +862,7 @@ impl PgChannel {
     }
 
     /// Adds passed-through tuples to the COPY in progress, sending them as they are.
-    async fn push_raw(&mut self, batch: PgCopyBatch) -> Result<()> {
+    async fn push_raw(&mut self, batch: RawBatch) -> Result<()> {
         self.open_segment().await?;
         let Some((sink, buf)) = self.copy.as_mut() else {
             return Ok(());
@@ -1046,7 +1056,7 @@ impl WriteChannel for PgChannel {
         })
     }
 
-    fn write_pg_copy(&mut self, batch: PgCopyBatch, shared: &Shared) -> Result<()> {
+    fn write_raw(&mut self, batch: RawBatch, shared: &Shared) -> Result<()> {
         block_on(async {
             self.push_raw(batch).await?;
             if self.segment_full() {

@@ -12,7 +12,7 @@
 
 pub mod format;
 
-use super::engine::{
+use super::plugin::{
     JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::value::{
