@@ -364,11 +364,17 @@ fn run() -> Res<()> {
     setup(a.rows, &tsv)?;
     // Both sources come from the same TSV; each target is checked against the source table in
     // its own database, so a value changed on the way (not only a lost row) fails the run.
-    let src_sums = [("pg", checksum("pg", "src")?), ("my", checksum("my", "src")?)];
+    let src_sums = [
+        ("pg", checksum("pg", "src")?),
+        ("my", checksum("my", "src")?),
+    ];
     for (kind, sum) in &src_sums {
         let rows = sum.split(' ').next().unwrap_or_default();
         if rows != a.rows.to_string() {
-            return Err(format!("{kind} source holds {rows} rows, expected {}", a.rows));
+            return Err(format!(
+                "{kind} source holds {rows} rows, expected {}",
+                a.rows
+            ));
         }
     }
     let n = a.rows as f64;
