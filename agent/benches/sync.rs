@@ -8,7 +8,9 @@
 //! Needs PostgreSQL and MariaDB on 127.0.0.1 (`scripts/services.sh`), `psql` and `mysql`;
 //! `--peers` also runs pgloader and sling (`scripts/bench-peers.sh` installs them). Each Ferry
 //! run is a child process of this binary running the engine alone, so its peak RSS (VmHWM) is
-//! the engine's. Prints a Markdown table for `docs/benchmarks.md`.
+//! the engine's; a run without that figure fails. After every Ferry run the target's row count
+//! and an order-independent checksum of its rows must equal the source's. Prints a Markdown
+//! table for `docs/benchmarks.md`.
 
 use ferry_agent::sync::{self, JobLog, Shared};
 use ferry_common::job::JobSpec;
@@ -189,12 +191,27 @@ fn truncate(kind: &str) -> Res<()> {
     }
 }
 
-fn count(kind: &str) -> Res<u64> {
-    let n = match kind.split(':').next().unwrap_or(kind) {
-        "pg" => psql(DB, "SELECT count(*) FROM dst")?,
-        _ => mysql(&format!("SELECT COUNT(*) FROM {DB}.dst"))?,
-    };
-    n.parse().map_err(|_| format!("count: {n}"))
+/// Row count and an order-independent checksum of a table: the sum of a hash of every row's
+/// text, so two tables agree only if they hold the same rows, in any order.
+fn checksum(kind: &str, table: &str) -> Res<String> {
+    match kind.split(':').next().unwrap_or(kind) {
+        "pg" => psql(
+            DB,
+            &format!(
+                "SELECT count(*) || ' ' || coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::bigint), 0) FROM {table} t"
+            ),
+        ),
+        _ => {
+            let row = COLS
+                .iter()
+                .map(|c| format!("COALESCE({c}, '<null>')"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            mysql(&format!(
+                "SELECT CONCAT(COUNT(*), ' ', COALESCE(SUM(CAST(CONV(SUBSTR(MD5(CONCAT_WS('|', {row})), 1, 15), 16, 10) AS UNSIGNED)), 0)) FROM {DB}.{table}"
+            ))
+        }
+    }
 }
 
 struct Measure {
@@ -218,11 +235,12 @@ fn ferry(job: &str) -> Res<Measure> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let peak_rss_kb = text
+    let peak_rss_kb: u64 = text
         .lines()
         .find_map(|l| l.strip_prefix("peak_rss_kb="))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+        .filter(|kb| *kb > 0)
+        .ok_or_else(|| format!("the Ferry child did not report its peak RSS:\n{text}"))?;
     Ok(Measure { secs, peak_rss_kb })
 }
 
@@ -243,7 +261,7 @@ fn child(job: &str) -> Res<()> {
             Shared::new(
                 JobLog::new(tx),
                 CancellationToken::new(),
-                spec.setting.error_limit.record,
+                spec.setting.error_limit.record_limit(),
             )
             .with_throttle(sync::throttle_for(&spec)),
         );
@@ -253,12 +271,14 @@ fn child(job: &str) -> Res<()> {
         println!("records={}", s.records_written);
         Ok::<_, String>(())
     })?;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    // Peak RSS is half of what this benchmark reports: no figure means no result.
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(|e| format!("cannot read /proc/self/status for peak RSS: {e}"))?;
     let hwm = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
-        .unwrap_or_default();
+        .ok_or("no VmHWM line in /proc/self/status: peak RSS cannot be measured")?;
     println!("peak_rss_kb={hwm}");
     Ok(())
 }
@@ -342,6 +362,21 @@ fn run() -> Res<()> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let tsv: PathBuf = dir.path().join("src.tsv");
     setup(a.rows, &tsv)?;
+    // Both sources come from the same TSV; each target is checked against the source table in
+    // its own database, so a value changed on the way (not only a lost row) fails the run.
+    let src_sums = [
+        ("pg", checksum("pg", "src")?),
+        ("my", checksum("my", "src")?),
+    ];
+    for (kind, sum) in &src_sums {
+        let rows = sum.split(' ').next().unwrap_or_default();
+        if rows != a.rows.to_string() {
+            return Err(format!(
+                "{kind} source holds {rows} rows, expected {}",
+                a.rows
+            ));
+        }
+    }
     let n = a.rows as f64;
     let mb = std::fs::metadata(&tsv)
         .map(|m| m.len() as f64 / 1_048_576.0)
@@ -375,11 +410,16 @@ fn run() -> Res<()> {
                 "content": [{"reader": reader(src), "writer": writer(dst)}]}})
             .to_string();
             let m = ferry(&job)?;
-            let got = count(dst)?;
-            if got != a.rows {
+            let kind = dst.split(':').next().unwrap_or(dst);
+            let want = src_sums
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            let got = checksum(dst, "dst")?;
+            if got != want {
                 return Err(format!(
-                    "{pair} x{ch}: target has {got} rows, expected {}",
-                    a.rows
+                    "{pair} x{ch}: target (rows, checksum) = {got}, source = {want}: data differs"
                 ));
             }
             eprintln!("  {pair} ferry x{ch}: {:.2}s", m.secs);

@@ -212,7 +212,7 @@ impl Executor {
                 (pb::AttemptStatus::Failed, Summary::default(), e.to_string())
             }
             Ok(job) => {
-                let limit = job.setting.error_limit.record;
+                let limit = job.setting.error_limit.record_limit();
                 let shared = Arc::new(
                     Shared::new(log.clone(), cancel.clone(), limit)
                         .with_throttle(sync::throttle_for(&job)),

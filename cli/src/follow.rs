@@ -99,7 +99,11 @@ pub async fn follow(admin: &mut Admin, instance_id: &str) -> anyhow::Result<pb::
 
 /// Prints the final state and statistics of an instance.
 pub fn print_summary(info: &pb::InstanceInfo) {
-    println!("instance {} finished: {}", info.id, info.state);
+    println!(
+        "instance {} finished: {}",
+        info.id,
+        crate::format::instance_state(&info.state, info.dirty_records)
+    );
     if let Some(a) = info.attempts.last() {
         if let Some(s) = &a.stats {
             let secs = s.elapsed_ms as f64 / 1000.0;

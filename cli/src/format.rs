@@ -50,6 +50,16 @@ pub fn time(ms: i64) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// An instance's state as users should read it: a success that skipped dirty records says so
+/// (`success (12 dirty)`), so it is not mistaken for a complete copy.
+pub fn instance_state(state: &str, dirty_records: u64) -> String {
+    if dirty_records > 0 && state == "success" {
+        format!("{state} ({} dirty)", thousands(dirty_records))
+    } else {
+        state.to_string()
+    }
+}
+
 /// Prints rows as aligned columns under a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -84,5 +94,8 @@ mod tests {
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(instance_state("success", 0), "success");
+        assert_eq!(instance_state("success", 1200), "success (1,200 dirty)");
+        assert_eq!(instance_state("failed", 3), "failed");
     }
 }

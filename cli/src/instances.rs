@@ -75,19 +75,9 @@ pub fn print_logs(r: &pb::GetLogsResponse) {
     }
 }
 
-/// `success`, or `success (12 dirty)` when the last attempt left dirty records.
+/// `success`, or `success (12 dirty)` when the last attempt skipped dirty records.
 fn state_with_dirty(i: &pb::InstanceInfo) -> String {
-    let dirty = i
-        .attempts
-        .last()
-        .and_then(|a| a.stats.as_ref())
-        .map(|s| s.dirty_records)
-        .unwrap_or(0);
-    if dirty > 0 {
-        format!("{} ({dirty} dirty)", i.state)
-    } else {
-        i.state.clone()
-    }
+    crate::format::instance_state(&i.state, i.dirty_records)
 }
 
 fn show(i: &pb::InstanceInfo) {

@@ -33,6 +33,7 @@ pub fn instance(i: &pb::InstanceInfo) -> Value {
         "bizdate": i.bizdate,
         "cyctime": i.cyctime,
         "state": i.state,
+        "dirty_records": i.dirty_records,
         "waiting_reason": i.waiting_reason,
         "dry_run": i.dry_run,
         "priority": i.priority,

@@ -10,8 +10,10 @@
 //! DataX quirks kept: numbers given as strings (`"sliceRecordCount": "10"`), empty strings meaning
 //! "not set" (`"writeMode": ""`), `path` as a string or an array.
 
+mod datefmt;
 mod rdbms;
 
+pub use datefmt::DatePattern;
 pub use rdbms::{DbKind, JdbcUrl, RdbmsReader, RdbmsWriter, ReaderConnection, WriterConnection};
 
 use crate::datasource::DataSourceConfig;
@@ -65,6 +67,9 @@ pub struct Speed {
 
 /// `job.setting.errorLimit`, with DataX's meaning: the job fails when dirty records exceed
 /// `record` (so 0 allows none), and when their share exceeds `percentage` at the end.
+///
+/// Unlike DataX, a job that sets neither allows no dirty record at all: a sync that drops rows
+/// must say so in its job file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorLimit {
@@ -72,6 +77,18 @@ pub struct ErrorLimit {
     pub record: Option<u64>,
     #[serde(default, deserialize_with = "de::opt_f64")]
     pub percentage: Option<f64>,
+}
+
+impl ErrorLimit {
+    /// How many dirty records the job may have before it fails: `record` when set; no count
+    /// limit when only `percentage` is set (it is checked at the end); none at all otherwise.
+    pub fn record_limit(&self) -> u64 {
+        match (self.record, self.percentage) {
+            (Some(n), _) => n,
+            (None, Some(_)) => u64::MAX,
+            (None, None) => 0,
+        }
+    }
 }
 
 /// The reader side of a job.
@@ -123,8 +140,8 @@ pub struct StreamColumn {
     pub value: Value,
     #[serde(rename = "type", default = "default_type")]
     pub kind: String,
-    #[serde(default, deserialize_with = "de::opt_string")]
-    pub date_format: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_date_pattern")]
+    pub date_format: Option<DatePattern>,
 }
 
 fn default_type() -> String {
@@ -229,6 +246,12 @@ pub struct TxtFileReader {
     pub null_format: Option<String>,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub compress: Option<String>,
+    /// Ferry: `csv` (quotes, the default) or `text` (backslash escapes), as the writer wrote it.
+    #[serde(default)]
+    pub file_format: FileFormat,
+    /// Ferry: how `bytes` columns are spelled in the file.
+    #[serde(default)]
+    pub bytes_encoding: BytesEncoding,
 }
 
 /// A column of `txtfilereader`: `"*"` (every field as a string), a field by `index`, or a
@@ -250,8 +273,8 @@ pub struct TxtColumnSpec {
     pub value: Option<String>,
     #[serde(rename = "type", default = "default_type")]
     pub kind: String,
-    #[serde(default, deserialize_with = "de::opt_string")]
-    pub format: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_date_pattern")]
+    pub format: Option<DatePattern>,
 }
 
 /// `txtfilewriter`: one file `fileName` in folder `path`.
@@ -267,8 +290,8 @@ pub struct TxtFileWriter {
     pub write_mode: FileWriteMode,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub field_delimiter: Option<String>,
-    #[serde(default, deserialize_with = "de::opt_string")]
-    pub date_format: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_date_pattern")]
+    pub date_format: Option<DatePattern>,
     #[serde(default)]
     pub header: Vec<String>,
     /// `""` is a real value here: empty fields are NULL.
@@ -276,10 +299,136 @@ pub struct TxtFileWriter {
     pub null_format: Option<String>,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub encoding: Option<String>,
-    #[serde(default, deserialize_with = "de::opt_string")]
-    pub file_format: Option<String>,
+    #[serde(default)]
+    pub file_format: FileFormat,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub compress: Option<String>,
+    /// Ferry: how `bytes` values are spelled in the file.
+    #[serde(default)]
+    pub bytes_encoding: BytesEncoding,
+}
+
+/// How fields are delimited in a text file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// RFC 4180: a field holding the delimiter, a quote, a line break or the `nullFormat` text
+    /// is quoted; an unquoted field equal to `nullFormat` is NULL.
+    #[default]
+    Csv,
+    /// No quotes: backslash, tab, line breaks and the delimiter are escaped with a backslash
+    /// (`\\`, `\t`, `\n`, `\r`, `\<delimiter>`), as in MySQL's `LOAD DATA` and PostgreSQL's
+    /// text `COPY`; a field spelled exactly as `nullFormat` is NULL.
+    Text,
+}
+
+impl<'de> Deserialize<'de> for FileFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "csv" => Ok(Self::Csv),
+            "text" => Ok(Self::Text),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown fileFormat \"{other}\"; expected csv or text"
+            ))),
+        }
+    }
+}
+
+/// How `bytes` values are spelled in a text file, so any byte survives a round trip.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BytesEncoding {
+    /// Two lowercase hex digits per byte (`deadbeef`); upper case is read too.
+    #[default]
+    Hex,
+    /// Standard base64 with padding (RFC 4648).
+    Base64,
+}
+
+impl<'de> Deserialize<'de> for BytesEncoding {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "" | "hex" => Ok(Self::Hex),
+            "base64" => Ok(Self::Base64),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown bytesEncoding \"{other}\"; expected hex or base64"
+            ))),
+        }
+    }
+}
+
+/// DataX's default marker for NULL in text files.
+pub const DEFAULT_NULL_FORMAT: &str = "\\N";
+
+/// Whether a `nullFormat` can be told apart from every value in `fileFormat: text`, where
+/// there are no quotes: the writer escapes a value that would read as the marker by putting a
+/// backslash before one of its plain characters, so the marker needs one that has no escape of
+/// its own (`t`, `n`, `r`), or must be something the escaping never produces (`\\N`).
+pub fn text_null_format_ok(marker: &str, delimiter: u8) -> bool {
+    let mut chars = marker.chars();
+    let mut plain_escapable = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('\\' | 't' | 'n' | 'r') => {}
+                Some(d) if d.is_ascii() && d as u8 == delimiter => {}
+                // Never written by the escaping: no value can collide with the marker.
+                _ => return true,
+            },
+            '\t' | '\n' | '\r' => return true,
+            c if c.is_ascii() && c as u8 == delimiter => return true,
+            't' | 'n' | 'r' => {}
+            _ => plain_escapable = true,
+        }
+    }
+    plain_escapable
+}
+
+/// The one-byte field delimiter a job names (`,` when unset; `\t` spelled out is a tab).
+pub fn field_delimiter(d: Option<&str>) -> Result<u8, String> {
+    let b = match d {
+        None => b',',
+        Some("\\t") | Some("\t") => b'\t',
+        Some(s) if s.len() == 1 => s.as_bytes()[0],
+        Some(s) => {
+            return Err(format!(
+                "fieldDelimiter \"{s}\" must be a single one-byte character"
+            ));
+        }
+    };
+    if matches!(b, b'"' | b'\\' | b'\n' | b'\r') {
+        return Err(format!(
+            "fieldDelimiter {:?} would be mistaken for quoting, escaping or a line break",
+            b as char
+        ));
+    }
+    Ok(b)
+}
+
+/// Checks the settings a text file reader and writer share: delimiter, and a `nullFormat` that
+/// no value can be mistaken for.
+fn check_text_file(
+    p: &str,
+    delimiter: Option<&str>,
+    null_format: Option<&str>,
+    format: FileFormat,
+) -> Result<()> {
+    let delim = field_delimiter(delimiter).map_err(|message| Error::InvalidJob {
+        path: format!("{p}.fieldDelimiter"),
+        message,
+    })?;
+    let marker = null_format.unwrap_or(DEFAULT_NULL_FORMAT);
+    if format == FileFormat::Text && !text_null_format_ok(marker, delim) {
+        return Err(Error::InvalidJob {
+            path: format!("{p}.nullFormat"),
+            message: format!(
+                "\"{marker}\" cannot be told apart from a value in fileFormat \"text\", which has no quotes; use the default \"\\N\" or fileFormat \"csv\""
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// What `txtfilewriter` does when the file exists.
@@ -660,6 +809,12 @@ fn parse_reader(raw: RawPlugin) -> Result<ReaderConfig> {
             let r: TxtFileReader = typed(raw.parameter, P)?;
             check_compress(r.compress.as_deref(), P)?;
             check_encoding(r.encoding.as_deref(), P)?;
+            check_text_file(
+                P,
+                r.field_delimiter.as_deref(),
+                r.null_format.as_deref(),
+                r.file_format,
+            )?;
             for (i, c) in r.column.iter().enumerate() {
                 if let TxtColumn::All(s) = c
                     && s != "*"
@@ -703,6 +858,12 @@ fn parse_writer(raw: RawPlugin) -> Result<WriterConfig> {
             let w: TxtFileWriter = typed(raw.parameter, P)?;
             check_compress(w.compress.as_deref(), P)?;
             check_encoding(w.encoding.as_deref(), P)?;
+            check_text_file(
+                P,
+                w.field_delimiter.as_deref(),
+                w.null_format.as_deref(),
+                w.file_format,
+            )?;
             WriterConfig::TxtFile(w)
         }
     })
@@ -801,6 +962,17 @@ mod de {
             other => Err(D::Error::custom(format!(
                 "expected a string, found {other}"
             ))),
+        }
+    }
+
+    pub fn opt_date_pattern<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<super::DatePattern>, D::Error> {
+        match opt_string(d)? {
+            None => Ok(None),
+            Some(s) => super::DatePattern::parse(&s)
+                .map(Some)
+                .map_err(D::Error::custom),
         }
     }
 

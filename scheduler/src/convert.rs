@@ -142,12 +142,16 @@ fn waiting_reason(ctx: &Context, i: &Instance) -> Result<String> {
 /// The admin view of an instance with its attempts and, when waiting, why. Task names and
 /// instance ids lose their workspace prefix in what people read.
 pub fn instance_info(ctx: &Context, i: &Instance) -> Result<pb::InstanceInfo> {
-    let mut attempts = Vec::with_capacity(i.attempts.len());
+    let mut attempts: Vec<pb::AttemptInfo> = Vec::with_capacity(i.attempts.len());
     for id in &i.attempts {
         if let Some(a) = ctx.store.attempt(id)? {
             attempts.push((&a).into());
         }
     }
+    let dirty_records = attempts
+        .last()
+        .and_then(|a| a.stats.as_ref())
+        .map_or(0, |s| s.dirty_records);
     Ok(pb::InstanceInfo {
         id: i.id.clone(),
         task: short(&i.task).to_string(),
@@ -186,5 +190,6 @@ pub fn instance_info(ctx: &Context, i: &Instance) -> Result<pb::InstanceInfo> {
         retries_left: i.retries_left,
         finished_ms: i.finished_ms,
         joined: false,
+        dirty_records,
     })
 }

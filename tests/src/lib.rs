@@ -518,10 +518,10 @@ impl Cluster {
     }
 }
 
-/// Reads the DataX job files shipped in `shared/datax-jobs` beside the checkout.
-pub fn shared_job(name: &str) -> Result<String> {
+/// Reads a DataX-shaped job file from the repository's fixtures (`tests/fixtures/datax`).
+pub fn datax_fixture(name: &str) -> Result<String> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/datax-jobs")
+        .join("fixtures/datax")
         .join(name);
     std::fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))
 }

@@ -1,408 +1,17 @@
-//! The pipeline that binds one reader to one writer, its counters, dirty-record accounting and
-//! cancellation.
+//! The pipeline that binds one reader to one writer: splits, channels of row batches,
+//! backpressure, cancellation and the end-of-run error limits. It knows plugins only through
+//! [`super::plugin`] and gets them from [`super::registry`].
 
+use super::plugin::{
+    Batch, ReadSplit, Reader, Result, RowSink, Shared, Summary, SyncError, Writer,
+};
+use super::registry;
 use super::throttle::{SystemClock, Throttle};
-use super::value::{Row, Value, row_size};
-use super::{mysql, postgres, sqlite, stream, txtfile};
-use ferry_common::job::{JobSpec, ReaderConfig, WriterConfig};
+use ferry_common::job::{JobSpec, Setting};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-/// Why a sync failed; each message says what to look at.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncError {
-    #[error("reader: {0}")]
-    Source(String),
-    #[error("writer: {0}")]
-    Target(String),
-    #[error(
-        "{count} dirty records exceed errorLimit.record = {limit}; the first ones and their reasons are in the log"
-    )]
-    DirtyLimit { count: u64, limit: u64 },
-    #[error(
-        "dirty records are {percent:.2}% of {total} records, over errorLimit.percentage = {limit}"
-    )]
-    DirtyPercentage {
-        percent: f64,
-        total: u64,
-        limit: f64,
-    },
-    #[error("killed: {0}")]
-    Killed(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-pub type Result<T, E = SyncError> = std::result::Result<T, E>;
-
-/// Live counters of one attempt, read by the progress reporter.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub records_read: AtomicU64,
-    pub bytes_read: AtomicU64,
-    pub records_written: AtomicU64,
-    pub bytes_written: AtomicU64,
-    pub dirty: AtomicU64,
-    pub splits_done: AtomicU64,
-    pub splits_total: AtomicU64,
-}
-
-/// Final statistics of a successful sync.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub records_read: u64,
-    pub bytes_read: u64,
-    pub records_written: u64,
-    pub bytes_written: u64,
-    pub dirty_records: u64,
-    pub elapsed_ms: u64,
-    pub splits_done: u64,
-    pub splits_total: u64,
-}
-
-impl Counters {
-    pub fn summary(&self, elapsed_ms: u64) -> Summary {
-        Summary {
-            records_read: self.records_read.load(Ordering::Relaxed),
-            bytes_read: self.bytes_read.load(Ordering::Relaxed),
-            records_written: self.records_written.load(Ordering::Relaxed),
-            bytes_written: self.bytes_written.load(Ordering::Relaxed),
-            dirty_records: self.dirty.load(Ordering::Relaxed),
-            elapsed_ms,
-            splits_done: self.splits_done.load(Ordering::Relaxed),
-            splits_total: self.splits_total.load(Ordering::Relaxed),
-        }
-    }
-}
-
-/// A line of an attempt's log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogEntry {
-    pub level: &'static str,
-    pub message: String,
-}
-
-/// The attempt's log: lines go to the scheduler, and to the agent's own tracing output.
-#[derive(Debug, Clone)]
-pub struct JobLog {
-    tx: mpsc::UnboundedSender<LogEntry>,
-}
-
-impl JobLog {
-    pub fn new(tx: mpsc::UnboundedSender<LogEntry>) -> Self {
-        Self { tx }
-    }
-
-    fn line(&self, level: &'static str, message: String) {
-        match level {
-            "error" => tracing::error!("{message}"),
-            "warn" => tracing::warn!("{message}"),
-            _ => tracing::info!("{message}"),
-        }
-        // The receiver lives as long as the attempt; after that nothing is listening.
-        let _ = self.tx.send(LogEntry { level, message });
-    }
-
-    pub fn info(&self, message: impl Into<String>) {
-        self.line("info", message.into());
-    }
-    pub fn warn(&self, message: impl Into<String>) {
-        self.line("warn", message.into());
-    }
-    pub fn error(&self, message: impl Into<String>) {
-        self.line("error", message.into());
-    }
-}
-
-/// How many dirty records are logged one by one before the log only counts them.
-const DIRTY_SAMPLES: u64 = 10;
-
-/// What every worker of one attempt shares.
-pub struct Shared {
-    pub counters: Counters,
-    pub log: JobLog,
-    pub cancel: CancellationToken,
-    dirty_limit: Option<u64>,
-    throttle: Throttle,
-    /// `job.setting.dirty.path`: every dirty record as a JSON line.
-    dirty_file: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
-}
-
-impl Shared {
-    pub fn new(log: JobLog, cancel: CancellationToken, dirty_limit: Option<u64>) -> Self {
-        Self {
-            counters: Counters::default(),
-            log,
-            cancel,
-            dirty_limit,
-            throttle: Throttle::unlimited(),
-            dirty_file: Mutex::new(None),
-        }
-    }
-
-    /// Appends dirty records to `path` (created with its folder if needed).
-    pub fn open_dirty_file(&self, path: &str) -> Result<()> {
-        let p = std::path::Path::new(path);
-        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| SyncError::Internal(format!("dirty-record file {path}: {e}")))?;
-        }
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map_err(|e| SyncError::Internal(format!("dirty-record file {path}: {e}")))?;
-        *self.dirty_file.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(std::io::BufWriter::new(f));
-        self.log.info(format!("dirty records go to {path}"));
-        Ok(())
-    }
-
-    /// Flushes the dirty-record file.
-    pub fn close_dirty_file(&self) {
-        use std::io::Write;
-        if let Some(f) = self
-            .dirty_file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            let _ = f.flush();
-        }
-    }
-
-    /// Applies the job's speed limits to every channel.
-    pub fn with_throttle(mut self, throttle: Throttle) -> Self {
-        self.throttle = throttle;
-        self
-    }
-
-    /// Counts a dirty record; fails once the count passes `errorLimit.record`.
-    pub fn dirty(&self, side: &str, row: &Row, reason: &str) -> Result<()> {
-        let n = self.counters.dirty.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Some(f) = self
-            .dirty_file
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            use std::io::Write;
-            let line = serde_json::json!({
-                "side": side,
-                "reason": reason,
-                "row": row.iter().map(|v| match v {
-                    Value::Null => serde_json::Value::Null,
-                    other => serde_json::Value::String(other.to_string()),
-                }).collect::<Vec<_>>(),
-            });
-            if writeln!(f, "{line}").is_err() {
-                self.log.warn("cannot append to the dirty-record file");
-            }
-        }
-        if n <= DIRTY_SAMPLES {
-            let shown: Vec<String> = row.iter().take(8).map(|v| format!("{v:?}")).collect();
-            self.log.warn(format!(
-                "dirty record #{n} ({side}): {reason}; row: [{}]",
-                shown.join(", ")
-            ));
-        } else if n == DIRTY_SAMPLES + 1 {
-            self.log
-                .warn("more dirty records: only counted from here on");
-        }
-        match self.dirty_limit {
-            Some(limit) if n > limit => Err(SyncError::DirtyLimit { count: n, limit }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts rows the target has taken.
-    pub fn written(&self, rows: u64, bytes: u64) {
-        self.counters
-            .records_written
-            .fetch_add(rows, Ordering::Relaxed);
-        self.counters
-            .bytes_written
-            .fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub fn check_cancel(&self) -> Result<()> {
-        if self.cancel.is_cancelled() {
-            Err(SyncError::Killed("the attempt was stopped".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// Rows per batch on the channel: large enough to amortise the hand-off, small enough that
-/// `channels x queue depth x batch` stays a few MB.
-pub const BATCH_ROWS: usize = 1024;
-
-/// Where a reader puts its rows; batches them onto the channel and counts them.
-/// What travels from readers to writers.
-pub enum Batch {
-    Rows(Vec<Row>),
-    /// Tuples in PostgreSQL's binary COPY format, passed from a PostgreSQL reader to a
-    /// PostgreSQL writer whose columns have exactly the source's types: nothing is decoded.
-    PgCopy(PgCopyBatch),
-}
-
-/// Raw binary COPY tuples and where each starts.
-pub struct PgCopyBatch {
-    pub data: bytes::Bytes,
-    pub starts: Vec<usize>,
-}
-
-pub struct RowSink<'a> {
-    tx: &'a flume::Sender<Batch>,
-    shared: &'a Shared,
-    batch: Vec<Row>,
-    batch_bytes: u64,
-}
-
-impl<'a> RowSink<'a> {
-    fn new(tx: &'a flume::Sender<Batch>, shared: &'a Shared) -> Self {
-        Self {
-            tx,
-            shared,
-            batch: Vec::with_capacity(BATCH_ROWS),
-            batch_bytes: 0,
-        }
-    }
-
-    pub fn shared(&self) -> &Shared {
-        self.shared
-    }
-
-    pub fn push(&mut self, row: Row) -> Result<()> {
-        let size = row_size(&row) as u64;
-        self.batch_bytes += size;
-        self.shared
-            .counters
-            .bytes_read
-            .fetch_add(size, Ordering::Relaxed);
-        self.shared
-            .counters
-            .records_read
-            .fetch_add(1, Ordering::Relaxed);
-        self.batch.push(row);
-        if self.batch.len() >= BATCH_ROWS {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.shared.check_cancel()?;
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        self.shared
-            .throttle
-            .acquire(self.batch.len() as u64, self.batch_bytes);
-        self.batch_bytes = 0;
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
-        self.tx
-            .send(Batch::Rows(batch))
-            .map_err(|_| SyncError::Killed("the writer stopped".into()))
-    }
-
-    /// Sends raw binary COPY tuples (see [`Batch::PgCopy`]).
-    pub fn push_pg_copy(&mut self, batch: PgCopyBatch) -> Result<()> {
-        self.flush()?;
-        let rows = batch.starts.len() as u64;
-        let bytes = batch.data.len() as u64;
-        self.shared
-            .counters
-            .records_read
-            .fetch_add(rows, Ordering::Relaxed);
-        self.shared
-            .counters
-            .bytes_read
-            .fetch_add(bytes, Ordering::Relaxed);
-        self.shared.throttle.acquire(rows, bytes);
-        self.tx
-            .send(Batch::PgCopy(batch))
-            .map_err(|_| SyncError::Killed("the writer stopped".into()))
-    }
-}
-
-/// One piece of the source, read by one worker.
-pub trait ReadSplit: Send {
-    fn describe(&self) -> String;
-    /// Reads the split. `target` describes the writer (known once it has prepared), so a
-    /// reader can pick a pass-through path.
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>, target: &TargetInfo) -> Result<()>;
-}
-
-/// A reader cuts its source into splits.
-pub trait Reader: Send + Sync {
-    fn name(&self) -> &'static str;
-    /// Cuts the source; this checks the source is there before the writer touches the target.
-    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>>;
-}
-
-/// One writer worker's connection or file.
-pub trait WriteChannel: Send {
-    /// Writes a batch; rows the target refuses are reported with [`Shared::dirty`].
-    fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()>;
-    /// Writes raw binary COPY tuples; only writers that announce [`TargetInfo::pg_copy_types`]
-    /// receive them.
-    fn write_pg_copy(&mut self, _batch: PgCopyBatch, _shared: &Shared) -> Result<()> {
-        Err(SyncError::Internal(
-            "this writer cannot take PostgreSQL COPY data".into(),
-        ))
-    }
-    fn commit(self: Box<Self>, shared: &Shared) -> Result<()>;
-}
-
-/// What a writer tells readers about itself after `prepare`.
-#[derive(Debug, Clone, Default)]
-pub struct TargetInfo {
-    /// A PostgreSQL writer's column type OIDs: a PostgreSQL reader whose columns have exactly
-    /// these types may pass binary COPY tuples through untouched.
-    pub pg_copy_types: Option<Vec<u32>>,
-}
-
-/// A writer: prepares the target, opens channels, and finishes (or cleans up) at the end.
-pub trait Writer: Send + Sync {
-    fn name(&self) -> &'static str;
-    fn prepare(&self, log: &JobLog) -> Result<()>;
-    /// Facts readers may use, known after `prepare`.
-    fn target_info(&self) -> TargetInfo {
-        TargetInfo::default()
-    }
-    /// How many channels may write at once (1 for a single file or SQLite database).
-    fn parallelism(&self) -> usize;
-    fn open(&self, index: usize) -> Result<Box<dyn WriteChannel>>;
-    fn finish(&self, log: &JobLog) -> Result<()>;
-    /// Undo what a failed run left behind where that is possible (temporary files).
-    fn abort(&self, log: &JobLog);
-}
-
-fn build_reader(cfg: &ReaderConfig) -> Box<dyn Reader> {
-    match cfg {
-        ReaderConfig::Stream(c) => Box::new(stream::StreamReader::new(c.clone())),
-        ReaderConfig::Sqlite(c) => Box::new(sqlite::SqliteReader::new(c.clone())),
-        ReaderConfig::TxtFile(c) => Box::new(txtfile::TxtFileReader::new(c.clone())),
-        ReaderConfig::Mysql(c) => Box::new(mysql::MysqlReader::new(c.clone())),
-        ReaderConfig::Postgresql(c) => Box::new(postgres::PgReader::new(c.clone())),
-    }
-}
-
-fn build_writer(cfg: &WriterConfig, attempt: &str) -> Box<dyn Writer> {
-    match cfg {
-        WriterConfig::Stream(c) => Box::new(stream::StreamWriter::new(c.clone())),
-        WriterConfig::Sqlite(c) => Box::new(sqlite::SqliteWriter::new(c.clone())),
-        WriterConfig::TxtFile(c) => Box::new(txtfile::TxtFileWriter::new(c.clone(), attempt)),
-        WriterConfig::Mysql(c) => Box::new(mysql::MysqlWriter::new(c.clone())),
-        WriterConfig::Postgresql(c) => Box::new(postgres::PgWriter::new(c.clone())),
-    }
-}
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -421,23 +30,33 @@ pub fn throttle_for(job: &JobSpec) -> Throttle {
 
 /// Runs `job` to the end. `attempt` names temporary files so two attempts never share one.
 pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Summary> {
+    let reader: Arc<dyn Reader> = Arc::from(
+        registry::build_reader(&job.reader)
+            .ok_or_else(|| SyncError::Internal("this agent has no such reader plugin".into()))?,
+    );
+    let writer: Arc<dyn Writer> = Arc::from(
+        registry::build_writer(&job.writer, attempt)
+            .ok_or_else(|| SyncError::Internal("this agent has no such writer plugin".into()))?,
+    );
+    run_plugins(reader, writer, &job.setting, shared).await
+}
+
+/// Runs `reader` into `writer` with the job's settings: the engine itself, for any plugins.
+pub async fn run_plugins(
+    reader: Arc<dyn Reader>,
+    writer: Arc<dyn Writer>,
+    setting: &Setting,
+    shared: Arc<Shared>,
+) -> Result<Summary> {
     let started = Instant::now();
-    let channels = job.setting.speed.channel.unwrap_or(1).clamp(1, 64) as usize;
-    let reader: Arc<dyn Reader> = Arc::from(build_reader(&job.reader));
-    if job.setting.speed.record.is_some() || job.setting.speed.byte.is_some() {
+    let channels = setting.speed.channel.unwrap_or(1).clamp(1, 64) as usize;
+    if setting.speed.record.is_some() || setting.speed.byte.is_some() {
         shared.log.info(format!(
             "speed limit: {} records/s, {} bytes/s across all channels",
-            job.setting
-                .speed
-                .record
-                .map_or("no".into(), |v| v.to_string()),
-            job.setting
-                .speed
-                .byte
-                .map_or("no".into(), |v| v.to_string())
+            setting.speed.record.map_or("no".into(), |v| v.to_string()),
+            setting.speed.byte.map_or("no".into(), |v| v.to_string())
         ));
     }
-    let writer: Arc<dyn Writer> = Arc::from(build_writer(&job.writer, attempt));
     shared.log.info(format!(
         "sync {} -> {} with {channels} channel(s)",
         reader.name(),
@@ -458,7 +77,7 @@ pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Su
         .counters
         .splits_total
         .store(splits.len() as u64, Ordering::Relaxed);
-    if let Some(path) = job.setting.dirty.as_ref().and_then(|d| d.path.as_deref()) {
+    if let Some(path) = setting.dirty.as_ref().and_then(|d| d.path.as_deref()) {
         shared.open_dirty_file(path)?;
     }
     {
@@ -484,7 +103,7 @@ pub async fn run(job: &JobSpec, attempt: &str, shared: Arc<Shared>) -> Result<Su
     let summary = shared
         .counters
         .summary(started.elapsed().as_millis() as u64);
-    if let Some(limit) = job.setting.error_limit.percentage
+    if let Some(limit) = setting.error_limit.percentage
         && summary.records_read > 0
     {
         let percent = summary.dirty_records as f64 * 100.0 / summary.records_read as f64;
@@ -549,7 +168,7 @@ async fn pump(
                     shared.check_cancel()?;
                     match batch {
                         Batch::Rows(rows) => ch.write(rows, &shared)?,
-                        Batch::PgCopy(raw) => ch.write_pg_copy(raw, &shared)?,
+                        Batch::Raw(raw) => ch.write_raw(raw, &shared)?,
                     }
                 }
                 shared.check_cancel()?;

@@ -8,16 +8,29 @@
 //! agent's session with the scheduler.
 //!
 //! A row a reader cannot convert or a writer cannot take is a dirty record: counted, the first
-//! ones logged with their reason, and the job fails once `errorLimit` is passed.
+//! ones logged with their values and reason, and the job fails once `errorLimit` is passed.
+//!
+//! # Layout
+//! - [`plugin`]: the boundary: `Reader`/`Writer` traits, row batches, shared counters and the
+//!   dirty-record accounting. Connectors depend on it alone.
+//! - [`registry`]: plugin names and their constructors; the only module that names connectors.
+//! - [`engine`]: splits, channels, backpressure, cancellation, error limits.
+//! - [`value`]: the column model and its text forms.
+//! - connectors: [`postgres`], [`mysql`] (sharing [`rdbms`]: splits and identifier quoting),
+//!   [`sqlite`], [`txtfile`], [`stream`]; [`throttle`] for speed limits.
 
 pub mod engine;
 pub mod mysql;
+pub mod plugin;
 pub mod postgres;
 pub mod rdbms;
+pub mod registry;
 pub mod sqlite;
 pub mod stream;
 pub mod throttle;
 pub mod txtfile;
 pub mod value;
 
-pub use engine::{Counters, JobLog, LogEntry, Shared, Summary, SyncError, run, throttle_for};
+pub use engine::{run, run_plugins, throttle_for};
+pub use plugin::{Counters, JobLog, LogEntry, Shared, Summary, SyncError};
+pub use registry::{build_reader, build_writer};

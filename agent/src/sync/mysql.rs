@@ -3,17 +3,19 @@
 //! Reads stream rows over the binary protocol (a prepared statement per split), so values
 //! arrive typed and the result is never buffered whole. Writes use multi-row prepared `INSERT`
 //! (or `REPLACE`, or `INSERT … ON DUPLICATE KEY UPDATE`) in one transaction per channel, with
-//! values bound, never pasted. Sessions run in strict SQL mode: a value the column cannot hold is
-//! an error, which becomes a dirty record after the batch is replayed row by row, instead of the
-//! silent truncation MySQL does otherwise.
+//! values bound, never pasted. Sessions run in strict SQL mode, re-asserted after the job's own
+//! `session` statements, and every write checks the server's warning count whatever the mode:
+//! a statement with warnings is rolled back to its savepoint and replayed row by row, and each
+//! row that still warns is a dirty record with MySQL's own warning text. Values MySQL has no
+//! form for (NaN, infinity, years outside 0-9999) are dirty before they are sent.
 
-use super::engine::{
+use super::plugin::{
     JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::rdbms::{
     Dialect, SplitQueries, TableSplit, block_on, connect_first, plan_table, select_list, sql_name,
 };
-use super::value::{Row, Value, row_size};
+use super::value::{Row, Value, parse_date, row_size};
 use bytes::Bytes;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use ferry_common::job::{JdbcUrl, RdbmsReader, RdbmsWriter, WriteMode};
@@ -37,6 +39,16 @@ impl Dialect for My {
 const SESSION: &[&str] = &[
     "SET NAMES utf8mb4",
     "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO'",
+    "SET SESSION time_zone = '+00:00'",
+];
+
+/// Statements run after the job's own `session` statements (DataX's example sets
+/// `sql_mode='ANSI'`), so none can turn strict mode or warnings off or move the session out of
+/// UTC: the job's sql_mode flags are kept and the strict ones added back.
+const GUARD: &[&str] = &[
+    "SET SESSION sql_mode = CONCAT_WS(',', NULLIF(@@SESSION.sql_mode, ''), 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO')",
+    "SET SESSION sql_notes = 1",
+    "SET NAMES utf8mb4",
     "SET SESSION time_zone = '+00:00'",
 ];
 
@@ -82,6 +94,7 @@ pub async fn connect(
         .iter()
         .copied()
         .chain(session.iter().map(String::as_str))
+        .chain(GUARD.iter().copied())
     {
         conn.query_drop(s)
             .await
@@ -220,9 +233,13 @@ fn text_or_bytes(b: Vec<u8>, col: &Column) -> Value {
     }
 }
 
-/// Maps a MySQL value of column `col` into the column model.
-pub fn to_value(v: MyValue, col: &Column) -> Result<Value, String> {
+/// Maps a MySQL value of column `col` into the column model; a value that has no form there
+/// comes back as an error with the value as MySQL spelled it, for the dirty-record log.
+pub fn to_value(v: MyValue, col: &Column) -> Result<Value, (String, Value)> {
     let ty = col.column_type();
+    let not_utf8 = |what: &str, e: std::string::FromUtf8Error| {
+        (format!("{what} is not UTF-8"), Value::Bytes(e.into_bytes()))
+    };
     Ok(match v {
         MyValue::NULL => Value::Null,
         MyValue::Int(i) => Value::Int(i),
@@ -233,10 +250,10 @@ pub fn to_value(v: MyValue, col: &Column) -> Result<Value, String> {
         MyValue::Double(d) => Value::Float(d),
         MyValue::Bytes(b) => match ty {
             ColumnType::MYSQL_TYPE_DECIMAL | ColumnType::MYSQL_TYPE_NEWDECIMAL => {
-                Value::Decimal(String::from_utf8(b).map_err(|_| "decimal is not text")?)
+                Value::Decimal(String::from_utf8(b).map_err(|e| not_utf8("decimal", e))?)
             }
             ColumnType::MYSQL_TYPE_JSON => {
-                Value::Json(String::from_utf8(b).map_err(|_| "JSON is not UTF-8")?)
+                Value::Json(String::from_utf8(b).map_err(|e| not_utf8("JSON", e))?)
             }
             ColumnType::MYSQL_TYPE_BIT => {
                 Value::Int(b.iter().fold(0i64, |acc, x| (acc << 8) | i64::from(*x)))
@@ -248,13 +265,18 @@ pub fn to_value(v: MyValue, col: &Column) -> Result<Value, String> {
             _ => text_or_bytes(b, col),
         },
         MyValue::Date(y, mo, d, h, mi, s, us) => {
+            let shown = || {
+                Value::String(format!(
+                    "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"
+                ))
+            };
             if y == 0 && mo == 0 && d == 0 {
-                return Err("zero date 0000-00-00 has no calendar value".into());
+                return Err(("zero date 0000-00-00 has no calendar value".into(), shown()));
             }
             let date = NaiveDate::from_ymd_opt(y.into(), mo.into(), d.into())
-                .ok_or_else(|| format!("invalid date {y}-{mo}-{d}"))?;
+                .ok_or_else(|| (format!("invalid date {y}-{mo}-{d}"), shown()))?;
             let time = NaiveTime::from_hms_micro_opt(h.into(), mi.into(), s.into(), us)
-                .ok_or_else(|| format!("invalid time {h}:{mi}:{s}.{us}"))?;
+                .ok_or_else(|| (format!("invalid time {h}:{mi}:{s}.{us}"), shown()))?;
             match ty {
                 ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_NEWDATE => Value::Date(date),
                 ColumnType::MYSQL_TYPE_TIMESTAMP | ColumnType::MYSQL_TYPE_TIMESTAMP2 => {
@@ -267,8 +289,14 @@ pub fn to_value(v: MyValue, col: &Column) -> Result<Value, String> {
         MyValue::Time(neg, days, h, mi, s, us) => {
             if !neg && days == 0 {
                 Value::Time(
-                    NaiveTime::from_hms_micro_opt(h.into(), mi.into(), s.into(), us)
-                        .ok_or_else(|| "invalid time".to_string())?,
+                    NaiveTime::from_hms_micro_opt(h.into(), mi.into(), s.into(), us).ok_or_else(
+                        || {
+                            (
+                                "invalid time".to_string(),
+                                Value::String(format!("{h:02}:{mi:02}:{s:02}.{us:06}")),
+                            )
+                        },
+                    )?,
                 )
             } else {
                 // Durations beyond a day have no time-of-day form; keep MySQL's text.
@@ -310,20 +338,21 @@ impl ReadSplit for MySplit {
                 for (v, col) in raw.into_iter().zip(&columns) {
                     match to_value(v, col) {
                         Ok(v) => values.push(v),
-                        Err(reason) => {
-                            bad = Some(format!("column {}: {reason}", col.name_str()));
-                            values.push(Value::Null);
+                        Err((reason, shown)) => {
+                            bad = Some((col.name_str().into_owned(), reason));
+                            values.push(shown);
                         }
                     }
                 }
                 match bad {
                     None => sink.push(values)?,
-                    Some(reason) => {
+                    Some((column, reason)) => {
                         sink.shared()
                             .counters
                             .records_read
                             .fetch_add(1, Ordering::Relaxed);
-                        sink.shared().dirty("reader", &values, &reason)?;
+                        sink.shared()
+                            .dirty("reader", &values, Some(&column), &reason)?;
                     }
                 }
             }
@@ -341,6 +370,88 @@ const MAX_PLACEHOLDERS: usize = 65_535;
 struct Target {
     table: String,
     columns: Vec<String>,
+    /// Each column's type, for the checks MySQL itself would not make loudly.
+    types: Vec<ColumnType>,
+    /// Which columns hold bytes (binary character set).
+    binary: Vec<bool>,
+}
+
+impl Target {
+    /// Checks a row before it is sent: values MySQL has no form for, or would round without a
+    /// warning, are refused with the column at fault.
+    fn check(&self, row: &Row) -> Result<(), (usize, String)> {
+        for (i, v) in row.iter().enumerate() {
+            let ty = self.types.get(i).copied();
+            let year_ok = |y: i32| (0..=9999).contains(&y);
+            let bad = match v {
+                Value::Float(f) if !f.is_finite() => Some(format!(
+                    "{f} has no MySQL form (MySQL has no NaN or infinity)"
+                )),
+                Value::Float(f)
+                    if ty == Some(ColumnType::MYSQL_TYPE_FLOAT) && f64::from(*f as f32) != *f =>
+                {
+                    Some(format!("{f} has no exact FLOAT value; use DOUBLE"))
+                }
+                Value::Date(d) if !year_ok(d.year()) => {
+                    Some(format!("{d} is outside MySQL's years 0-9999"))
+                }
+                Value::Timestamp(t) if !year_ok(t.year()) => {
+                    Some(format!("{t} is outside MySQL's years 0-9999"))
+                }
+                Value::TimestampTz(t) if !year_ok(t.with_timezone(&Utc).year()) => {
+                    Some(format!("{t} is outside MySQL's years 0-9999"))
+                }
+                _ => None,
+            };
+            if let Some(reason) = bad {
+                return Err((i, reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Text with a UTC offset going into a `TIMESTAMP` or `DATETIME` column (a timestamp read
+    /// from SQLite or a file without a type) is taken as the instant it names, which MySQL,
+    /// whose text literals have no offset, would refuse.
+    fn adapt(&self, row: &mut Row) {
+        for (v, ty) in row.iter_mut().zip(&self.types) {
+            if let Value::String(s) = v
+                && matches!(
+                    ty,
+                    ColumnType::MYSQL_TYPE_TIMESTAMP
+                        | ColumnType::MYSQL_TYPE_TIMESTAMP2
+                        | ColumnType::MYSQL_TYPE_DATETIME
+                        | ColumnType::MYSQL_TYPE_DATETIME2
+                )
+                && let Ok(t @ Value::TimestampTz(_)) = parse_date(s.trim(), None)
+            {
+                *v = t;
+            }
+        }
+    }
+
+    /// The name of column `i` as the job knows it, for dirty records.
+    fn name(&self, i: usize) -> String {
+        self.columns
+            .get(i)
+            .map(|c| c.trim_matches('`').replace("``", "`"))
+            .unwrap_or_default()
+    }
+}
+
+/// Whether a result column holds bytes rather than text.
+fn is_binary(col: &Column) -> bool {
+    col.character_set() == 63
+        && matches!(
+            col.column_type(),
+            ColumnType::MYSQL_TYPE_BLOB
+                | ColumnType::MYSQL_TYPE_TINY_BLOB
+                | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
+                | ColumnType::MYSQL_TYPE_LONG_BLOB
+                | ColumnType::MYSQL_TYPE_STRING
+                | ColumnType::MYSQL_TYPE_VAR_STRING
+                | ColumnType::MYSQL_TYPE_VARCHAR
+        )
 }
 
 pub struct MysqlWriter {
@@ -386,9 +497,10 @@ impl MysqlWriter {
     }
 }
 
-/// Binds a value for MySQL, moving its bytes; the server (in strict mode) decides whether the
-/// column takes it.
-pub fn to_mysql(v: Value) -> MyValue {
+/// Binds a value for MySQL; the server (in strict mode, warnings checked) decides whether the
+/// column takes it. Call [`Target::check`] first: years outside 0-9999 would not fit the
+/// protocol's fields.
+pub fn to_mysql(v: &Value) -> MyValue {
     let dt = |t: NaiveDateTime| {
         MyValue::Date(
             t.year() as u16,
@@ -402,11 +514,13 @@ pub fn to_mysql(v: Value) -> MyValue {
     };
     match v {
         Value::Null => MyValue::NULL,
-        Value::Bool(b) => MyValue::Int(i64::from(b)),
-        Value::Int(i) => MyValue::Int(i),
-        Value::Float(f) => MyValue::Double(f),
-        Value::Decimal(s) | Value::String(s) | Value::Json(s) => MyValue::Bytes(s.into_bytes()),
-        Value::Bytes(b) => MyValue::Bytes(b),
+        Value::Bool(b) => MyValue::Int(i64::from(*b)),
+        Value::Int(i) => MyValue::Int(*i),
+        Value::Float(f) => MyValue::Double(*f),
+        Value::Decimal(s) | Value::String(s) | Value::Json(s) => {
+            MyValue::Bytes(s.as_bytes().to_vec())
+        }
+        Value::Bytes(b) => MyValue::Bytes(b.clone()),
         Value::Date(d) => {
             MyValue::Date(d.year() as u16, d.month() as u8, d.day() as u8, 0, 0, 0, 0)
         }
@@ -418,20 +532,9 @@ pub fn to_mysql(v: Value) -> MyValue {
             t.second() as u8,
             t.nanosecond() / 1000,
         ),
-        Value::Timestamp(t) => dt(t),
+        Value::Timestamp(t) => dt(*t),
         Value::TimestampTz(t) => dt(t.with_timezone(&Utc).naive_utc()),
     }
-}
-
-/// Bound values as a row, for the dirty-record log.
-fn shown(values: &[MyValue]) -> Row {
-    values
-        .iter()
-        .map(|v| match v {
-            MyValue::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
-            other => Value::String(format!("{other:?}")),
-        })
-        .collect()
 }
 
 /// Rows per `LOAD DATA` statement, kept until the server confirms them; also ended at
@@ -576,15 +679,40 @@ impl Writer for MysqlWriter {
                 .iter()
                 .map(|c| My.quote_part(&c.name_str()))
                 .collect();
+            let types = stmt.columns().iter().map(Column::column_type).collect();
+            let binary = stmt.columns().iter().map(is_binary).collect();
+            // The path rows really take: LOAD DATA for insert and replace (refused chunks are
+            // replayed through INSERT), INSERT … ON DUPLICATE KEY UPDATE for update.
+            let path = match self.params.write_mode {
+                WriteMode::Insert => {
+                    "streaming LOAD DATA LOCAL INFILE (chunks with warnings replayed through INSERT)"
+                }
+                WriteMode::Replace => {
+                    "streaming LOAD DATA LOCAL INFILE … REPLACE (chunks with warnings replayed through REPLACE)"
+                }
+                WriteMode::Update => "multi-row prepared INSERT … ON DUPLICATE KEY UPDATE",
+            };
             log.info(format!(
-                "mysqlwriter: {table} ({} columns), mode {:?}, multi-row prepared INSERT",
+                "mysqlwriter: {table} ({} columns), mode {:?}, {path}",
                 columns.len(),
                 self.params.write_mode
             ));
-            let _ = self.target.set(Target { table, columns });
+            let _ = self.target.set(Target {
+                table,
+                columns,
+                types,
+                binary,
+            });
             let _ = conn.disconnect().await;
             Ok(())
         })
+    }
+
+    fn target_info(&self) -> TargetInfo {
+        TargetInfo {
+            binary_columns: self.target.get().map(|t| t.binary.clone()),
+            ..TargetInfo::default()
+        }
     }
 
     fn parallelism(&self) -> usize {
@@ -710,7 +838,8 @@ impl MyChannel {
         }
     }
 
-    async fn exec(&mut self, rows: usize, params: Vec<MyValue>) -> Result<(), mysql_async::Error> {
+    /// Runs the statement for `rows` rows; answers the server's warning count.
+    async fn exec(&mut self, rows: usize, params: Vec<MyValue>) -> Result<u16, mysql_async::Error> {
         let sql = match &self.full_statement {
             Some((n, sql)) if *n == rows => sql.clone(),
             _ => {
@@ -722,11 +851,39 @@ impl MyChannel {
             }
         };
         match self.conn.as_mut() {
-            Some(c) => c.exec_drop(sql, Params::Positional(params)).await,
+            Some(c) => {
+                c.exec_drop(sql, Params::Positional(params)).await?;
+                Ok(c.get_warnings())
+            }
             None => Err(mysql_async::Error::Other(
                 "MySQL connection is lent to a LOAD DATA".into(),
             )),
         }
+    }
+
+    async fn query(&mut self, sql: &str) -> Result<()> {
+        self.conn()?
+            .query_drop(sql)
+            .await
+            .map_err(|e| SyncError::Target(describe(&e)))
+    }
+
+    /// The warnings of the last statement, as MySQL words them.
+    async fn warnings(&mut self) -> Result<String> {
+        let rows: Vec<(String, u32, String)> = self
+            .conn()?
+            .query("SHOW WARNINGS")
+            .await
+            .map_err(|e| SyncError::Target(describe(&e)))?;
+        let text: Vec<String> = rows
+            .into_iter()
+            .map(|(level, code, message)| format!("{level} {code}: {message}"))
+            .collect();
+        Ok(if text.is_empty() {
+            "the server reported a warning".into()
+        } else {
+            text.join("; ")
+        })
     }
 
     /// Starts a streaming `LOAD DATA LOCAL INFILE` behind a savepoint.
@@ -847,35 +1004,54 @@ impl MyChannel {
 
     async fn flush_insert(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
         self.inserted += rows.len();
-        let width = self.target.columns.len().max(1);
         let mut rows = rows.into_iter();
         loop {
             let chunk: Vec<Row> = rows.by_ref().take(self.per_statement).collect();
             if chunk.is_empty() {
                 return Ok(());
             }
-            let n = chunk.len();
-            let bytes: usize = chunk.iter().map(row_size).sum();
-            let params: Vec<MyValue> = chunk.into_iter().flatten().map(to_mysql).collect();
-            // Kept only in case the statement is refused and the rows must be replayed.
-            let backup = params.clone();
-            match self.exec(n, params).await {
-                Ok(()) => shared.written(n as u64, bytes as u64),
-                Err(e) if is_data_error(&e) => {
-                    // The statement was rolled back as a whole; find the rows at fault.
-                    for one in backup.chunks(width) {
-                        match self.exec(1, one.to_vec()).await {
-                            Ok(()) => shared.written(1, 0),
-                            Err(e) if is_data_error(&e) => {
-                                shared.dirty("writer", &shown(one), &describe(&e))?
-                            }
-                            Err(e) => return Err(SyncError::Target(describe(&e))),
-                        }
-                    }
-                }
-                Err(e) => return Err(SyncError::Target(describe(&e))),
-            }
+            self.insert_chunk(chunk, shared).await?;
         }
+    }
+
+    /// One multi-row statement behind a savepoint. Any warning means MySQL changed or dropped
+    /// something (strict mode or not), so the statement is undone and its rows replayed one by
+    /// one to find the rows at fault.
+    async fn insert_chunk(&mut self, chunk: Vec<Row>, shared: &Shared) -> Result<()> {
+        let n = chunk.len();
+        let bytes: usize = chunk.iter().map(row_size).sum();
+        let params: Vec<MyValue> = chunk.iter().flatten().map(to_mysql).collect();
+        self.query("SAVEPOINT ferry_stmt").await?;
+        match self.exec(n, params).await {
+            Ok(0) => {
+                shared.written(n as u64, bytes as u64);
+                return Ok(());
+            }
+            Ok(_) => self.query("ROLLBACK TO SAVEPOINT ferry_stmt").await?,
+            Err(e) if is_data_error(&e) => self.query("ROLLBACK TO SAVEPOINT ferry_stmt").await?,
+            Err(e) => return Err(SyncError::Target(describe(&e))),
+        }
+        for row in chunk {
+            self.insert_one(row, shared).await?;
+        }
+        Ok(())
+    }
+
+    /// One row behind a savepoint; a row the server refuses or warns about is dirty.
+    async fn insert_one(&mut self, row: Row, shared: &Shared) -> Result<()> {
+        let params: Vec<MyValue> = row.iter().map(to_mysql).collect();
+        self.query("SAVEPOINT ferry_row").await?;
+        let reason = match self.exec(1, params).await {
+            Ok(0) => {
+                shared.written(1, row_size(&row) as u64);
+                return Ok(());
+            }
+            Ok(_) => self.warnings().await?,
+            Err(e) if is_data_error(&e) => describe(&e),
+            Err(e) => return Err(SyncError::Target(describe(&e))),
+        };
+        self.query("ROLLBACK TO SAVEPOINT ferry_row").await?;
+        shared.dirty("writer", &row, None, &reason)
     }
 }
 
@@ -883,16 +1059,20 @@ impl WriteChannel for MyChannel {
     fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
         block_on(async {
             let width = self.target.columns.len();
-            for row in rows {
+            for mut row in rows {
+                self.target.adapt(&mut row);
                 if row.len() != width {
                     shared.dirty(
                         "writer",
                         &row,
+                        None,
                         &format!(
                             "row has {} fields but the target takes {width} columns",
                             row.len()
                         ),
                     )?;
+                } else if let Err((i, reason)) = self.target.check(&row) {
+                    shared.dirty("writer", &row, Some(&self.target.name(i)), &reason)?;
                 } else if self.load_data {
                     self.load_row(row, shared).await?;
                 } else {

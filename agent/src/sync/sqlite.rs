@@ -4,7 +4,7 @@
 //! writes with a single channel and commits once at the end: a failed or killed run leaves the
 //! table as it was, and a rerun does not duplicate rows.
 
-use super::engine::{
+use super::plugin::{
     JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
 use super::value::{Row, Value, row_size};
@@ -127,7 +127,11 @@ fn to_value(v: ValueRef<'_>) -> Value {
         ValueRef::Null => Value::Null,
         ValueRef::Integer(i) => Value::Int(i),
         ValueRef::Real(f) => Value::Float(f),
-        ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        // SQLite does not check that TEXT is UTF-8; text that is not stays bytes, unchanged.
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(s) => Value::String(s.to_string()),
+            Err(_) => Value::Bytes(t.to_vec()),
+        },
         ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
     }
 }
@@ -157,6 +161,8 @@ impl ReadSplit for Query {
 pub struct SqliteWriter {
     params: WriterParams,
     columns: std::sync::OnceLock<Vec<String>>,
+    /// Which target columns are declared BLOB.
+    binary: std::sync::OnceLock<Vec<bool>>,
 }
 
 impl SqliteWriter {
@@ -164,6 +170,7 @@ impl SqliteWriter {
         Self {
             params,
             columns: std::sync::OnceLock::new(),
+            binary: std::sync::OnceLock::new(),
         }
     }
 
@@ -188,11 +195,15 @@ impl SqliteWriter {
     }
 }
 
-fn to_sql(v: Value) -> SqlValue {
-    match v {
+/// Binds a value; NaN is refused because SQLite stores it as NULL.
+fn to_sql(v: Value) -> Result<SqlValue, String> {
+    Ok(match v {
         Value::Null => SqlValue::Null,
         Value::Bool(b) => SqlValue::Integer(i64::from(b)),
         Value::Int(i) => SqlValue::Integer(i),
+        Value::Float(f) if f.is_nan() => {
+            return Err("NaN has no SQLite representation (SQLite stores it as NULL)".into());
+        }
         Value::Float(f) => SqlValue::Real(f),
         Value::Bytes(b) => SqlValue::Blob(b),
         other @ (Value::Decimal(_)
@@ -202,7 +213,7 @@ fn to_sql(v: Value) -> SqlValue {
         | Value::Time(_)
         | Value::Timestamp(_)
         | Value::TimestampTz(_)) => SqlValue::Text(other.to_string()),
-    }
+    })
 }
 
 impl Writer for SqliteWriter {
@@ -238,8 +249,34 @@ impl Writer for SqliteWriter {
             }
             self.params.column.clone()
         };
+        let declared: Vec<(String, bool)> = stmt
+            .columns()
+            .iter()
+            .map(|c| {
+                let blob = c
+                    .decl_type()
+                    .is_some_and(|t| t.to_ascii_uppercase().contains("BLOB"));
+                (c.name().to_string(), blob)
+            })
+            .collect();
+        let binary = columns
+            .iter()
+            .map(|c| {
+                declared
+                    .iter()
+                    .any(|(name, blob)| *blob && name.eq_ignore_ascii_case(c))
+            })
+            .collect();
         let _ = self.columns.set(columns);
+        let _ = self.binary.set(binary);
         Ok(())
+    }
+
+    fn target_info(&self) -> TargetInfo {
+        TargetInfo {
+            binary_columns: self.binary.get().cloned(),
+            ..TargetInfo::default()
+        }
     }
 
     fn parallelism(&self) -> usize {
@@ -271,6 +308,7 @@ impl Writer for SqliteWriter {
             sql,
             width: columns.len(),
             path: self.path().to_string(),
+            columns,
         }))
     }
 
@@ -295,6 +333,7 @@ struct SqliteChannel {
     sql: String,
     width: usize,
     path: String,
+    columns: Vec<String>,
 }
 
 impl WriteChannel for SqliteChannel {
@@ -309,6 +348,7 @@ impl WriteChannel for SqliteChannel {
                 shared.dirty(
                     "writer",
                     &row,
+                    None,
                     &format!(
                         "row has {} fields but the target takes {} columns",
                         row.len(),
@@ -319,7 +359,22 @@ impl WriteChannel for SqliteChannel {
             }
             let size = row_size(&row) as u64;
             let shown = row.clone();
-            let params: Vec<SqlValue> = row.into_iter().map(to_sql).collect();
+            let mut params = Vec::with_capacity(row.len());
+            let mut bad = None;
+            for (i, v) in row.into_iter().enumerate() {
+                match to_sql(v) {
+                    Ok(p) => params.push(p),
+                    Err(reason) => {
+                        bad = Some((i, reason));
+                        break;
+                    }
+                }
+            }
+            if let Some((i, reason)) = bad {
+                let column = self.columns.get(i).map(String::as_str);
+                shared.dirty("writer", &shown, column, &reason)?;
+                continue;
+            }
             match stmt.execute(rusqlite::params_from_iter(params)) {
                 Ok(_) => {
                     written += 1;
@@ -333,7 +388,12 @@ impl WriteChannel for SqliteChannel {
                             | rusqlite::ErrorCode::TooBig
                     ) =>
                 {
-                    shared.dirty("writer", &shown, &msg.unwrap_or_else(|| e.to_string()))?;
+                    shared.dirty(
+                        "writer",
+                        &shown,
+                        None,
+                        &msg.unwrap_or_else(|| e.to_string()),
+                    )?;
                 }
                 Err(e) => return Err(SyncError::Target(format!("{}: {e}", self.path))),
             }

@@ -2,10 +2,10 @@
 //! trying a pipeline without a database. As in DataX, every channel generates
 //! `sliceRecordCount` rows.
 
-use super::engine::{
+use super::plugin::{
     JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
-use super::value::{Row, Value, parse_typed, row_size};
+use super::value::{Row, TextSpelling, Value, parse_typed, row_size};
 use ferry_common::job::{StreamColumn, StreamReader as Params, StreamWriter as WriterParams};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +26,15 @@ fn column_value(c: &StreamColumn) -> Result<Value> {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    parse_typed(&text, &c.kind, c.date_format.as_deref())
-        .map_err(|e| SyncError::Source(format!("streamreader column: {e}")))
+    parse_typed(
+        &text,
+        &c.kind,
+        TextSpelling {
+            date: c.date_format.as_ref(),
+            bytes: None,
+        },
+    )
+    .map_err(|e| SyncError::Source(format!("streamreader column: {e}")))
 }
 
 impl Reader for StreamReader {

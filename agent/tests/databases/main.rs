@@ -3,9 +3,11 @@
 //! limits, idempotent reruns, and DataX's own job templates.
 
 mod connectivity;
+mod exact;
 mod files;
 mod idempotent;
 mod matrix;
+mod roundtrip;
 mod splits;
 
 mod support;

@@ -128,7 +128,7 @@ pub async fn run_job(json: &str) -> (Result<Summary, SyncError>, Vec<String>) {
         Shared::new(
             JobLog::new(tx),
             CancellationToken::new(),
-            job.setting.error_limit.record,
+            job.setting.error_limit.record_limit(),
         )
         .with_throttle(sync::throttle_for(&job)),
     );

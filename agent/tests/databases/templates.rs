@@ -1,6 +1,6 @@
-//! DataX's own plugin templates (`shared/datax-jobs/*.template.json`), quirks kept (numbers as
-//! strings, jdbcUrl as array or string, a key twice in one object), filled with this machine's
-//! connection values and run through the engine against the real databases.
+//! DataX-shaped plugin templates (`tests/fixtures/datax/*.template.json`), quirks kept (numbers
+//! as strings, `""` for unset, jdbcUrl as array or string, a key twice in one object), filled
+//! with this machine's connection values and run through the engine against the real databases.
 
 use crate::support::*;
 use mysql_async::prelude::Queryable;
@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 fn template(name: &str) -> anyhow::Result<String> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/datax-jobs")
+        .join("../tests/fixtures/datax")
         .join(name);
     std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("read {}: {e}", p.display()))
 }

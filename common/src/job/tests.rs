@@ -1,16 +1,12 @@
 use super::*;
 use crate::datasource::{CsvFolder, SqliteFile};
 
-fn shared_job(name: &str) -> String {
+/// A DataX-shaped job file from the repository's fixtures (`tests/fixtures/datax`).
+fn fixture(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/datax-jobs")
+        .join("../tests/fixtures/datax")
         .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "read {}: {e} (shared/ must sit beside the checkout)",
-            path.display()
-        )
-    })
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 fn err_text(text: &str) -> String {
@@ -22,14 +18,20 @@ fn err_text(text: &str) -> String {
 
 #[test]
 fn datax_job_json_parses_unchanged() -> Result<()> {
-    let job = JobSpec::parse(&shared_job("job.json"))?;
-    assert_eq!(job.setting.speed.channel, Some(2));
-    assert_eq!(job.setting.error_limit.record, Some(0));
+    let job = JobSpec::parse(&fixture("stream-typed-columns.json"))?;
+    assert_eq!(job.setting.speed.channel, Some(3));
+    assert_eq!(
+        job.setting.error_limit.record,
+        Some(0),
+        "a count given as a string"
+    );
+    assert_eq!(job.setting.error_limit.percentage, Some(0.02));
     let ReaderConfig::Stream(r) = &job.reader else {
         panic!("expected a stream reader, got {:?}", job.reader)
     };
-    assert_eq!(r.slice_record_count, 100);
+    assert_eq!(r.slice_record_count, 50);
     assert_eq!(r.column.len(), 5);
+    // `print` appears twice in the writer: the last one wins, as in DataX.
     assert!(matches!(
         job.writer,
         WriterConfig::Stream(StreamWriter { print: false, .. })
@@ -39,20 +41,30 @@ fn datax_job_json_parses_unchanged() -> Result<()> {
 
 #[test]
 fn stream2stream_with_number_as_string() -> Result<()> {
-    let job = JobSpec::parse(&shared_job("stream2stream.json"))?;
-    assert_eq!(job.setting.speed.channel, Some(5));
+    let job = JobSpec::parse(&fixture("stream-numbers-as-strings.json"))?;
+    assert_eq!(job.setting.speed.channel, Some(4));
     let ReaderConfig::Stream(r) = &job.reader else {
         panic!("expected a stream reader")
     };
-    assert_eq!(r.slice_record_count, 10);
-    assert_eq!(r.column[0].value, Value::String("10".into()));
+    assert_eq!(r.slice_record_count, 20);
+    assert_eq!(r.column[0].value, Value::String("42".into()));
+    assert!(matches!(
+        job.writer,
+        WriterConfig::Stream(StreamWriter {
+            print: true,
+            encoding: None
+        })
+    ));
     Ok(())
 }
 
 #[test]
 fn round_trips_through_to_json() -> Result<()> {
-    for name in ["job.json", "stream2stream.json"] {
-        let job = JobSpec::parse(&shared_job(name))?;
+    for name in [
+        "stream-typed-columns.json",
+        "stream-numbers-as-strings.json",
+    ] {
+        let job = JobSpec::parse(&fixture(name))?;
         let again = JobSpec::parse(&job.to_json())?;
         assert_eq!(job, again, "{name}");
     }
@@ -176,7 +188,7 @@ fn job_of(reader: Value, writer: Value) -> String {
 fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
     use serde_json::json;
     let my_r = fill(
-        &shared_job("mysqlreader.template.json"),
+        &fixture("mysqlreader.template.json"),
         &[
             ("/parameter/username", json!("root")),
             ("/parameter/column", json!(["id", "name"])),
@@ -188,7 +200,7 @@ fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
         ],
     );
     let pg_w = fill(
-        &shared_job("postgresqlwriter.template.json"),
+        &fixture("postgresqlwriter.template.json"),
         &[
             ("/parameter/username", json!("postgres")),
             ("/parameter/column", json!(["id", "name"])),
@@ -212,7 +224,7 @@ fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
     assert_eq!(w.write_mode, WriteMode::Insert);
 
     let pg_r = fill(
-        &shared_job("postgresqlreader.template.json"),
+        &fixture("postgresqlreader.template.json"),
         &[
             (
                 "/parameter/connection/0/jdbcUrl",
@@ -222,7 +234,7 @@ fn datax_rdbms_templates_parse_when_filled() -> Result<()> {
         ],
     );
     let my_w = fill(
-        &shared_job("mysqlwriter.template.json"),
+        &fixture("mysqlwriter.template.json"),
         &[
             ("/parameter/writeMode", json!("update")),
             ("/parameter/column", json!(["*"])),

@@ -199,6 +199,10 @@ fn dirty_records_past_the_limit_fail_and_roll_back() -> Result<()> {
     .ok()?;
     let run = c.ferry(&["task", "run", "lenient", "--follow"])?.ok()?;
     assert!(run.stdout.contains("dirty 2"), "{}", run.stdout);
+    // A success that skipped rows says so wherever its state is shown.
+    assert!(run.stdout.contains("success (2 dirty)"), "{}", run.stdout);
+    let list = c.ferry(&["instance", "list"])?.ok()?;
+    assert!(list.stdout.contains("success (2 dirty)"), "{}", list.stdout);
     assert_eq!(sqlite_count(&db, "t")?, (2, 4));
     Ok(())
 }

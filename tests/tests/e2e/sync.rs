@@ -2,7 +2,7 @@
 
 use crate::csv_to_sqlite_job;
 use anyhow::Result;
-use ferry_tests::{Cluster, shared_job, sqlite_count, write_orders_csv};
+use ferry_tests::{Cluster, datax_fixture, sqlite_count, write_orders_csv};
 
 #[test]
 fn csv_folder_to_sqlite_end_to_end() -> Result<()> {
@@ -82,9 +82,12 @@ fn csv_folder_to_sqlite_end_to_end() -> Result<()> {
 #[test]
 fn datax_job_files_run_unchanged() -> Result<()> {
     let (c, _) = Cluster::start_with_agent("rg")?;
-    // job.json: 2 channels x 100 records; stream2stream.json: 5 channels x 10, printed.
-    for (name, records) in [("job.json", 200), ("stream2stream.json", 50)] {
-        let path = c.job_file(name, &shared_job(name)?)?;
+    // 3 channels x 50 records; 4 channels x 20, printed.
+    for (name, records) in [
+        ("stream-typed-columns.json", 150),
+        ("stream-numbers-as-strings.json", 80),
+    ] {
+        let path = c.job_file(name, &datax_fixture(name)?)?;
         let task = name.trim_end_matches(".json");
         c.ferry(&["task", "create", task, "--group", "rg", "--file", &path])?
             .ok()?;
@@ -92,9 +95,11 @@ fn datax_job_files_run_unchanged() -> Result<()> {
         let expect = format!("records read {records}, written {records}");
         assert!(run.stdout.contains(&expect), "{name}: {}", run.stdout);
     }
-    let logs = c.ferry(&["task", "logs", "stream2stream"])?.ok()?;
+    let logs = c
+        .ferry(&["task", "logs", "stream-numbers-as-strings"])?
+        .ok()?;
     assert!(
-        logs.stdout.contains("10\thello，你好，世界-DataX"),
+        logs.stdout.contains("42\t渡船 ferry — Ünïcode"),
         "print: true logs the rows: {}",
         logs.stdout
     );

@@ -345,7 +345,9 @@ fn as_int(v: &Value) -> Result<i64, String> {
 
 fn as_float(v: &Value) -> Result<f64, String> {
     match v {
-        Value::Int(i) => Ok(*i as f64),
+        // Integers beyond 2^53 have no exact double.
+        Value::Int(i) if (*i as f64) as i128 == i128::from(*i) => Ok(*i as f64),
+        Value::Int(i) => Err(format!("{i} has no exact double precision value")),
         Value::Float(f) => Ok(*f),
         Value::Bool(b) => Ok(f64::from(u8::from(*b))),
         Value::Decimal(s) | Value::String(s) => s
@@ -400,18 +402,48 @@ fn parse_timestamptz(text: &str) -> Option<DateTime<Utc>> {
         .or_else(|| parse_timestamp(t).map(|n| n.and_utc()))
 }
 
-fn check_text(s: String) -> Result<String, String> {
+fn check_text(s: &str) -> Result<(), String> {
     if s.as_bytes().contains(&0) {
         Err("text contains a NUL character, which PostgreSQL text cannot hold".into())
     } else {
-        Ok(s)
+        Ok(())
     }
 }
 
-/// Converts a value for a target column of type `ty`.
-pub fn convert(v: Value, ty: &Type) -> Result<PgValue, String> {
+/// Converts a value for a target column of type `ty`; a value the column cannot hold exactly
+/// comes back with the reason, unchanged, for the dirty-record log.
+pub fn convert(v: Value, ty: &Type) -> Result<PgValue, (String, Value)> {
+    match check(&v, ty) {
+        Err(reason) => Err((reason, v)),
+        Ok(Some(pv)) => Ok(pv),
+        Ok(None) => Ok(take(v, ty)),
+    }
+}
+
+/// Moves text or bytes into a value [`check`] has accepted for `ty`; nothing here can fail.
+fn take(v: Value, ty: &Type) -> PgValue {
+    match (*ty == Type::BYTEA, v) {
+        (true, Value::Bytes(b)) => PgValue::Bytes(b),
+        (true, Value::String(s) | Value::Json(s) | Value::Decimal(s)) => {
+            PgValue::Bytes(s.into_bytes())
+        }
+        (false, Value::Bytes(b)) => PgValue::Text(
+            String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()),
+        ),
+        (false, Value::String(s) | Value::Decimal(s) | Value::Json(s)) => match *ty {
+            Type::NUMERIC => PgValue::Numeric(s),
+            Type::JSON | Type::JSONB => PgValue::Json(s),
+            _ => PgValue::Text(s),
+        },
+        (_, other) => PgValue::Text(other.to_string()),
+    }
+}
+
+/// Checks that `v` fits a column of type `ty` exactly; converts what is cheap to convert by
+/// reference, and answers `None` for text and bytes that [`take`] moves without copying.
+fn check(v: &Value, ty: &Type) -> Result<Option<PgValue>, String> {
     if matches!(v, Value::Null) {
-        return Ok(PgValue::Null);
+        return Ok(Some(PgValue::Null));
     }
     let range = |i: i64, min: i64, max: i64, name: &str| {
         if (min..=max).contains(&i) {
@@ -420,8 +452,8 @@ pub fn convert(v: Value, ty: &Type) -> Result<PgValue, String> {
             Err(format!("{i} is out of range for {name}"))
         }
     };
-    Ok(match *ty {
-        Type::BOOL => PgValue::Bool(match &v {
+    Ok(Some(match *ty {
+        Type::BOOL => PgValue::Bool(match v {
             Value::Bool(b) => *b,
             Value::Int(0) => false,
             Value::Int(1) => true,
@@ -433,40 +465,61 @@ pub fn convert(v: Value, ty: &Type) -> Result<PgValue, String> {
             other => return Err(format!("{} cannot become a boolean", kind(other))),
         }),
         Type::INT2 => {
-            PgValue::I16(range(as_int(&v)?, i16::MIN.into(), i16::MAX.into(), "smallint")? as i16)
+            PgValue::I16(range(as_int(v)?, i16::MIN.into(), i16::MAX.into(), "smallint")? as i16)
         }
         Type::INT4 => {
-            PgValue::I32(range(as_int(&v)?, i32::MIN.into(), i32::MAX.into(), "integer")? as i32)
+            PgValue::I32(range(as_int(v)?, i32::MIN.into(), i32::MAX.into(), "integer")? as i32)
         }
-        Type::INT8 => PgValue::I64(as_int(&v)?),
-        Type::FLOAT4 => PgValue::F32(as_float(&v)? as f32),
-        Type::FLOAT8 => PgValue::F64(as_float(&v)?),
+        Type::INT8 => PgValue::I64(as_int(v)?),
+        Type::FLOAT4 => {
+            let f = as_float(v)?;
+            let narrow = f as f32;
+            // A double that real cannot hold exactly would be rounded.
+            if !f.is_nan() && f64::from(narrow) != f {
+                return Err(format!("{f} has no exact real (float4) value"));
+            }
+            PgValue::F32(narrow)
+        }
+        Type::FLOAT8 => PgValue::F64(as_float(v)?),
         Type::NUMERIC => PgValue::Numeric(match v {
             Value::Int(i) => i.to_string(),
-            Value::Bool(b) => if b { "1" } else { "0" }.to_string(),
+            Value::Bool(b) => if *b { "1" } else { "0" }.to_string(),
             Value::Float(f) if f.is_nan() => "NaN".to_string(),
             Value::Float(f) if f.is_finite() => f.to_string(),
             Value::Decimal(s) | Value::String(s) => {
-                check_numeric(&s)?;
-                s
+                check_numeric(s)?;
+                return Ok(None);
             }
-            other => return Err(format!("{} cannot become a numeric", kind(&other))),
+            other => return Err(format!("{} cannot become a numeric", kind(other))),
         }),
-        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
-            PgValue::Text(check_text(match v {
-                Value::String(s) | Value::Decimal(s) | Value::Json(s) => s,
-                Value::Bytes(b) => {
-                    String::from_utf8(b).map_err(|_| "bytes are not UTF-8 text".to_string())?
-                }
-                other => other.to_string(),
-            })?)
-        }
-        Type::BYTEA => PgValue::Bytes(match v {
-            Value::Bytes(b) => b,
-            Value::String(s) | Value::Json(s) | Value::Decimal(s) => s.into_bytes(),
-            other => return Err(format!("{} cannot become bytea", kind(&other))),
-        }),
-        Type::DATE => PgValue::Date(match &v {
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => match v {
+            Value::String(s) | Value::Decimal(s) | Value::Json(s) => {
+                check_text(s)?;
+                return Ok(None);
+            }
+            Value::Bytes(b) => {
+                let s =
+                    std::str::from_utf8(b).map_err(|_| "bytes are not UTF-8 text".to_string())?;
+                check_text(s)?;
+                return Ok(None);
+            }
+            other => PgValue::Text(other.to_string()),
+        },
+        Type::BYTEA => match v {
+            // U+FFFD is what lossy decoding leaves where bytes were; text holding it is not the
+            // bytes it stood for.
+            Value::String(s) if s.contains('\u{FFFD}') => {
+                return Err(
+                    "text holds U+FFFD, the mark of bytes lost in decoding; read the column as bytes"
+                        .into(),
+                );
+            }
+            Value::Bytes(_) | Value::String(_) | Value::Json(_) | Value::Decimal(_) => {
+                return Ok(None);
+            }
+            other => return Err(format!("{} cannot become bytea", kind(other))),
+        },
+        Type::DATE => PgValue::Date(match v {
             Value::Date(d) => *d,
             Value::Timestamp(t) if t.time() == NaiveTime::MIN => t.date(),
             Value::String(s) => parse_timestamp(s)
@@ -480,13 +533,13 @@ pub fn convert(v: Value, ty: &Type) -> Result<PgValue, String> {
                 ));
             }
         }),
-        Type::TIME => PgValue::Time(match &v {
+        Type::TIME => PgValue::Time(match v {
             Value::Time(t) => *t,
             Value::String(s) => NaiveTime::parse_from_str(s.trim(), "%H:%M:%S%.f")
                 .map_err(|_| format!("\"{s}\" is not a time"))?,
             other => return Err(format!("{} cannot become a time", kind(other))),
         }),
-        Type::TIMESTAMP => PgValue::Timestamp(match &v {
+        Type::TIMESTAMP => PgValue::Timestamp(match v {
             Value::Timestamp(t) => *t,
             Value::Date(d) => d.and_time(NaiveTime::MIN),
             Value::TimestampTz(t) => t.naive_utc(),
@@ -495,7 +548,7 @@ pub fn convert(v: Value, ty: &Type) -> Result<PgValue, String> {
             }
             other => return Err(format!("{} cannot become a timestamp", kind(other))),
         }),
-        Type::TIMESTAMPTZ => PgValue::TimestampTz(match &v {
+        Type::TIMESTAMPTZ => PgValue::TimestampTz(match v {
             Value::TimestampTz(t) => t.with_timezone(&Utc),
             Value::Timestamp(t) => t.and_utc(),
             Value::Date(d) => d.and_time(NaiveTime::MIN).and_utc(),
@@ -504,16 +557,20 @@ pub fn convert(v: Value, ty: &Type) -> Result<PgValue, String> {
             }
             other => return Err(format!("{} cannot become a timestamptz", kind(other))),
         }),
-        Type::JSON | Type::JSONB => PgValue::Json(match v {
-            Value::Json(s) => s,
-            Value::String(s) => {
-                serde_json::from_str::<serde_json::Value>(&s)
-                    .map_err(|e| format!("not JSON: {e}"))?;
-                check_text(s)?
+        Type::JSON | Type::JSONB => match v {
+            Value::Json(s) => {
+                check_text(s)?;
+                return Ok(None);
             }
-            other => return Err(format!("{} cannot become JSON", kind(&other))),
-        }),
-        Type::UUID => PgValue::Uuid(match &v {
+            Value::String(s) => {
+                serde_json::from_str::<serde_json::Value>(s)
+                    .map_err(|e| format!("not JSON: {e}"))?;
+                check_text(s)?;
+                return Ok(None);
+            }
+            other => return Err(format!("{} cannot become JSON", kind(other))),
+        },
+        Type::UUID => PgValue::Uuid(match v {
             Value::String(s) => {
                 uuid::Uuid::parse_str(s.trim()).map_err(|_| format!("\"{s}\" is not a UUID"))?
             }
@@ -525,7 +582,81 @@ pub fn convert(v: Value, ty: &Type) -> Result<PgValue, String> {
                 "column type {other} is not supported by the writer"
             ));
         }
+    }))
+}
+
+impl PgValue {
+    /// The value in the column model, for dirty-record logs.
+    pub fn to_value(&self) -> Value {
+        match self {
+            PgValue::Null => Value::Null,
+            PgValue::Bool(b) => Value::Bool(*b),
+            PgValue::I16(i) => Value::Int((*i).into()),
+            PgValue::I32(i) => Value::Int((*i).into()),
+            PgValue::I64(i) => Value::Int(*i),
+            PgValue::F32(f) => Value::Float((*f).into()),
+            PgValue::F64(f) => Value::Float(*f),
+            PgValue::Numeric(s) => Value::Decimal(s.clone()),
+            PgValue::Text(s) => Value::String(s.clone()),
+            PgValue::Bytes(b) => Value::Bytes(b.clone()),
+            PgValue::Date(d) => Value::Date(*d),
+            PgValue::Time(t) => Value::Time(*t),
+            PgValue::Timestamp(t) => Value::Timestamp(*t),
+            PgValue::TimestampTz(t) => Value::TimestampTz(t.fixed_offset()),
+            PgValue::Json(s) => Value::Json(s.clone()),
+            PgValue::Uuid(u) => Value::String(u.hyphenated().to_string()),
+        }
+    }
+}
+
+/// Decodes one binary field of type `ty` (`None` is NULL) into the column model.
+pub fn decode_field(ty: &Type, raw: Option<&[u8]>) -> Result<Value, BoxError> {
+    let Some(raw) = raw else {
+        return Ok(Value::Null);
+    };
+    Ok(match *ty {
+        Type::BOOL => Value::Bool(bool::from_sql(ty, raw)?),
+        Type::INT2 => Value::Int(i16::from_sql(ty, raw)?.into()),
+        Type::INT4 => Value::Int(i32::from_sql(ty, raw)?.into()),
+        Type::INT8 => Value::Int(i64::from_sql(ty, raw)?),
+        Type::OID => Value::Int(u32::from_sql(ty, raw)?.into()),
+        Type::FLOAT4 => Value::Float(f32::from_sql(ty, raw)?.into()),
+        Type::FLOAT8 => Value::Float(f64::from_sql(ty, raw)?),
+        Type::NUMERIC => Value::Decimal(Numeric::from_sql(ty, raw)?.0),
+        Type::BYTEA => Value::Bytes(raw.to_vec()),
+        Type::DATE => Value::Date(NaiveDate::from_sql(ty, raw)?),
+        Type::TIME => Value::Time(NaiveTime::from_sql(ty, raw)?),
+        Type::TIMESTAMP => Value::Timestamp(NaiveDateTime::from_sql(ty, raw)?),
+        Type::TIMESTAMPTZ => Value::TimestampTz(DateTime::<Utc>::from_sql(ty, raw)?.fixed_offset()),
+        Type::JSON | Type::JSONB => Value::Json(JsonText::from_sql(ty, raw)?.0),
+        Type::UUID => Value::String(UuidText::from_sql(ty, raw)?.0),
+        _ => Value::String(String::from_sql(&Type::TEXT, raw)?),
     })
+}
+
+/// The values of one binary COPY tuple, decoded with the target's column types, for
+/// dirty-record logs of passed-through rows; a field that does not decode shows as its bytes.
+pub fn tuple_values(tuple: &[u8], types: &[Type]) -> Vec<Value> {
+    let mut out = Vec::with_capacity(types.len());
+    let mut pos = 2;
+    for ty in types {
+        let Some(len) = tuple.get(pos..pos + 4) else {
+            break;
+        };
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        pos += 4;
+        if len < 0 {
+            out.push(Value::Null);
+            continue;
+        }
+        let end = pos + len as usize;
+        let Some(field) = tuple.get(pos..end) else {
+            break;
+        };
+        out.push(decode_field(ty, Some(field)).unwrap_or_else(|_| Value::Bytes(field.to_vec())));
+        pos = end;
+    }
+    out
 }
 
 /// Drops sub-microsecond precision, which PostgreSQL cannot store, so equality checks in tests
@@ -578,5 +709,11 @@ mod tests {
             .and_then(|d| d.and_hms_opt(2, 30, 0))
             .unwrap_or_default();
         assert!(convert(Value::Timestamp(ts), &Type::DATE).is_err());
+        assert!(convert(Value::Float(0.1), &Type::FLOAT4).is_err());
+        assert!(convert(Value::Float(0.5), &Type::FLOAT4).is_ok());
+        assert!(convert(Value::Int(i64::MAX), &Type::FLOAT8).is_err());
+        assert!(convert(Value::Int(1 << 60), &Type::FLOAT8).is_ok());
+        let lossy = Value::String("\u{FFFD}\u{FFFD}".into());
+        assert!(matches!(convert(lossy.clone(), &Type::BYTEA), Err((_, v)) if v == lossy));
     }
 }

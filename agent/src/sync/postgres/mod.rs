@@ -9,8 +9,8 @@
 
 pub mod codec;
 
-use super::engine::{
-    JobLog, PgCopyBatch, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo,
+use super::plugin::{
+    JobLog, RawBatch, RawFormat, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo,
     WriteChannel, Writer,
 };
 use super::rdbms::{
@@ -237,6 +237,9 @@ struct PgSplit {
     split: TableSplit,
 }
 
+/// The name of PostgreSQL's binary COPY tuples as a raw format between reader and writer.
+const RAW_FORMAT: &str = "postgresql-binary-copy";
+
 /// Tuples per pass-through batch, and bytes.
 const RAW_BATCH_ROWS: usize = 1024;
 const RAW_BATCH_BYTES: usize = 512 << 10;
@@ -326,7 +329,8 @@ impl PgSplit {
                     }
                 }
                 if starts.len() >= RAW_BATCH_ROWS || batch.len() >= RAW_BATCH_BYTES {
-                    sink.push_pg_copy(PgCopyBatch {
+                    sink.push_raw(RawBatch {
+                        format: RAW_FORMAT,
                         data: batch.split().freeze(),
                         starts: std::mem::take(&mut starts),
                     })?;
@@ -334,7 +338,8 @@ impl PgSplit {
             }
         }
         if !starts.is_empty() {
-            sink.push_pg_copy(PgCopyBatch {
+            sink.push_raw(RawBatch {
+                format: RAW_FORMAT,
                 data: batch.split().freeze(),
                 starts,
             })?;
@@ -401,7 +406,12 @@ impl ReadSplit for PgSplit {
                 .map_err(|e| src(format!("{}: {}", self.split.sql, describe(&e))))?;
             let columns = stmt.columns();
             let oids: Vec<u32> = columns.iter().map(|c| c.type_().oid()).collect();
-            if target.pg_copy_types.as_ref() == Some(&oids) {
+            let raw = RawFormat {
+                format: RAW_FORMAT,
+                column_types: oids,
+            };
+            if target.raw.as_ref() == Some(&raw) {
+                let oids = raw.column_types;
                 tracing::debug!(split = %self.split.label, "column types match the target: passing COPY tuples through");
                 return self.run_raw(&client, oids.len(), sink).await;
             }
@@ -454,11 +464,13 @@ impl ReadSplit for PgSplit {
                 let row = row.map_err(|e| src(describe(&e)))?;
                 let mut values = Vec::with_capacity(types.len());
                 let mut bad = None;
+                let mut bad_column = None;
                 for (i, ty) in types.iter().enumerate() {
                     match decode(&row, i, ty) {
                         Ok(v) => values.push(v),
                         Err(e) => {
-                            bad = Some(format!("column {} ({ty}): {e}", columns[i].name()));
+                            bad = Some(format!("{ty}: {e}"));
+                            bad_column = Some(columns[i].name());
                             values.push(Value::Null);
                         }
                     }
@@ -470,7 +482,8 @@ impl ReadSplit for PgSplit {
                             .counters
                             .records_read
                             .fetch_add(1, Ordering::Relaxed);
-                        sink.shared().dirty("reader", &values, &reason)?;
+                        sink.shared()
+                            .dirty("reader", &values, bad_column, &reason)?;
                     }
                 }
             }
@@ -617,10 +630,14 @@ impl Writer for PgWriter {
 
     fn target_info(&self) -> TargetInfo {
         TargetInfo {
-            pg_copy_types: self
+            raw: self.target.get().map(|t| RawFormat {
+                format: RAW_FORMAT,
+                column_types: t.types.iter().map(Type::oid).collect(),
+            }),
+            binary_columns: self
                 .target
                 .get()
-                .map(|t| t.types.iter().map(Type::oid).collect()),
+                .map(|t| t.types.iter().map(|ty| *ty == Type::BYTEA).collect()),
         }
     }
 
@@ -709,13 +726,11 @@ impl SegRow {
         }
     }
 
-    fn shown(&self) -> Row {
+    /// The row's values, for the dirty-record log.
+    fn shown(&self, types: &[Type]) -> Row {
         match self {
             SegRow::Values(v, _) => shown(v),
-            SegRow::Raw(b) => vec![Value::String(format!(
-                "binary COPY tuple of {} bytes",
-                b.len()
-            ))],
+            SegRow::Raw(b) => codec::tuple_values(b, types),
         }
     }
 }
@@ -751,12 +766,9 @@ fn encode_row(buf: &mut BytesMut, values: &[PgValue], types: &[Type]) -> Result<
     Ok(())
 }
 
-/// A row as text, for the dirty-record log.
+/// Converted values back in the column model, for the dirty-record log.
 fn shown(values: &[PgValue]) -> Row {
-    values
-        .iter()
-        .map(|v| Value::String(format!("{v:?}")))
-        .collect()
+    values.iter().map(PgValue::to_value).collect()
 }
 
 /// A segment is also ended at this many bytes, which bounds a channel's memory whatever the
@@ -837,7 +849,7 @@ impl PgChannel {
                 self.segment_bytes += size + 48 * values.len() as u64 + 64;
                 self.segment.push(SegRow::Values(values, size));
             }
-            Err(reason) => shared.dirty("writer", &shown(&values), &reason)?,
+            Err(reason) => shared.dirty("writer", &shown(&values), None, &reason)?,
         }
         if buf.len() >= COPY_CHUNK {
             let chunk = buf.split().freeze();
@@ -850,7 +862,7 @@ impl PgChannel {
     }
 
     /// Adds passed-through tuples to the COPY in progress, sending them as they are.
-    async fn push_raw(&mut self, batch: PgCopyBatch) -> Result<()> {
+    async fn push_raw(&mut self, batch: RawBatch) -> Result<()> {
         self.open_segment().await?;
         let Some((sink, buf)) = self.copy.as_mut() else {
             return Ok(());
@@ -980,7 +992,8 @@ impl PgChannel {
                     match rows {
                         [one] => shared.dirty(
                             "writer",
-                            &one.shown(),
+                            &one.shown(&self.target.types),
+                            db.column(),
                             &format!("{} ({})", db.message(), db.code().code()),
                         ),
                         _ => self.replay(rows, shared).await,
@@ -1001,6 +1014,7 @@ impl WriteChannel for PgChannel {
                     shared.dirty(
                         "writer",
                         &row,
+                        None,
                         &format!(
                             "row has {} fields but the target takes {width} columns",
                             row.len()
@@ -1016,17 +1030,19 @@ impl WriteChannel for PgChannel {
                     let Some(v) = cells.next() else { break };
                     match convert(v, ty) {
                         Ok(pv) => values.push(pv),
-                        Err(reason) => {
-                            bad = Some(format!("column {}: {reason}", self.target.columns[i]));
+                        Err((reason, original)) => {
+                            bad = Some((i, original, reason));
                             break;
                         }
                     }
                 }
                 match bad {
-                    Some(reason) => {
+                    Some((i, original, reason)) => {
                         let mut partial = shown(&values);
+                        partial.push(original);
                         partial.extend(cells);
-                        shared.dirty("writer", &partial, &reason)?
+                        let column = self.target.columns[i].trim_matches('"');
+                        shared.dirty("writer", &partial, Some(column), &reason)?
                     }
                     None => {
                         self.push(values, size, shared).await?;
@@ -1040,7 +1056,7 @@ impl WriteChannel for PgChannel {
         })
     }
 
-    fn write_pg_copy(&mut self, batch: PgCopyBatch, shared: &Shared) -> Result<()> {
+    fn write_raw(&mut self, batch: RawBatch, shared: &Shared) -> Result<()> {
         block_on(async {
             self.push_raw(batch).await?;
             if self.segment_full() {

@@ -4,35 +4,33 @@
 //! and reads each file as one split. The writer writes one file, `path/fileName`; in truncate and
 //! nonConflict modes it writes a temporary file and renames it at the end, so readers of the
 //! target never see half a file and a failed run leaves the old one in place.
+//!
+//! Every value is written so it reads back as itself (see [`format`]): bytes in the job's
+//! `bytesEncoding`, a value spelled like `nullFormat` quoted (csv) or escaped (text), dates in
+//! `dateFormat` only when the pattern shows them in full; what cannot be written so is a dirty
+//! record.
 
-use super::engine::{
+pub mod format;
+
+use super::plugin::{
     JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
 };
-use super::value::{Row, Value, java_date_format, parse_typed, row_size};
-use ferry_common::job::{
-    FileWriteMode, TxtColumn, TxtFileReader as ReaderParams, TxtFileWriter as WriterParams,
-    is_gzip, text_encoding,
+use super::value::{
+    Row, TextSpelling, Value, decode_bytes, encode_bytes, format_date, parse_typed, row_size,
 };
+use ferry_common::job::{
+    BytesEncoding, DEFAULT_NULL_FORMAT, DatePattern, FileWriteMode, TxtColumn,
+    TxtFileReader as ReaderParams, TxtFileWriter as WriterParams, field_delimiter, is_gzip,
+    text_encoding,
+};
+use format::{Record, RecordReader, Spelling};
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::BufWriter;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-
-/// DataX's default marker for NULL in text files.
-const DEFAULT_NULL: &str = "\\N";
-
-fn delimiter(d: Option<&str>) -> Result<u8, String> {
-    match d {
-        None => Ok(b','),
-        Some("\\t") | Some("\t") => Ok(b'\t'),
-        Some(s) if s.len() == 1 => Ok(s.as_bytes()[0]),
-        Some(s) => Err(format!(
-            "fieldDelimiter \"{s}\" must be a single one-byte character"
-        )),
-    }
-}
 
 /// The files a path list names: files as given, folders expanded.
 pub fn expand(paths: &[String]) -> Result<Vec<PathBuf>, String> {
@@ -81,7 +79,8 @@ impl Reader for TxtFileReader {
     }
 
     fn splits(&self, _channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
-        let delim = delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Source)?;
+        let delim =
+            field_delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Source)?;
         let files = expand(&self.params.path).map_err(SyncError::Source)?;
         if files.is_empty() {
             log.warn(format!(
@@ -94,7 +93,15 @@ impl Reader for TxtFileReader {
             .map(|file| {
                 Box::new(FileSplit {
                     file,
-                    delim,
+                    spelling: Spelling {
+                        format: self.params.file_format,
+                        delim,
+                        null: self
+                            .params
+                            .null_format
+                            .clone()
+                            .unwrap_or_else(|| DEFAULT_NULL_FORMAT.to_string()),
+                    },
                     params: self.params.clone(),
                 }) as Box<dyn ReadSplit>
             })
@@ -104,47 +111,86 @@ impl Reader for TxtFileReader {
 
 struct FileSplit {
     file: PathBuf,
-    delim: u8,
+    spelling: Spelling,
     params: ReaderParams,
 }
 
 impl FileSplit {
-    fn convert(&self, record: &csv::StringRecord) -> Result<Row, String> {
-        let null = self.params.null_format.as_deref().unwrap_or(DEFAULT_NULL);
-        let cell = |text: &str, kind: &str, format: Option<&str>| {
-            if text == null {
-                Ok(Value::Null)
-            } else {
-                parse_typed(text, kind, format)
-            }
-        };
+    /// Converts a record into a row; the error names the column at fault and why.
+    fn convert(
+        &self,
+        record: &Record,
+        target: &TargetInfo,
+    ) -> Result<Row, (Option<String>, String)> {
+        let sp = &self.spelling;
         let all = self.params.column.is_empty()
             || matches!(self.params.column.as_slice(), [TxtColumn::All(_)]);
         if all {
-            return record.iter().map(|f| cell(f, "string", None)).collect();
+            let mut row = Vec::with_capacity(record.len());
+            for i in 0..record.len() {
+                let column = || Some(format!("field {}", i + 1));
+                let text = match record.field(i, sp) {
+                    Some(Ok(Some(t))) => t,
+                    Some(Ok(None)) | None => {
+                        row.push(Value::Null);
+                        continue;
+                    }
+                    Some(Err(e)) => return Err((column(), e)),
+                };
+                // A field going into a binary column is spelled in the job's bytesEncoding.
+                if target.is_binary(i) {
+                    row.push(Value::Bytes(
+                        decode_bytes(&text, self.params.bytes_encoding)
+                            .map_err(|e| (column(), e))?,
+                    ));
+                } else {
+                    row.push(Value::String(text.into_owned()));
+                }
+            }
+            return Ok(row);
         }
         let mut row = Vec::with_capacity(self.params.column.len());
         for c in &self.params.column {
-            match c {
-                TxtColumn::All(_) => {
-                    return Err("\"*\" must be the only column".into());
+            let TxtColumn::Spec(s) = c else {
+                return Err((None, "\"*\" must be the only column".into()));
+            };
+            let spelling = TextSpelling {
+                date: s.format.as_ref(),
+                bytes: Some(self.params.bytes_encoding),
+            };
+            let v = if let Some(constant) = &s.value {
+                if *constant == sp.null {
+                    Value::Null
+                } else {
+                    // A constant comes from the job, not the file: bytes are its UTF-8 text.
+                    parse_typed(
+                        constant,
+                        &s.kind,
+                        TextSpelling {
+                            bytes: None,
+                            ..spelling
+                        },
+                    )
+                    .map_err(|e| (Some("constant".into()), e))?
                 }
-                TxtColumn::Spec(s) => {
-                    let v = if let Some(constant) = &s.value {
-                        cell(constant, &s.kind, s.format.as_deref())?
-                    } else {
-                        let i = s.index.unwrap_or_default() as usize;
-                        let text = record.get(i).ok_or_else(|| {
-                            format!(
-                                "record has {} fields, column index {i} is missing",
-                                record.len()
-                            )
-                        })?;
-                        cell(text, &s.kind, s.format.as_deref())?
-                    };
-                    row.push(v);
+            } else {
+                let i = s.index.unwrap_or_default() as usize;
+                let column = || Some(format!("index {i}"));
+                match record.field(i, sp) {
+                    None => {
+                        return Err((
+                            column(),
+                            format!("record has {} fields, index {i} is missing", record.len()),
+                        ));
+                    }
+                    Some(Err(e)) => return Err((column(), e)),
+                    Some(Ok(None)) => Value::Null,
+                    Some(Ok(Some(text))) => {
+                        parse_typed(&text, &s.kind, spelling).map_err(|e| (column(), e))?
+                    }
                 }
-            }
+            };
+            row.push(v);
         }
         Ok(row)
     }
@@ -155,7 +201,7 @@ impl ReadSplit for FileSplit {
         self.file.display().to_string()
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>, _target: &TargetInfo) -> Result<()> {
+    fn run(self: Box<Self>, sink: &mut RowSink<'_>, target: &TargetInfo) -> Result<()> {
         let name = self.file.display().to_string();
         let f = File::open(&self.file)
             .map_err(|e| SyncError::Source(format!("cannot open {name}: {e}")))?;
@@ -175,47 +221,52 @@ impl ReadSplit for FileSplit {
                     .build(input),
             );
         }
-        let mut rdr = csv::ReaderBuilder::new()
-            .delimiter(self.delim)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(std::io::BufReader::with_capacity(1 << 16, input));
-        let mut record = csv::StringRecord::new();
+        let mut records = RecordReader::new(
+            std::io::BufReader::with_capacity(1 << 16, input),
+            self.spelling.clone(),
+        );
+        let mut record = Record::default();
         let mut first = true;
         loop {
-            match rdr.read_record(&mut record) {
+            // An unreadable rest of file (an unclosed quote) fails the job: what follows cannot
+            // be cut into records, and skipping it would lose rows without a trace.
+            match records.read(&mut record) {
                 Ok(false) => break,
                 Ok(true) => {}
-                Err(e) => {
-                    let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    return Err(SyncError::Source(format!("{name} line {line}: {e}")));
-                }
+                Err(e) => return Err(SyncError::Source(format!("{name} {e}"))),
             }
             if first && self.params.skip_header {
                 first = false;
                 continue;
             }
             first = false;
-            let decoded = if encoding != encoding_rs::UTF_8
-                && record.iter().any(|f| f.contains('\u{FFFD}'))
+            let decoded = if let Some(m) = &record.malformed {
+                Err((None, m.clone()))
+            } else if encoding != encoding_rs::UTF_8
+                && record
+                    .raw()
+                    .iter()
+                    .any(|f| matches!(f, Value::String(s) if s.contains('\u{FFFD}')))
             {
-                Err(format!("bytes that are not valid {}", encoding.name()))
+                Err((
+                    None,
+                    format!("bytes that are not valid {}", encoding.name()),
+                ))
             } else {
-                self.convert(&record)
+                self.convert(&record, target)
             };
             match decoded {
                 Ok(row) => sink.push(row)?,
-                Err(reason) => {
-                    let raw: Row = record.iter().map(|f| Value::String(f.into())).collect();
-                    let line = record.position().map(|p| p.line()).unwrap_or(0);
+                Err((column, reason)) => {
                     sink.shared()
                         .counters
                         .records_read
                         .fetch_add(1, Ordering::Relaxed);
                     sink.shared().dirty(
                         "reader",
-                        &raw,
-                        &format!("{name} line {line}: {reason}"),
+                        &record.raw(),
+                        column.as_deref(),
+                        &format!("{name} line {}: {reason}", record.line),
                     )?;
                 }
             }
@@ -259,7 +310,7 @@ impl Writer for TxtFileWriter {
     }
 
     fn prepare(&self, log: &JobLog) -> Result<()> {
-        delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Target)?;
+        field_delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Target)?;
         if let Some(dir) = self.final_path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create folder", dir, e))?;
         }
@@ -305,22 +356,8 @@ impl Writer for TxtFileWriter {
             .ok_or_else(|| SyncError::Internal("txtfilewriter opened twice".into()))?;
         let append_to_existing =
             !self.via_temp() && file.metadata().map(|m| m.len() > 0).unwrap_or(false);
-        let text = self
-            .params
-            .file_format
-            .as_deref()
-            .is_some_and(|f| f.eq_ignore_ascii_case("text"));
-        let delim = delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Target)?;
-        let line_buf = LineBuf::default();
-        let line = csv::WriterBuilder::new()
-            .delimiter(delim)
-            .flexible(true)
-            .quote_style(if text {
-                csv::QuoteStyle::Never
-            } else {
-                csv::QuoteStyle::Necessary
-            })
-            .from_writer(line_buf.clone());
+        let delim =
+            field_delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Target)?;
         let out = if is_gzip(self.params.compress.as_deref()) {
             Output::Gzip(BufWriter::with_capacity(
                 1 << 16,
@@ -330,20 +367,29 @@ impl Writer for TxtFileWriter {
             Output::Plain(BufWriter::with_capacity(1 << 16, file))
         };
         let mut ch = FileChannel {
-            line,
-            line_buf,
             out,
+            line: Vec::with_capacity(1 << 12),
             encoding: text_encoding(self.params.encoding.as_deref()).unwrap_or(encoding_rs::UTF_8),
             path: self.final_path.clone(),
-            null: self
-                .params
-                .null_format
-                .clone()
-                .unwrap_or_else(|| DEFAULT_NULL.to_string()),
-            date_format: self.params.date_format.as_deref().map(java_date_format),
+            spelling: Spelling {
+                format: self.params.file_format,
+                delim,
+                null: self
+                    .params
+                    .null_format
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_NULL_FORMAT.to_string()),
+            },
+            date_format: self.params.date_format.clone(),
+            bytes: self.params.bytes_encoding,
         };
         if !self.params.header.is_empty() && !append_to_existing {
-            let header: Vec<String> = self.params.header.clone();
+            let header: Vec<Option<Cow<'_, str>>> = self
+                .params
+                .header
+                .iter()
+                .map(|h| Some(Cow::Borrowed(h.as_str())))
+                .collect();
             ch.put_line(&header)
                 .map_err(|e| SyncError::Target(format!("header: {e}")))?
                 .map_err(|e| SyncError::Target(format!("header has {e}")))?;
@@ -409,60 +455,44 @@ impl Output {
     }
 }
 
-/// Where the CSV formatter puts one record, so it can be transcoded and checked on its own.
-#[derive(Clone, Default)]
-struct LineBuf(std::sync::Arc<Mutex<Vec<u8>>>);
-
-impl Write for LineBuf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LineBuf {
-    fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
 struct FileChannel {
-    line: csv::Writer<LineBuf>,
-    line_buf: LineBuf,
     out: Output,
+    /// The record being formatted, so it can be transcoded and checked on its own.
+    line: Vec<u8>,
     encoding: &'static encoding_rs::Encoding,
     path: PathBuf,
-    null: String,
-    date_format: Option<String>,
+    spelling: Spelling,
+    date_format: Option<DatePattern>,
+    bytes: BytesEncoding,
 }
 
 impl FileChannel {
-    fn text(&self, v: &Value) -> String {
-        match (v, &self.date_format) {
-            (Value::Null, _) => self.null.clone(),
-            (Value::Date(d), Some(f)) => d.format(f).to_string(),
-            (Value::Timestamp(t), Some(f)) => t.format(f).to_string(),
-            (other, _) => other.to_string(),
-        }
+    /// A value's text, `None` for NULL; an error when the value cannot be written so it reads
+    /// back as itself.
+    fn text<'v>(&self, v: &'v Value) -> Result<Option<Cow<'v, str>>, String> {
+        Ok(Some(match (v, &self.date_format) {
+            (Value::Null, _) => return Ok(None),
+            (Value::String(s) | Value::Decimal(s) | Value::Json(s), _) => Cow::Borrowed(s.as_str()),
+            (Value::Bytes(b), _) => Cow::Owned(encode_bytes(b, self.bytes)),
+            (Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_), Some(f)) => {
+                Cow::Owned(format_date(v, f)?)
+            }
+            (other, _) => Cow::Owned(other.to_string()),
+        }))
     }
 
-    /// Writes one record; an error string means the record cannot be represented in the
-    /// file's encoding (a dirty record), an `Err` of the outer result is an I/O failure.
-    fn put_line(&mut self, fields: &[String]) -> Result<Result<(), String>, String> {
-        self.line.write_record(fields).map_err(|e| e.to_string())?;
-        self.line.flush().map_err(|e| e.to_string())?;
-        let bytes = self.line_buf.take();
+    /// Writes one record; the inner error means the record cannot be represented in the
+    /// file's encoding (a dirty record), the outer one is an I/O failure.
+    fn put_line(&mut self, fields: &[Option<Cow<'_, str>>]) -> Result<Result<(), String>, String> {
+        self.line.clear();
+        if let Err(e) = format::write_record(&mut self.line, fields, &self.spelling) {
+            return Ok(Err(e));
+        }
         if self.encoding == encoding_rs::UTF_8 {
-            self.out.write_all(&bytes).map_err(|e| e.to_string())?;
+            self.out.write_all(&self.line).map_err(|e| e.to_string())?;
             return Ok(Ok(()));
         }
-        let text = String::from_utf8_lossy(&bytes);
+        let text = String::from_utf8_lossy(&self.line);
         let (encoded, _, unmappable) = self.encoding.encode(&text);
         if unmappable {
             return Ok(Err(format!(
@@ -479,16 +509,30 @@ impl WriteChannel for FileChannel {
     fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
         let (mut written, mut bytes) = (0u64, 0u64);
         for row in &rows {
-            let fields: Vec<String> = row.iter().map(|v| self.text(v)).collect();
-            match self
-                .put_line(&fields)
-                .map_err(|e| SyncError::Target(format!("{}: {e}", self.path.display())))?
-            {
+            let mut fields = Vec::with_capacity(row.len());
+            let mut bad = None;
+            for (i, v) in row.iter().enumerate() {
+                match self.text(v) {
+                    Ok(t) => fields.push(t),
+                    Err(reason) => {
+                        bad = Some((i, reason));
+                        break;
+                    }
+                }
+            }
+            let outcome = match bad {
+                Some((i, reason)) => Err((Some(format!("field {}", i + 1)), reason)),
+                None => self
+                    .put_line(&fields)
+                    .map_err(|e| SyncError::Target(format!("{}: {e}", self.path.display())))?
+                    .map_err(|reason| (None, reason)),
+            };
+            match outcome {
                 Ok(()) => {
                     written += 1;
                     bytes += row_size(row) as u64;
                 }
-                Err(reason) => shared.dirty("writer", row, &reason)?,
+                Err((column, reason)) => shared.dirty("writer", row, column.as_deref(), &reason)?,
             }
         }
         shared.written(written, bytes);

@@ -1,0 +1,77 @@
+//! Which plugin names Ferry runs and how each is built: the one place that knows every
+//! connector. The engine asks it for a reader and a writer; a new connector is one line in each
+//! table here.
+
+use super::plugin::{Reader, Writer};
+use super::{mysql, postgres, sqlite, stream, txtfile};
+use ferry_common::job::{ReaderConfig, WriterConfig};
+
+type ReaderCtor = fn(&ReaderConfig) -> Option<Box<dyn Reader>>;
+type WriterCtor = fn(&WriterConfig, &str) -> Option<Box<dyn Writer>>;
+
+/// Reader plugin names and their constructors.
+const READERS: &[(&str, ReaderCtor)] = &[
+    ("streamreader", |c| match c {
+        ReaderConfig::Stream(p) => Some(Box::new(stream::StreamReader::new(p.clone()))),
+        _ => None,
+    }),
+    ("sqlitereader", |c| match c {
+        ReaderConfig::Sqlite(p) => Some(Box::new(sqlite::SqliteReader::new(p.clone()))),
+        _ => None,
+    }),
+    ("txtfilereader", |c| match c {
+        ReaderConfig::TxtFile(p) => Some(Box::new(txtfile::TxtFileReader::new(p.clone()))),
+        _ => None,
+    }),
+    ("mysqlreader", |c| match c {
+        ReaderConfig::Mysql(p) => Some(Box::new(mysql::MysqlReader::new(p.clone()))),
+        _ => None,
+    }),
+    ("postgresqlreader", |c| match c {
+        ReaderConfig::Postgresql(p) => Some(Box::new(postgres::PgReader::new(p.clone()))),
+        _ => None,
+    }),
+];
+
+/// Writer plugin names and their constructors; the second argument names the attempt, for
+/// temporary files.
+const WRITERS: &[(&str, WriterCtor)] = &[
+    ("streamwriter", |c, _| match c {
+        WriterConfig::Stream(p) => Some(Box::new(stream::StreamWriter::new(p.clone()))),
+        _ => None,
+    }),
+    ("sqlitewriter", |c, _| match c {
+        WriterConfig::Sqlite(p) => Some(Box::new(sqlite::SqliteWriter::new(p.clone()))),
+        _ => None,
+    }),
+    ("txtfilewriter", |c, attempt| match c {
+        WriterConfig::TxtFile(p) => Some(Box::new(txtfile::TxtFileWriter::new(p.clone(), attempt))),
+        _ => None,
+    }),
+    ("mysqlwriter", |c, _| match c {
+        WriterConfig::Mysql(p) => Some(Box::new(mysql::MysqlWriter::new(p.clone()))),
+        _ => None,
+    }),
+    ("postgresqlwriter", |c, _| match c {
+        WriterConfig::Postgresql(p) => Some(Box::new(postgres::PgWriter::new(p.clone()))),
+        _ => None,
+    }),
+];
+
+/// The plugin names this agent runs, readers then writers.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    READERS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(WRITERS.iter().map(|(n, _)| *n))
+}
+
+/// Ferry's reader for a job's reader configuration.
+pub fn build_reader(cfg: &ReaderConfig) -> Option<Box<dyn Reader>> {
+    READERS.iter().find_map(|(_, ctor)| ctor(cfg))
+}
+
+/// Ferry's writer for a job's writer configuration; `attempt` names temporary files.
+pub fn build_writer(cfg: &WriterConfig, attempt: &str) -> Option<Box<dyn Writer>> {
+    WRITERS.iter().find_map(|(_, ctor)| ctor(cfg, attempt))
+}
