@@ -37,7 +37,7 @@ fn node_type(kind: TaskKind) -> NodeType {
 }
 
 /// A task version as a plan node. The T+1 rule enters as the start date: before the task's
-/// first generation day its instances are dry runs.
+/// first generation day its instances are dry runs (a backfill plans without it).
 pub fn node_spec(task: &Task, v: &TaskVersion) -> Result<NodeSpec> {
     let schedule = match &v.schedule {
         Some(s) => NodeSchedule::Cron(CronSchedule::parse(&s.cron, &s.timezone)?),
@@ -68,12 +68,23 @@ pub fn node_spec(task: &Task, v: &TaskVersion) -> Result<NodeSpec> {
 
 /// Every task's latest version as plan nodes, with the versions by name.
 pub fn nodes(store: &Store) -> Result<(Vec<NodeSpec>, HashMap<String, TaskVersion>)> {
+    nodes_with(store, true)
+}
+
+/// [`nodes`], with or without the T+1 rule.
+fn nodes_with(
+    store: &Store,
+    t_plus_one: bool,
+) -> Result<(Vec<NodeSpec>, HashMap<String, TaskVersion>)> {
     let mut specs = Vec::new();
     let mut versions = HashMap::new();
-    for t in store.tasks()? {
+    for mut t in store.tasks()? {
         let Some(v) = store.task_version(&t.name, t.version)? else {
             continue;
         };
+        if !t_plus_one {
+            t.first_day = None;
+        }
         specs.push(node_spec(&t, &v)?);
         versions.insert(t.name.clone(), v);
     }
@@ -123,7 +134,9 @@ pub fn instance_of(p: &PlannedInstance, v: &TaskVersion, run: RunKind, reason: S
     }
 }
 
-/// Plans `day` for every node and returns the records of the nodes `keep` selects.
+/// Plans `day` for every node and returns the records of the nodes `keep` selects. A node not
+/// yet in effect by the T+1 rule gets no instances that day — unless an instance kept here waits
+/// for one of them, which then is a dry run so it does not wait forever.
 pub fn plan(
     store: &Store,
     day: NaiveDate,
@@ -138,10 +151,25 @@ pub fn plan(
         .filter(|n| keep(n))
         .map(|n| n.name.as_str())
         .collect();
-    Ok(plan
+    let not_yet: BTreeSet<String> = store
+        .tasks()?
+        .into_iter()
+        .filter(|t| t.first_day.is_some_and(|f| f > day))
+        .map(|t| t.name)
+        .collect();
+    let chosen: Vec<&PlannedInstance> = plan
         .instances
         .iter()
         .filter(|p| keep.contains(p.node.as_str()))
+        .collect();
+    let needed: BTreeSet<&str> = chosen
+        .iter()
+        .filter(|p| !not_yet.contains(&p.node))
+        .flat_map(|p| p.upstream.iter().map(String::as_str))
+        .collect();
+    Ok(chosen
+        .into_iter()
+        .filter(|p| !not_yet.contains(&p.node) || needed.contains(p.key.as_str()))
         .filter_map(|p| {
             versions
                 .get(&p.node)
@@ -382,7 +410,9 @@ pub fn plan_backfill(store: &Store, spec: &BackfillSpec<'_>) -> Result<(Backfill
         now_ms,
         who,
     } = *spec;
-    let (specs, versions) = nodes(store)?;
+    // A backfill runs past days on purpose: the T+1 rule does not apply, the task's own start
+    // and end dates do.
+    let (specs, versions) = nodes_with(store, false)?;
     let rename = |key: &str| format!("{id}:{key}");
     let mut instances: Vec<Instance> = Vec::new();
     let mut remaining = Vec::new();

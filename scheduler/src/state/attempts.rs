@@ -315,9 +315,10 @@ impl Store {
                 }
             }
         }
-        self.save_instance(w, Some(&before), &inst)?;
+        let mut work = self.save_instance(w, Some(&before), &inst)?;
         changes.instances.insert(inst.id.clone());
-        self.settle(w, vec![inst.id.clone()], at_ms, changes)?;
+        work.push(inst.id.clone());
+        self.settle(w, work, at_ms, changes)?;
         Ok(())
     }
 
@@ -368,10 +369,11 @@ impl Store {
                 ),
             );
             w.put(key(ATTEMPT, &a.id), &a)?;
-            self.save_instance(w, Some(&before), &inst)?;
+            let mut work = self.save_instance(w, Some(&before), &inst)?;
             let mut changes = Changes::default();
             changes.instances.insert(inst.id.clone());
-            self.settle(w, vec![inst.id.clone()], at_ms, &mut changes)?;
+            work.push(inst.id.clone());
+            self.settle(w, work, at_ms, &mut changes)?;
             return Ok(changes.applied());
         }
         let note = format!(
