@@ -6,6 +6,7 @@
 //! lines are cut to [`MAX_LINE_BYTES`] and shipped in messages of at most [`MAX_LOG_BATCH_BYTES`],
 //! far below the gRPC message limit.
 
+use crate::shell::ShellConfig;
 use crate::spool::Spool;
 use crate::sync::{self, JobLog, LogEntry, Shared, Summary};
 use ferry_common::job::JobSpec;
@@ -39,6 +40,7 @@ pub struct Executor {
     running: Mutex<HashMap<String, Running>>,
     progress_every: Duration,
     draining: AtomicBool,
+    shell: ShellConfig,
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, saying how much was cut.
@@ -62,7 +64,14 @@ impl Executor {
             running: Mutex::default(),
             progress_every,
             draining: AtomicBool::new(false),
+            shell: ShellConfig::default(),
         }
+    }
+
+    /// Lets this agent run shell tasks as `shell` says.
+    pub fn with_shell(mut self, shell: ShellConfig) -> Self {
+        self.shell = shell;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
@@ -206,12 +215,56 @@ impl Executor {
             start.bizdate,
             crate::identity::hostname()
         ));
-        let (status, summary, error) = match JobSpec::parse(&start.job_json) {
-            Err(e) => {
+        let parsed = if start.kind == "shell" {
+            None
+        } else {
+            Some(JobSpec::parse(&start.job_json))
+        };
+        let (status, summary, error) = match parsed {
+            None => {
+                let result = crate::shell::run(
+                    &self.shell,
+                    &attempt_id,
+                    &start.script,
+                    &start.env,
+                    &log,
+                    &cancel,
+                )
+                .await;
+                match result {
+                    Ok(()) => {
+                        log.info("finished: the script exited with status 0");
+                        (
+                            pb::AttemptStatus::Succeeded,
+                            Summary::default(),
+                            String::new(),
+                        )
+                    }
+                    Err(e) => {
+                        let why = reason.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        let killed = matches!(e, crate::shell::ShellError::Killed(_));
+                        let text = match (&why, killed) {
+                            (Some(why), true) => format!("killed: {why}"),
+                            _ => e.to_string(),
+                        };
+                        log.error(format!("failed: {text}"));
+                        (
+                            if killed {
+                                pb::AttemptStatus::Killed
+                            } else {
+                                pb::AttemptStatus::Failed
+                            },
+                            Summary::default(),
+                            text,
+                        )
+                    }
+                }
+            }
+            Some(Err(e)) => {
                 log.error(format!("the job cannot run: {e}"));
                 (pb::AttemptStatus::Failed, Summary::default(), e.to_string())
             }
-            Ok(job) => {
+            Some(Ok(job)) => {
                 let limit = job.setting.error_limit.record_limit();
                 let shared = Arc::new(
                     Shared::new(log.clone(), cancel.clone(), limit)

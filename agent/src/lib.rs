@@ -8,6 +8,7 @@
 //! - [`install`]: `ferry-agent install` / `uninstall` (settings, systemd unit).
 //! - [`executor`]: runs attempts, streams their progress and logs, kills them.
 //! - [`connectivity`]: tests whether a data source is reachable from here.
+//! - [`shell`]: shell tasks, when the group and this agent allow them.
 //! - [`sync`]: the sync engine and its connectors.
 
 pub mod connectivity;
@@ -15,5 +16,6 @@ pub mod executor;
 pub mod identity;
 pub mod install;
 pub mod session;
+pub mod shell;
 pub mod spool;
 pub mod sync;

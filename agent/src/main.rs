@@ -105,6 +105,12 @@ struct RunArgs {
     /// three quarters of the scheduler's attempt lease).
     #[arg(long)]
     fence_after_secs: Option<u64>,
+    /// Run shell tasks (of groups that allow them) as this agent's own user.
+    #[arg(long, env = "FERRY_AGENT_SHELL")]
+    shell: bool,
+    /// Run shell tasks as this OS user instead (the agent must run as root).
+    #[arg(long, env = "FERRY_AGENT_SHELL_USER")]
+    shell_user: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -280,12 +286,20 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         &identity.agent_id,
         args.spool_max_mb.max(1) << 20,
     )?);
-    let executor = Arc::new(Executor::new(
-        args.slots,
-        spool.clone(),
-        boot_id.clone(),
-        Duration::from_millis(args.progress_ms.max(100)),
-    ));
+    let shell = ferry_agent::shell::ShellConfig {
+        enabled: args.shell || args.shell_user.is_some(),
+        run_as: args.shell_user.clone(),
+        work_dir: args.data_dir.join("shell"),
+    };
+    let executor = Arc::new(
+        Executor::new(
+            args.slots,
+            spool.clone(),
+            boot_id.clone(),
+            Duration::from_millis(args.progress_ms.max(100)),
+        )
+        .with_shell(shell),
+    );
     executor.report_orphans().await?;
     let cfg = SessionConfig {
         schedulers,

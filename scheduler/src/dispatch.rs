@@ -186,6 +186,46 @@ fn choose(
     }
 }
 
+/// What an agent is sent to run.
+enum Work {
+    Sync(String),
+    Shell {
+        script: String,
+        env: HashMap<String, String>,
+    },
+}
+
+/// Resolves what the instance runs: a sync job with parameters substituted and data sources
+/// filled in (secrets opened), or a shell script with its parameters, if its group allows.
+fn resolve(ctx: &Context, inst: &Instance) -> Result<Work> {
+    if inst.node_type == crate::state::model::TaskKind::Shell {
+        let group = ctx.store.group(&inst.group)?;
+        if !group.is_some_and(|g| g.allow_shell) {
+            return Err(Error::FailedPrecondition(format!(
+                "resource group \"{}\" does not run shell tasks (any more); a cluster admin can allow them with `ferry group set {} --allow-shell on`",
+                inst.group, inst.group
+            )));
+        }
+        let version = ctx
+            .store
+            .task_version(&inst.task, inst.version)?
+            .ok_or_else(|| Error::NotFound {
+                what: "task version",
+                name: format!("{}@{}", inst.task, inst.version),
+                hint: "the store is inconsistent; restore from backup",
+            })?;
+        let (script, env) = match &inst.params {
+            Some(p) => (
+                params::substitute(&version.job_text, p)?,
+                p.env_vars().into_iter().collect(),
+            ),
+            None => (version.job_text.clone(), HashMap::new()),
+        };
+        return Ok(Work::Shell { script, env });
+    }
+    resolve_job(ctx, inst).map(Work::Sync)
+}
+
 /// Resolves the instance's job for the agent: parameters substituted, data sources filled in
 /// with their secrets opened.
 fn resolve_job(ctx: &Context, inst: &Instance) -> Result<String> {
@@ -231,7 +271,7 @@ fn resolve_job(ctx: &Context, inst: &Instance) -> Result<String> {
 
 async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Session) -> Result<()> {
     let attempt_id = format!("att-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    let resolved = resolve_job(ctx, inst);
+    let resolved = resolve(ctx, inst);
     let target_agent = if resolved.is_ok() { agent_id } else { "" };
     let Applied::Dispatched { fencing_token } = ctx
         .store
@@ -245,8 +285,8 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
     else {
         return Ok(());
     };
-    let job_json = match resolved {
-        Ok(j) => j,
+    let work = match resolved {
+        Ok(w) => w,
         Err(e) => {
             warn!(attempt = %attempt_id, error = %e, "job cannot be resolved; failing the attempt");
             let applied = ctx
@@ -269,6 +309,10 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
     ctx.hub.publish(InstanceEvent::Changed {
         instance_id: inst.id.clone(),
     });
+    let (kind, job_json, script, env) = match work {
+        Work::Sync(job) => ("sync", job, String::new(), HashMap::new()),
+        Work::Shell { script, env } => ("shell", String::new(), script, env),
+    };
     let start = pb::SchedulerMessage {
         body: Some(pb::scheduler_message::Body::Start(pb::StartAttempt {
             attempt_id: attempt_id.clone(),
@@ -277,6 +321,9 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
             task: inst.task.clone(),
             job_json,
             bizdate: inst.bizdate.clone(),
+            kind: kind.to_string(),
+            script,
+            env,
         })),
     };
     if session.tx.try_send(Ok(start)).is_err() {

@@ -144,7 +144,18 @@ pub fn plan(
     keep: impl Fn(&NodeSpec) -> bool,
     reason: &str,
 ) -> Result<Vec<Instance>> {
-    let (specs, versions) = nodes(store)?;
+    plan_with(store, day, generation, keep, reason, true)
+}
+
+fn plan_with(
+    store: &Store,
+    day: NaiveDate,
+    generation: Generation,
+    keep: impl Fn(&NodeSpec) -> bool,
+    reason: &str,
+    t_plus_one: bool,
+) -> Result<Vec<Instance>> {
+    let (specs, versions) = nodes_with(store, t_plus_one)?;
     let plan = crate::plan::plan_day(&specs, day, generation)?;
     let keep: BTreeSet<&str> = specs
         .iter()
@@ -154,7 +165,7 @@ pub fn plan(
     let not_yet: BTreeSet<String> = store
         .tasks()?
         .into_iter()
-        .filter(|t| t.first_day.is_some_and(|f| f > day))
+        .filter(|t| t_plus_one && t.first_day.is_some_and(|f| f > day))
         .map(|t| t.name)
         .collect();
     let chosen: Vec<&PlannedInstance> = plan
@@ -278,12 +289,14 @@ pub async fn generate_now(ctx: &Context, task: &str) -> Result<usize> {
         .map_err(|_| Error::InvalidArgument(format!("unknown time zone {}", schedule.timezone)))?;
     let now = DateTime::<Utc>::from_timestamp_millis(ctx.now_ms()).unwrap_or_default();
     let today = now.with_timezone(&tz).date_naive();
-    let instances = plan(
+    // "Generate now" is the exception to the T+1 rule, for this task only.
+    let instances = plan_with(
         &ctx.store,
         today,
         Generation::RemainingAfter(now),
         |n| n.name == task,
         "generated now at submit",
+        false,
     )?;
     store_instances(ctx, instances, None).await
 }

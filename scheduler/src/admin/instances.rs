@@ -86,15 +86,21 @@ pub async fn list_instances(
     } else {
         req.limit as usize
     };
-    let matching: Vec<&Instance> = candidates
+    let mut matching: Vec<&Instance> = candidates
         .iter()
         .filter(|i| workspace_of(&i.task) == p.workspace)
         .filter(|i| task.as_ref().is_none_or(|t| *t == i.task))
         .filter(|i| state.is_none_or(|s| s == i.state))
         .collect();
-    let skip = matching.len().saturating_sub(limit);
-    let mut instances = Vec::with_capacity(matching.len() - skip);
-    for i in &matching[skip..] {
+    // Over the limit, the most recently changed ones: what is happening now.
+    let updated = |i: &Instance| i.history.last().map(|t| t.at_ms).unwrap_or(i.created_ms);
+    if matching.len() > limit {
+        matching.sort_by_key(|i| std::cmp::Reverse(updated(i)));
+        matching.truncate(limit);
+    }
+    matching.sort_by(|a, b| (a.due_ms, &a.id).cmp(&(b.due_ms, &b.id)));
+    let mut instances = Vec::with_capacity(matching.len());
+    for i in matching {
         instances.push(instance_info(&api.ctx, i)?);
     }
     Ok(pb::ListInstancesResponse { instances })

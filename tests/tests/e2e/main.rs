@@ -7,6 +7,7 @@ mod databases;
 mod errors;
 mod private_network;
 mod resilience;
+mod scheduling;
 mod sync;
 mod tls;
 
