@@ -263,6 +263,9 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let labels = install::parse_labels(&args.labels)?;
     let shutdown = shutdown_on_signals();
     let _lock = lock_data_dir(&args.data_dir, &shutdown).await?;
+    // Its credential and spooled reports: readable by the agent's user only.
+    ferry_common::secret::restrict(&args.data_dir)
+        .with_context(|| format!("cannot restrict access to {}", args.data_dir.display()))?;
     let identity = match identity::load(&args.data_dir)? {
         Some(id) => {
             info!(agent = %id.agent_id, group = %id.group, "using saved identity");

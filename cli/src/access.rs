@@ -55,6 +55,31 @@ pub enum WorkspaceCmd {
     List,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum SecretsCmd {
+    /// Re-encrypt every stored secret under the current master key (cluster admins). Run it
+    /// after starting the schedulers with a new --master-key-file and the old one in
+    /// --previous-master-key-file; then the old key can go.
+    Reseal,
+}
+
+pub async fn secrets(admin: &mut Admin, cmd: SecretsCmd) -> anyhow::Result<i32> {
+    match cmd {
+        SecretsCmd::Reseal => {
+            let r = admin
+                .reseal_secrets(pb::ResealSecretsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!(
+                "resealed under key {}: {} data source(s), {} task version(s) with inline passwords",
+                r.key_id, r.datasources, r.task_versions
+            );
+        }
+    }
+    Ok(0)
+}
+
 /// `90d` / `12h` / `30m` / `45s` -> seconds.
 pub fn duration_secs(text: &str) -> anyhow::Result<u64> {
     let t = text.trim();

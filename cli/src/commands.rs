@@ -199,6 +199,7 @@ pub async fn run(
         TopCommand::Token(c) => crate::access::token(&mut admin, c).await,
         TopCommand::Workspace(c) => crate::access::workspace(&mut admin, c).await,
         TopCommand::Audit { since, limit } => crate::access::audit(&mut admin, since, limit).await,
+        TopCommand::Secrets(c) => crate::access::secrets(&mut admin, c).await,
         TopCommand::Group(c) => group(&mut admin, c).await,
         TopCommand::Agent(c) => crate::agents::run(&mut admin, out, c).await,
         TopCommand::Datasource(c) => datasource(&mut admin, c).await,

@@ -63,6 +63,9 @@ pub(crate) enum Command {
     /// Workspaces.
     #[command(subcommand)]
     Workspace(access::WorkspaceCmd),
+    /// Stored secrets: `reseal` re-encrypts them all under the current master key (rotation).
+    #[command(subcommand)]
+    Secrets(access::SecretsCmd),
     /// Changes made through the API (and refused attempts): who, what, when, from where.
     Audit {
         /// Only the last period, e.g. 24h or 7d.

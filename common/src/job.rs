@@ -587,6 +587,19 @@ impl JobSpec {
         .to_string()
     }
 
+    /// Every password written in the job itself (not coming from a data source), so the
+    /// scheduler can seal them at rest and open them for dispatch.
+    pub fn secrets_mut(&mut self) -> Vec<&mut crate::secret::Secret> {
+        let mut out = Vec::new();
+        if let ReaderConfig::Mysql(r) | ReaderConfig::Postgresql(r) = &mut self.reader {
+            out.push(&mut r.password);
+        }
+        if let WriterConfig::Mysql(w) | WriterConfig::Postgresql(w) = &mut self.writer {
+            out.push(&mut w.password);
+        }
+        out
+    }
+
     /// The names of the catalog data sources the job refers to.
     pub fn datasources(&self) -> Vec<String> {
         let reader = match &self.reader {

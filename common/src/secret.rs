@@ -57,6 +57,28 @@ pub fn token_matches(token: &str, stored_hash: &str) -> bool {
             == 0
 }
 
+/// Makes `dir` and everything in it readable by this process's user only (0700 folders, 0600
+/// files): the store holds sealed secrets, hashes and logs.
+pub fn restrict(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            let meta = std::fs::symlink_metadata(&p)?;
+            if meta.is_dir() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))?;
+                for e in std::fs::read_dir(&p)? {
+                    stack.push(e?.path());
+                }
+            } else if meta.is_file() {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,8 @@ pub struct Config {
     pub addr_file: Option<PathBuf>,
     /// When, on each schedule's wall clock, the next day's instances are generated.
     pub generate_at: chrono::NaiveTime,
+    /// Where the master key that seals secrets comes from.
+    pub keys: crate::secrets::KeySource,
 }
 
 /// PEM files of the scheduler's certificate and key, and optionally a CA whose client
@@ -58,6 +60,7 @@ impl Config {
             bootstrap_token: None,
             addr_file: None,
             generate_at: chrono::NaiveTime::from_hms_opt(23, 30, 0).unwrap_or_default(),
+            keys: Default::default(),
         }
     }
 }

@@ -245,7 +245,11 @@ fn resolve_job(ctx: &Context, inst: &Instance) -> Result<String> {
             params::substitute(&version.job_text, &ParamContext::for_bizdate(bizdate))?
         }
     };
-    let job = JobSpec::parse(&text)?;
+    let mut job = JobSpec::parse(&text)?;
+    // Passwords written in the job itself were sealed at submit.
+    for s in job.secrets_mut() {
+        ctx.secrets.open_one(s)?;
+    }
     let mut sources = HashMap::new();
     let workspace = crate::auth::workspace_of(&inst.task);
     for name in job.datasources() {

@@ -11,7 +11,7 @@
 //! - [`generate`]: instances from schedules (nightly, generate-now), manual runs, backfills;
 //!   the leader's ticks.
 //! - [`plan`]: pure instance planning: a day's instances of every node and their edges.
-//! - [`secrets`]: seals data source secrets at rest.
+//! - [`secrets`]: seals secrets at rest under a master key (rotation, inline job passwords).
 //! - [`server`]: wires it all on one listener: `server::run(listener, config, shutdown)`.
 
 pub mod admin;

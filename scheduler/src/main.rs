@@ -40,6 +40,13 @@ struct Args {
     /// On the first start, also write the first admin token to this file (mode 0600).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// The master key sealing secrets (32 bytes, raw or hex); every scheduler of a cluster needs
+    /// the same one. Default: FERRY_MASTER_KEY, else <data-dir>/secret.key (made on first start).
+    #[arg(long, env = "FERRY_MASTER_KEY_FILE")]
+    master_key_file: Option<PathBuf>,
+    /// A key being rotated out: secrets it sealed still open until `ferry secrets reseal`.
+    #[arg(long)]
+    previous_master_key_file: Vec<PathBuf>,
     /// Require client certificates signed by this CA (PEM) from agents and CLIs.
     #[arg(long, env = "FERRY_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
@@ -72,6 +79,13 @@ async fn main() -> anyhow::Result<()> {
     config.attempt_lease = Duration::from_secs(args.attempt_lease_secs);
     config.start_timeout = Duration::from_secs(args.start_timeout_secs);
     config.admin_token_file = args.admin_token_file;
+    config.keys = ferry_scheduler::secrets::KeySource {
+        env: std::env::var("FERRY_MASTER_KEY")
+            .ok()
+            .filter(|k| !k.is_empty()),
+        file: args.master_key_file,
+        previous: args.previous_master_key_file,
+    };
     config.addr_file = args.addr_file;
     // Automation may choose the first admin token (at least 32 characters).
     config.bootstrap_token = std::env::var("FERRY_BOOTSTRAP_TOKEN").ok();

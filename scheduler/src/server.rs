@@ -122,7 +122,12 @@ pub async fn run_with_clock(
         source,
     })?;
     let store = Store::open(&config.data_dir)?;
-    let secrets = SecretBox::load_or_create(&config.data_dir)?;
+    let secrets = SecretBox::load(&config.data_dir, &config.keys)?;
+    // Sealed secrets, token hashes and logs: readable by this user only.
+    ferry_common::secret::restrict(&config.data_dir).map_err(|source| ServeError::File {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
     let ctx = Arc::new(Context {
         store,
         hub: Hub::new(clock.clone()),

@@ -337,3 +337,49 @@ pub async fn list_audit(
         .collect();
     Ok(pb::ListAuditResponse { entries })
 }
+
+pub async fn reseal_secrets(
+    api: &AdminApi,
+    p: &Principal,
+    _: pb::ResealSecretsRequest,
+) -> Result<pb::ResealSecretsResponse> {
+    api.allow(
+        p,
+        Action::AdministerCluster,
+        &p.workspace,
+        "ResealSecrets",
+        "",
+    )
+    .await?;
+    let mut datasources = 0;
+    for mut record in api.ctx.store.datasources()? {
+        if api.ctx.secrets.reseal(&mut record.config)? {
+            let name = record.name.clone();
+            api.audited(p, "ResealSecrets", &name, Command::PutDataSource { record })
+                .await?;
+            datasources += 1;
+        }
+    }
+    let mut task_versions = 0;
+    for v in api.ctx.store.all_versions()? {
+        if let Some(job_text) = api.ctx.secrets.reseal_job_text(&v.job_text)? {
+            api.audited(
+                p,
+                "ResealSecrets",
+                &format!("{} v{}", v.task, v.version),
+                Command::ResealJobText {
+                    task: v.task.clone(),
+                    version: v.version,
+                    job_text,
+                },
+            )
+            .await?;
+            task_versions += 1;
+        }
+    }
+    Ok(pb::ResealSecretsResponse {
+        key_id: api.ctx.secrets.key_id().to_string(),
+        datasources,
+        task_versions,
+    })
+}

@@ -175,6 +175,13 @@ impl AdminService for AdminApi {
         handle!(self, r, access::list_audit)
     }
 
+    async fn reseal_secrets(
+        &self,
+        r: Request<pb::ResealSecretsRequest>,
+    ) -> Result<Response<pb::ResealSecretsResponse>, Status> {
+        handle!(self, r, access::reseal_secrets)
+    }
+
     async fn create_group(
         &self,
         r: Request<pb::CreateGroupRequest>,

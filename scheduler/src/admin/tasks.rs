@@ -154,11 +154,16 @@ pub async fn create_task(
             req.rerun
         ))
     })?;
+    // Passwords written inline are sealed like catalog ones before they are stored.
+    let job_text = match api.ctx.secrets.seal_job_text(&req.job_json)? {
+        Some(sealed) => sealed,
+        None => req.job_json,
+    };
     let version = TaskVersion {
         task: q.clone(),
         version: 0,
         group: group.name.clone(),
-        job_text: req.job_json,
+        job_text,
         created_ms: 0,
         agent_labels: req.agent_labels.into_iter().collect(),
         kind,

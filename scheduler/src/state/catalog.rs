@@ -297,6 +297,22 @@ impl Store {
                 w.put(version_key(&name, number), &v)?;
                 Applied::TaskVersion(number)
             }
+            Command::ResealJobText {
+                task,
+                version,
+                job_text,
+            } => {
+                let Some(mut v) = self.task_version(&task, version)? else {
+                    return Err(Error::NotFound {
+                        what: "task version",
+                        name: format!("{task} v{version}"),
+                        hint: "see `ferry task list`",
+                    });
+                };
+                v.job_text = job_text;
+                w.put(version_key(&task, version), &v)?;
+                Applied::Done
+            }
             Command::SetGroupOptions {
                 group,
                 max_concurrency,

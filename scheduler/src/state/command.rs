@@ -105,6 +105,13 @@ pub enum Command {
         first_day: Option<NaiveDate>,
         at_ms: i64,
     },
+    /// Replaces a stored version's job text with the same job whose inline passwords are sealed
+    /// under the current key (key rotation); nothing else of the version changes.
+    ResealJobText {
+        task: String,
+        version: u32,
+        job_text: String,
+    },
     SetGroupOptions {
         group: String,
         max_concurrency: Option<u32>,

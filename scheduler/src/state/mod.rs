@@ -346,6 +346,10 @@ impl Store {
     pub fn task_version(&self, name: &str, version: u32) -> Result<Option<TaskVersion>> {
         self.get(&version_key(name, version))
     }
+    /// Every stored version of every task.
+    pub fn all_versions(&self) -> Result<Vec<TaskVersion>> {
+        self.scan(VERSION)
+    }
     /// The latest version of every task.
     pub fn latest_versions(&self) -> Result<Vec<TaskVersion>> {
         let mut out = Vec::new();

@@ -285,3 +285,189 @@ fn login_saves_the_token_for_later_commands() -> Result<()> {
     assert!(out.stderr.contains("no API token"), "{}", out.stderr);
     Ok(())
 }
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Every file under `dir` (recursively) that holds `needle`.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+        } else if std::fs::read(&p).is_ok_and(|b| contains(&b, needle)) {
+            hits.push(p.display().to_string());
+        }
+    }
+    hits
+}
+
+/// A whole run with a catalog password and an inline one: afterwards neither appears in any
+/// file the scheduler or the agent keeps, in their logs, or in any API answer; the stores are
+/// readable by their owner only.
+#[test]
+fn passwords_appear_nowhere_after_a_run() -> Result<()> {
+    let catalog = "Cat4log-S3cret-pw";
+    let inline = "In1ine-S3cret-pw";
+    let name = format!("ferry_e2e_pw_{}", std::process::id());
+    let psql = |db: &str, sql: &str| {
+        std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-tAqc", sql])
+            .output()
+    };
+    psql("test", &format!("CREATE DATABASE {name}"))?;
+    psql(
+        &name,
+        "CREATE TABLE src (id int); INSERT INTO src SELECT generate_series(1, 100); CREATE TABLE dst (id int);",
+    )?;
+    let run = (|| -> Result<()> {
+        let (c, _) = Cluster::start_with_agent("rg")?;
+        c.ferry_stdin(
+            &[
+                "datasource",
+                "add",
+                "pg",
+                "--type",
+                "postgresql",
+                "--host",
+                "127.0.0.1",
+                "--database",
+                &name,
+                "--user",
+                "postgres",
+                "--password-stdin",
+            ],
+            Some(&format!("{catalog}\n")),
+        )?
+        .ok()?;
+        let url = format!("jdbc:postgresql://127.0.0.1:5432/{name}");
+        let job = serde_json::json!({"job": {"content": [{
+            "reader": {"name": "postgresqlreader", "parameter": {"datasource": "pg", "column": ["id"], "table": ["src"]}},
+            "writer": {"name": "postgresqlwriter", "parameter": {"username": "postgres", "password": inline,
+                "column": ["id"], "preSql": ["DELETE FROM @table"],
+                "connection": [{"jdbcUrl": url, "table": ["dst"]}]}}
+        }]}})
+        .to_string();
+        let path = c.job_file("job.json", &job)?;
+        c.ferry(&["task", "submit", "t", "--group", "rg", "--file", &path])?
+            .ok()?;
+        let run = c.ferry(&["task", "run", "t", "--follow"])?.ok()?;
+        assert!(run.stdout.contains("finished: success"), "{}", run.stdout);
+        std::fs::remove_file(&path)?;
+        let id = Cluster::instance_id(&run)?;
+        let mut answers = vec![run.stdout, run.stderr];
+        for args in [
+            vec!["datasource", "show", "pg"],
+            vec!["datasource", "list"],
+            vec!["--output", "json", "task", "show", "t"],
+            vec!["--output", "json", "instance", "show", &id],
+            vec!["--output", "json", "instance", "logs", &id],
+            vec!["--output", "json", "dag", "--bizdate", "2026-01-01"],
+            vec!["audit"],
+        ] {
+            let out = c.ferry(&args)?;
+            answers.push(out.stdout);
+            answers.push(out.stderr);
+        }
+        for a in &answers {
+            for secret in [catalog, inline] {
+                assert!(!a.contains(secret), "an API answer shows a password: {a}");
+            }
+        }
+        // Neither in any file of the scheduler or the agent (stores, spool, logs).
+        for secret in [catalog, inline] {
+            let hits = files_holding(c.dir.path(), secret);
+            assert!(hits.is_empty(), "{secret} in clear in {hits:?}");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for dir in [c.path("scheduler"), c.path("agent-a1")] {
+                let mode = std::fs::metadata(&dir)?.permissions().mode() & 0o777;
+                assert_eq!(mode, 0o700, "{} is {mode:o}", dir.display());
+            }
+        }
+        Ok(())
+    })();
+    psql(
+        "test",
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )?;
+    run
+}
+
+/// A data source limited to a group never reaches an agent of another group: not by a test,
+/// not by a task.
+#[test]
+fn a_data_source_limited_to_a_group_stays_there() -> Result<()> {
+    let (mut c, _) = Cluster::start_with_agent("rg")?;
+    let other = c.create_group("other")?;
+    c.start_agent("o1", "other", &other)?;
+    c.wait_online("other", 1)?;
+    c.ferry_stdin(
+        &[
+            "datasource",
+            "add",
+            "only_rg",
+            "--type",
+            "mysql",
+            "--host",
+            "127.0.0.1",
+            "--database",
+            "test",
+            "--user",
+            "root",
+            "--allow-group",
+            "rg",
+            "--password-stdin",
+        ],
+        Some("Gr0up-limited-pw\n"),
+    )?
+    .ok()?;
+    let test = c.ferry(&["datasource", "test", "only_rg", "--group", "other"])?;
+    assert_ne!(test.code, 0);
+    assert!(
+        test.stderr.contains("may not be used by resource group"),
+        "{}",
+        test.stderr
+    );
+    let job = c.job_file(
+        "j.json",
+        r#"{"job":{"content":[{"reader":{"name":"mysqlreader","parameter":{"datasource":"only_rg","column":["1"],"querySql":["SELECT 1"]}},"writer":{"name":"streamwriter","parameter":{}}}]}}"#,
+    )?;
+    let task = c.ferry(&["task", "submit", "t", "--group", "other", "--file", &job])?;
+    assert!(
+        task.stderr.contains("may not be used by resource group"),
+        "{}",
+        task.stderr
+    );
+    let o1 = c.agents.len() - 1;
+    assert!(!c.agents[o1].log_text().contains("Gr0up-limited-pw"));
+    Ok(())
+}
+
+/// An agent whose credential was tampered with is refused and stops.
+#[test]
+fn a_tampered_agent_credential_is_refused() -> Result<()> {
+    let (mut c, token) = Cluster::start_with_agent("rg")?;
+    c.agents[0].stop()?;
+    let path = c.path("agent-a1/agent.json");
+    let mut ident: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    let cred = ident["credential"].as_str().unwrap_or_default().to_string();
+    let tampered = format!("{}x", &cred[..cred.len() - 1]);
+    ident["credential"] = serde_json::Value::String(tampered);
+    std::fs::write(&path, serde_json::to_vec(&ident)?)?;
+    let i = c.start_agent("a1", "rg", &token)?;
+    let status = c.agents[i].wait_exit(Duration::from_secs(20))?;
+    assert_eq!(status.code(), Some(3));
+    assert!(
+        c.agents[i].log_text().contains("credential"),
+        "{}",
+        c.agents[i].log_text()
+    );
+    Ok(())
+}
