@@ -1,0 +1,878 @@
+//! The task that owns `raft::RawNode`, and the handle everything else uses to reach it.
+//!
+//! Only this task touches raft's state: it ticks, steps peer messages, takes proposals, reads and
+//! membership changes from its inbox, and after each batch of events handles the `Ready` in the
+//! order raft-rs documents (see [`Node::on_ready`]). Everything it answers with goes back through
+//! oneshot channels, so callers never hold a lock on raft.
+
+use super::apply::{Applied, Applier, ApplyTask, CommittedEntry, RequestId, Waiters};
+use super::error::{RaftError, Result};
+use super::snapshot::SnapshotStore;
+use super::storage::SledStorage;
+use super::transport::{PeerBook, Transport};
+use super::{RaftConfig, StateMachine, logger};
+use protobuf::Message as _;
+use raft::prelude::{
+    ConfChange, ConfChangeType, Entry, EntryType, Message, MessageType, SnapshotMetadata,
+};
+use raft::{ProgressState, RawNode, SnapshotStatus, StateRole, Storage as _};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+/// Who leads, as this node sees it; the dispatcher watches it to start and stop.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Role {
+    pub id: u64,
+    pub term: u64,
+    pub is_leader: bool,
+    /// The leader's id and address, when one is known.
+    pub leader: Option<(u64, String)>,
+}
+
+/// One member as the cluster status shows it; the progress fields are known on the leader only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub addr: String,
+    pub voter: bool,
+    pub matched: u64,
+    pub next_index: u64,
+    /// Entries the member is behind the leader's last index.
+    pub lag: u64,
+    /// "probe", "replicate" or "snapshot" (empty off the leader).
+    pub progress: String,
+    pub recently_active: bool,
+}
+
+/// What `ferry cluster status` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    pub id: u64,
+    pub role: String,
+    pub leader: Option<(u64, String)>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub snapshot_index: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+/// Events for the node task.
+pub(crate) enum NodeMsg {
+    /// Messages from peers.
+    Raft(Vec<Message>),
+    Propose {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Applied>>,
+    },
+    ChangeMembership {
+        cc: ConfChange,
+        reply: oneshot::Sender<Result<Applied>>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Status {
+        reply: oneshot::Sender<ClusterStatus>,
+    },
+    Unreachable(u64),
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    /// From the applier: everything up to `index` is applied.
+    Applied {
+        index: u64,
+    },
+    /// From the applier: a snapshot at this metadata is stored; the log behind it may go.
+    SnapshotMade(SnapshotMetadata),
+    Fatal(String),
+}
+
+/// State the node publishes for readers that must not wait for it.
+pub(crate) struct Shared {
+    pub role: watch::Sender<Role>,
+    pub applied: watch::Sender<u64>,
+    /// Until when this leader is sure no other leader can exist (a majority acked recently).
+    pub lease_until: Mutex<Option<Instant>>,
+}
+
+/// A cheap, cloneable way to the node: proposals, reads, status, membership, leadership.
+#[derive(Clone)]
+pub struct RaftHandle {
+    pub(crate) id: u64,
+    pub(crate) inbox: mpsc::Sender<NodeMsg>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) transport: Arc<Transport>,
+    pub(crate) snaps: SnapshotStore,
+    pub(crate) db: sled::Db,
+    pub(crate) timeout: Duration,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    applier: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+/// Starts a raft node over `db` (which also holds `sm`'s trees) and returns its handle. Serve
+/// [`RaftHandle::service`] on the node's address so peers reach it. The node stops when
+/// `shutdown` is cancelled (or [`RaftHandle::stop`] is called).
+pub async fn start<S: StateMachine>(
+    config: RaftConfig,
+    db: sled::Db,
+    sm: Arc<S>,
+    shutdown: CancellationToken,
+) -> Result<RaftHandle> {
+    if config.id == 0 {
+        return Err(RaftError::InvalidArgument(
+            "raft node id must not be 0".into(),
+        ));
+    }
+    let mut storage = SledStorage::open(&db)?;
+    let snaps = SnapshotStore::open(&db)?;
+    let peers = PeerBook::open(&db)?;
+    if !storage.is_initialized() && !config.initial_members.is_empty() {
+        if !config.initial_members.contains_key(&config.id) {
+            return Err(RaftError::InvalidArgument(format!(
+                "the initial members {:?} do not include this node ({})",
+                config.initial_members.keys().collect::<Vec<_>>(),
+                config.id
+            )));
+        }
+        for (id, addr) in &config.initial_members {
+            peers.set(*id, addr)?;
+        }
+        storage.bootstrap(config.initial_members.keys().copied())?;
+        info!(raft_id = config.id, members = ?config.initial_members, "bootstrapped a new cluster");
+    }
+    peers.set(config.id, &config.addr)?;
+
+    // A crash between storing a received snapshot and restoring it leaves the state behind the
+    // log's start: restore from the stored snapshot before raft replays the log.
+    let snap_meta = storage.snapshot_metadata().clone();
+    if snap_meta.index > sm.applied_index() {
+        let mut reader = snaps.reader(snap_meta.index)?;
+        sm.restore(snap_meta.index, &mut reader)
+            .map_err(|e| RaftError::StateMachine(e.to_string()))?;
+        info!(raft_id = config.id, index = snap_meta.index, "state restored from the stored snapshot");
+    }
+    let applied = sm.applied_index();
+    db.flush_async().await?;
+
+    let raft_config = raft::Config {
+        id: config.id,
+        election_tick: config.election_ticks,
+        heartbeat_tick: config.heartbeat_ticks,
+        applied,
+        max_size_per_msg: config.max_size_per_msg,
+        max_inflight_msgs: config.max_inflight_msgs,
+        check_quorum: true,
+        pre_vote: true,
+        // Proposals on a follower are refused with the leader's address (and forwarded by
+        // `RaftHandle::write`), not silently passed on by raft.
+        ..Default::default()
+    };
+    raft_config.validate()?;
+    let conf_index = storage.conf_index();
+    let conf_state = storage.conf_state().clone();
+    let alone = conf_state.voters == [config.id];
+    let mut raw = RawNode::new(&raft_config, storage, &logger::for_node(config.id))?;
+    if alone {
+        // A cluster of one elects itself at once instead of waiting out an election timeout.
+        raw.campaign()?;
+    }
+
+    let (inbox_tx, inbox) = mpsc::channel(1024);
+    let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+    let stop = shutdown.child_token();
+    let tasks = TaskTracker::new();
+    let transport = Transport::new(&config, peers, snaps.clone(), inbox_tx.clone(), stop.clone(), tasks.clone());
+    let shared = Arc::new(Shared {
+        role: watch::Sender::new(Role {
+            id: config.id,
+            ..Role::default()
+        }),
+        applied: watch::Sender::new(applied),
+        lease_until: Mutex::new(None),
+    });
+    let waiters = Arc::new(Mutex::new(Waiters::default()));
+    let applier = Applier {
+        sm,
+        db: db.clone(),
+        snaps: snaps.clone(),
+        node: inbox_tx.clone(),
+        waiters: waiters.clone(),
+        applied_tx: shared.applied.clone(),
+        applied,
+        applied_term: raw.store().term(applied).unwrap_or(0),
+        conf_state,
+        conf_valid_from: conf_index,
+        last_snapshot: snap_meta.index,
+        snapshot_every: config.snapshot_every.max(1),
+        id: config.id,
+    };
+    let applier_thread = std::thread::Builder::new()
+        .name(format!("raft-apply-{}", config.id))
+        .spawn(move || applier.run(apply_rx))
+        .map_err(|e| RaftError::StateMachine(format!("cannot start the applier thread: {e}")))?;
+
+    let node = Node {
+        id: config.id,
+        raw,
+        config: config.clone(),
+        apply_tx,
+        transport: transport.clone(),
+        waiters,
+        reads: HashMap::new(),
+        shared: shared.clone(),
+        boot: rand::random(),
+        seq: 0,
+        last_ack: HashMap::new(),
+        snaps: snaps.clone(),
+        applied,
+    };
+    tasks.spawn(node.run(inbox, stop.clone()));
+    tasks.close();
+    Ok(RaftHandle {
+        id: config.id,
+        inbox: inbox_tx,
+        shared,
+        transport,
+        snaps,
+        db,
+        timeout: config.request_timeout,
+        stop,
+        tasks,
+        applier: Arc::new(Mutex::new(Some(applier_thread))),
+    })
+}
+
+struct Node {
+    id: u64,
+    raw: RawNode<SledStorage>,
+    config: RaftConfig,
+    apply_tx: mpsc::UnboundedSender<ApplyTask>,
+    transport: Arc<Transport>,
+    waiters: Arc<Mutex<Waiters>>,
+    reads: HashMap<RequestId, oneshot::Sender<Result<u64>>>,
+    shared: Arc<Shared>,
+    boot: u64,
+    seq: u64,
+    /// When each peer last acknowledged this leader in its current term.
+    last_ack: HashMap<u64, Instant>,
+    snaps: SnapshotStore,
+    applied: u64,
+}
+
+impl Node {
+    async fn run(mut self, mut inbox: mpsc::Receiver<NodeMsg>, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let outcome: Result<()> = async {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = ticker.tick() => {
+                        self.raw.tick();
+                    }
+                    msg = inbox.recv() => {
+                        let Some(msg) = msg else { return Ok(()) };
+                        self.handle(msg)?;
+                        // Take what else is queued before the next Ready: one flush for many.
+                        for _ in 0..4096 {
+                            match inbox.try_recv() {
+                                Ok(msg) => self.handle(msg)?,
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                self.on_ready().await?;
+                self.publish();
+            }
+        }
+        .await;
+        if let Err(e) = &outcome {
+            error!(raft_id = self.id, error = %e, "raft node stopped on an error");
+        }
+        self.shared.role.send_replace(Role {
+            id: self.id,
+            ..Role::default()
+        });
+        *self.shared.lease_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fail_all(|| RaftError::Stopped);
+        for (_, reply) in self.reads.drain() {
+            let _ = reply.send(Err(RaftError::Stopped));
+        }
+        stop.cancel();
+        if let Err(e) = self.raw.store().db().flush_async().await {
+            error!(raft_id = self.id, error = %e, "flush on stop failed");
+        }
+        info!(raft_id = self.id, "raft node stopped");
+    }
+
+    fn next_request_id(&mut self) -> RequestId {
+        self.seq += 1;
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.boot.to_be_bytes());
+        id[8..].copy_from_slice(&self.seq.to_be_bytes());
+        id
+    }
+
+    fn leader(&self) -> Option<(u64, String)> {
+        let leader = self.raw.raft.leader_id;
+        (leader != raft::INVALID_ID).then(|| (leader, self.transport.addr_of(leader).unwrap_or_default()))
+    }
+
+    fn not_leader(&self) -> RaftError {
+        match self.leader() {
+            Some(l) => RaftError::NotLeader { leader: Some(l) },
+            None => RaftError::NoLeader,
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    fn handle(&mut self, msg: NodeMsg) -> Result<()> {
+        match msg {
+            NodeMsg::Raft(msgs) => {
+                let now = Instant::now();
+                for m in msgs {
+                    if self.is_leader()
+                        && m.term == self.raw.raft.term
+                        && matches!(
+                            m.get_msg_type(),
+                            MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+                        )
+                    {
+                        self.last_ack.insert(m.from, now);
+                    }
+                    let (from, kind) = (m.from, m.get_msg_type());
+                    if let Err(e) = self.raw.step(m) {
+                        debug!(raft_id = self.id, peer = from, kind = ?kind, error = %e, "raft message not stepped");
+                    }
+                }
+            }
+            NodeMsg::Propose { data, reply } => {
+                if !self.is_leader() {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return Ok(());
+                }
+                let id = self.next_request_id();
+                let before = self.raw.raft.raft_log.last_index();
+                match self.raw.propose(id.to_vec(), data) {
+                    Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                        let index = self.raw.raft.raft_log.last_index();
+                        self.waiters
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id, index, reply);
+                    }
+                    Ok(()) | Err(raft::Error::ProposalDropped) => {
+                        let _ = reply.send(Err(RaftError::Dropped));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            NodeMsg::ChangeMembership { cc, reply } => {
+                if !self.is_leader() {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return Ok(());
+                }
+                if self.raw.raft.pending_conf_index > self.raw.raft.raft_log.applied {
+                    let _ = reply.send(Err(RaftError::ChangeInProgress));
+                    return Ok(());
+                }
+                let id = self.next_request_id();
+                let before = self.raw.raft.raft_log.last_index();
+                match self.raw.propose_conf_change(id.to_vec(), cc) {
+                    Ok(()) if self.raw.raft.raft_log.last_index() > before => {
+                        let index = self.raw.raft.raft_log.last_index();
+                        self.waiters
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(id, index, reply);
+                    }
+                    Ok(()) | Err(raft::Error::ProposalDropped) => {
+                        let _ = reply.send(Err(RaftError::Dropped));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            NodeMsg::ReadIndex { reply } => {
+                if self.raw.raft.leader_id == raft::INVALID_ID {
+                    let _ = reply.send(Err(RaftError::NoLeader));
+                    return Ok(());
+                }
+                let id = self.next_request_id();
+                self.raw.read_index(id.to_vec());
+                self.reads.insert(id, reply);
+            }
+            NodeMsg::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            NodeMsg::Unreachable(peer) => self.raw.report_unreachable(peer),
+            NodeMsg::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            NodeMsg::Applied { index } => {
+                self.applied = self.applied.max(index);
+                let log = &self.raw.raft.raft_log;
+                let limit = log.committed.min(log.persisted);
+                let to = self.applied.min(limit);
+                if to > log.applied {
+                    self.raw.advance_apply_to(to);
+                }
+            }
+            NodeMsg::SnapshotMade(meta) => self.on_snapshot_made(meta)?,
+            NodeMsg::Fatal(e) => return Err(RaftError::StateMachine(e)),
+        }
+        Ok(())
+    }
+
+    /// Records a snapshot the applier wrote and compacts the log behind it, keeping a tail.
+    fn on_snapshot_made(&mut self, meta: SnapshotMetadata) -> Result<()> {
+        let store = self.raw.mut_store();
+        if meta.index <= store.snapshot_metadata().index {
+            return Ok(());
+        }
+        let index = meta.index;
+        store.set_snapshot(meta)?;
+        let compact_to = index.saturating_sub(self.config.log_tail) + 1;
+        store.compact(compact_to)?;
+        self.snaps.remove_below(index)?;
+        debug!(raft_id = self.id, index, first_index = compact_to, "log compacted");
+        Ok(())
+    }
+
+    /// Handles one `Ready` in raft-rs's documented order.
+    async fn on_ready(&mut self) -> Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+        if rd.ss().is_some() {
+            self.on_role_change();
+        }
+        // 1. A leader sends its messages before persisting: replication overlaps its own write
+        //    (raft thesis 10.2.1). On a follower this list is empty.
+        self.transport.send(rd.take_messages());
+        // 2. A snapshot from the leader replaces the log; the applier restores the state from it.
+        let mut wrote = false;
+        if !rd.snapshot().is_empty() {
+            let meta = rd.snapshot().get_metadata().clone();
+            info!(raft_id = self.id, index = meta.index, term = meta.term, "applying snapshot from the leader");
+            self.raw.mut_store().apply_snapshot(meta.clone())?;
+            self.send_apply(ApplyTask::Restore(meta));
+            wrote = true;
+        }
+        // 3. Committed entries go to the applier in order; membership changes take effect here.
+        let committed = rd.take_committed_entries();
+        self.hand_over(committed)?;
+        // 4. New entries and the hard state are written...
+        if !rd.entries().is_empty() {
+            self.raw.mut_store().append(rd.entries())?;
+            wrote = true;
+        }
+        if let Some(hs) = rd.hs() {
+            self.raw.mut_store().set_hard_state(hs.clone())?;
+            wrote = true;
+        }
+        // 5. ...and made durable with one flush, before anything that depends on them is sent.
+        if wrote {
+            self.raw.store().db().flush_async().await?;
+        }
+        // 6. Votes and append responses promise persisted state: only now may they leave.
+        self.transport.send(rd.take_persisted_messages());
+        for rs in rd.take_read_states() {
+            if let Ok(id) = RequestId::try_from(rs.request_ctx.as_slice())
+                && let Some(reply) = self.reads.remove(&id)
+            {
+                let _ = reply.send(Ok(rs.index));
+            }
+        }
+        // 7. Advance: what became committed by this persist comes back as a LightReady.
+        let mut light = self.raw.advance_append(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        self.transport.send(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.hand_over(committed)?;
+        // 8. The applied index advances when the applier reports back (NodeMsg::Applied).
+        if self.raw.store().take_snapshot_wanted() {
+            self.send_apply(ApplyTask::MakeSnapshot);
+        }
+        Ok(())
+    }
+
+    fn send_apply(&self, task: ApplyTask) {
+        if self.apply_tx.send(task).is_err() {
+            warn!(raft_id = self.id, "applier has stopped");
+        }
+    }
+
+    /// Passes committed entries to the applier, applying membership changes to raft first.
+    fn hand_over(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let conf_state = match entry.get_entry_type() {
+                EntryType::EntryConfChange => Some(self.apply_conf_change(&entry)?),
+                EntryType::EntryConfChangeV2 => {
+                    warn!(raft_id = self.id, index = entry.index, "ignoring a v2 configuration change (Ferry proposes v1 only)");
+                    None
+                }
+                EntryType::EntryNormal => None,
+            };
+            out.push(CommittedEntry { entry, conf_state });
+        }
+        self.send_apply(ApplyTask::Entries(out));
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, entry: &Entry) -> Result<raft::prelude::ConfState> {
+        let cc = ConfChange::parse_from_bytes(entry.data.as_ref())?;
+        let cs = self.raw.apply_conf_change(&cc)?;
+        let addr = String::from_utf8_lossy(cc.context.as_ref()).into_owned();
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                if !addr.is_empty() {
+                    self.transport.add_peer(cc.node_id, &addr)?;
+                }
+                info!(raft_id = self.id, index = entry.index, node = cc.node_id, addr = %addr, voters = ?cs.voters, "member added");
+            }
+            ConfChangeType::RemoveNode => {
+                if cc.node_id != self.id {
+                    self.transport.remove_peer(cc.node_id)?;
+                }
+                self.last_ack.remove(&cc.node_id);
+                info!(raft_id = self.id, index = entry.index, node = cc.node_id, voters = ?cs.voters, "member removed");
+            }
+        }
+        self.raw.mut_store().set_conf_state(cs.clone(), entry.index)?;
+        Ok(cs)
+    }
+
+    fn on_role_change(&mut self) {
+        self.last_ack.clear();
+        // Pending reads were addressed to a leadership that changed; raft drops them.
+        for (_, reply) in self.reads.drain() {
+            let _ = reply.send(Err(RaftError::Dropped));
+        }
+        let role = self.raw.raft.state;
+        let leader = self.raw.raft.leader_id;
+        let term = self.raw.raft.term;
+        if role == StateRole::Leader {
+            info!(raft_id = self.id, term, "became leader");
+        } else {
+            info!(raft_id = self.id, term, role = ?role, leader, "following");
+        }
+    }
+
+    /// Publishes the role and the leader lease for readers outside the task.
+    fn publish(&mut self) {
+        let role = Role {
+            id: self.id,
+            term: self.raw.raft.term,
+            is_leader: self.is_leader(),
+            leader: self.leader(),
+        };
+        self.shared.role.send_if_modified(|r| {
+            if *r != role {
+                *r = role.clone();
+                true
+            } else {
+                false
+            }
+        });
+        let lease = if role.is_leader {
+            self.quorum_ack_time()
+                .map(|t| t + self.config.election_timeout() / 2)
+        } else {
+            None
+        };
+        *self
+            .shared
+            .lease_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = lease;
+    }
+
+    /// The time by which a majority of voters (this leader included) had acknowledged it.
+    fn quorum_ack_time(&self) -> Option<Instant> {
+        let voters = &self.raw.store().conf_state().voters;
+        if voters.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut times: Vec<Instant> = voters
+            .iter()
+            .filter_map(|v| {
+                if *v == self.id {
+                    Some(now)
+                } else {
+                    self.last_ack.get(v).copied()
+                }
+            })
+            .collect();
+        let quorum = voters.len() / 2 + 1;
+        if times.len() < quorum {
+            return None;
+        }
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        times.get(quorum - 1).copied()
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let raft = &self.raw.raft;
+        let store = self.raw.store();
+        let last_index = raft.raft_log.last_index();
+        let cs = store.conf_state();
+        let mut ids: Vec<u64> = cs.voters.iter().chain(cs.learners.iter()).copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let members = ids
+            .into_iter()
+            .map(|id| {
+                let mut m = MemberStatus {
+                    id,
+                    addr: self.transport.addr_of(id).unwrap_or_default(),
+                    voter: cs.voters.contains(&id),
+                    matched: 0,
+                    next_index: 0,
+                    lag: 0,
+                    progress: String::new(),
+                    recently_active: false,
+                };
+                if self.is_leader()
+                    && let Some(pr) = raft.prs().get(id)
+                {
+                    m.matched = pr.matched;
+                    m.next_index = pr.next_idx;
+                    m.lag = last_index.saturating_sub(pr.matched);
+                    m.progress = match pr.state {
+                        ProgressState::Probe => "probe",
+                        ProgressState::Replicate => "replicate",
+                        ProgressState::Snapshot => "snapshot",
+                    }
+                    .to_string();
+                    m.recently_active = pr.recent_active;
+                }
+                m
+            })
+            .collect();
+        ClusterStatus {
+            id: self.id,
+            role: match raft.state {
+                StateRole::Leader => "leader",
+                StateRole::Follower => "follower",
+                StateRole::Candidate => "candidate",
+                StateRole::PreCandidate => "pre-candidate",
+            }
+            .to_string(),
+            leader: self.leader(),
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: self.applied,
+            first_index: store.first_index().unwrap_or(0),
+            last_index,
+            snapshot_index: store.snapshot_metadata().index,
+            members,
+        }
+    }
+}
+
+impl RaftHandle {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    async fn ask<T>(&self, msg: impl FnOnce(oneshot::Sender<Result<T>>) -> NodeMsg) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox
+            .send(msg(tx))
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RaftError::Stopped),
+            Err(_) => Err(RaftError::Timeout(self.timeout)),
+        }
+    }
+
+    /// Proposes `command` on this node, which must be the leader, and returns the state
+    /// machine's result once the entry is applied here. Fails at once with
+    /// [`RaftError::NotLeader`] (carrying the leader's address) elsewhere.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>> {
+        let applied = self
+            .ask(|reply| NodeMsg::Propose {
+                data: command,
+                reply,
+            })
+            .await?;
+        Ok(applied.result)
+    }
+
+    /// Proposes `command` wherever the leader is: here, or forwarded to the leader's raft
+    /// service; waits for an election when there is no leader. Gives up after the request timeout.
+    pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut role = self.shared.role.subscribe();
+        loop {
+            let attempt = match self.propose(command.clone()).await {
+                Err(RaftError::NotLeader {
+                    leader: Some((_, addr)),
+                }) => self.transport.forward(&addr, command.clone(), self.timeout).await,
+                other => other,
+            };
+            match attempt {
+                Err(RaftError::NoLeader | RaftError::NotLeader { .. } | RaftError::Dropped)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    // Wait a little for the leadership to change, then retry.
+                    let wait = deadline
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(Duration::from_millis(200));
+                    let _ = tokio::time::timeout(wait, role.changed()).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(RaftError::NoLeader | RaftError::NotLeader { .. })
+                    if tokio::time::Instant::now() >= deadline =>
+                {
+                    return Err(RaftError::Timeout(self.timeout));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A linearizable read barrier (ReadIndex): returns once this node has applied everything
+    /// committed before the call, confirmed by a majority. Read the state machine after it.
+    pub async fn read_index(&self) -> Result<u64> {
+        let index = self.ask(|reply| NodeMsg::ReadIndex { reply }).await?;
+        self.wait_applied(index).await?;
+        Ok(index)
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<()> {
+        let mut applied = self.shared.applied.subscribe();
+        match tokio::time::timeout(self.timeout, applied.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(RaftError::Stopped),
+            Err(_) => Err(RaftError::Timeout(self.timeout)),
+        }
+    }
+
+    /// Adds a voter through a configuration change (on the leader); returns the change's index
+    /// once applied here. The new node starts with no initial members and catches up.
+    pub async fn add_voter(&self, id: u64, addr: &str) -> Result<u64> {
+        if id == 0 || addr.is_empty() {
+            return Err(RaftError::InvalidArgument(
+                "adding a member needs a non-zero id and its address".into(),
+            ));
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = id;
+        cc.context = addr.as_bytes().to_vec().into();
+        Ok(self
+            .ask(|reply| NodeMsg::ChangeMembership { cc, reply })
+            .await?
+            .index)
+    }
+
+    /// Removes a voter through a configuration change (on the leader).
+    pub async fn remove_voter(&self, id: u64) -> Result<u64> {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::RemoveNode);
+        cc.node_id = id;
+        Ok(self
+            .ask(|reply| NodeMsg::ChangeMembership { cc, reply })
+            .await?
+            .index)
+    }
+
+    /// Members, leader, term, commit and applied index, and each peer's progress (on the leader).
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.inbox
+            .send(NodeMsg::Status { reply: tx })
+            .await
+            .map_err(|_| RaftError::Stopped)?;
+        rx.await.map_err(|_| RaftError::Stopped)
+    }
+
+    /// Leadership as it changes: the dispatcher starts on `is_leader` and stops otherwise.
+    pub fn role(&self) -> watch::Receiver<Role> {
+        self.shared.role.subscribe()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.shared.role.borrow().is_leader
+    }
+
+    /// The leader's id and address, when known.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        self.shared.role.borrow().leader.clone()
+    }
+
+    /// True on a leader that a majority acknowledged within half an election timeout: no other
+    /// leader can exist yet. Check it before each dispatch; false on a deposed or cut-off leader.
+    pub fn has_quorum_lease(&self) -> bool {
+        self.is_leader()
+            && self
+                .shared
+                .lease_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The last index applied on this node.
+    pub fn applied_index(&self) -> u64 {
+        *self.shared.applied.borrow()
+    }
+
+    /// Stops the node (the same as cancelling the shutdown token it was started with).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until the node task, its peer connections and the applier have ended, after which
+    /// the `Db` can be reopened.
+    pub async fn stopped(&self) {
+        self.tasks.wait().await;
+        let thread = self
+            .applier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
