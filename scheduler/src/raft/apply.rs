@@ -127,6 +127,10 @@ impl<S: StateMachine> Applier<S> {
                 return;
             }
         }
+        // A graceful stop leaves the applied state on disk (after a crash the log replays it).
+        if let Err(e) = self.db.flush() {
+            error!(raft_id = self.id, error = %e, "flush of the applied state failed");
+        }
     }
 
     fn apply(&mut self, entries: Vec<CommittedEntry>) -> Result<()> {

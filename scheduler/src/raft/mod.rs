@@ -29,6 +29,7 @@ pub mod node;
 pub mod service;
 pub mod snapshot;
 pub mod storage;
+pub mod testkit;
 pub mod transport;
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ pub struct RaftHandle {
     pub(crate) snaps: SnapshotStore,
     pub(crate) db: sled::Db,
     pub(crate) timeout: Duration,
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
     tasks: TaskTracker,
     applier: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }

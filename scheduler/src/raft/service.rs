@@ -167,7 +167,15 @@ impl RaftService for RaftApi {
         self.check_token(&request)?;
         let mut stream = request.into_inner();
         let mut learned = false;
-        while let Some(batch) = stream.message().await? {
+        loop {
+            // End with the node, so a server shutting down gracefully is not held by peers' streams.
+            let batch = tokio::select! {
+                _ = self.handle.stop.cancelled() => break,
+                b = stream.message() => match b? {
+                    Some(b) => b,
+                    None => break,
+                },
+            };
             if !learned {
                 self.handle.transport.learn(batch.from, &batch.from_addr);
                 learned = true;

@@ -349,8 +349,12 @@ impl Storage for SledStorage {
 
     /// The stored snapshot's metadata; its data is streamed from the snapshot store by the
     /// transport, never carried in the raft message.
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snapshot.index == 0 || self.snapshot.index < request_index {
+    /// A snapshot made before `to` joined does not list it, and `to` would refuse it: a newer one
+    /// is asked for then too.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let cs = self.snapshot.get_conf_state();
+        let lists_peer = cs.voters.contains(&to) || cs.learners.contains(&to);
+        if self.snapshot.index == 0 || self.snapshot.index < request_index || !lists_peer {
             self.snapshot_wanted.store(true, Ordering::Relaxed);
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,

@@ -136,6 +136,12 @@ fn snapshot_metadata_and_applying_a_snapshot() -> anyhow::Result<()> {
     assert_eq!(s.hard_state().commit, 8);
     assert_eq!(s.conf_state().voters, vec![1, 2]);
     assert_eq!(s.snapshot(8, 2)?.get_metadata().index, 8);
+    // A peer the snapshot's configuration does not list needs a newer snapshot.
+    assert!(matches!(
+        s.snapshot(0, 3),
+        Err(RaftErr::Store(StorageError::SnapshotTemporarilyUnavailable))
+    ));
+    assert!(s.take_snapshot_wanted());
     // An older snapshot than the log's start is refused.
     meta.index = 4;
     assert!(s.apply_snapshot(meta).is_err());
@@ -163,7 +169,17 @@ fn everything_survives_a_reopen() -> anyhow::Result<()> {
         )?;
         db.flush()?;
     }
-    let db = sled::Config::new().path(dir.path()).open()?;
+    // sled lets go of its lock shortly after the last handle drops (its flusher thread).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::Config::new().path(dir.path()).open() {
+            Ok(db) => break db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let s = SledStorage::open(&db)?;
     assert_eq!((s.first_index()?, s.last_index()?), (4, 5));
     assert_eq!(s.term(3)?, 3);
