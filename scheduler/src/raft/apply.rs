@@ -225,9 +225,11 @@ impl<S: StateMachine> Applier<S> {
         }
         let size = writer.finish()?;
         self.db.flush()?;
-        let mut meta = SnapshotMetadata::default();
-        meta.index = self.applied;
-        meta.term = self.applied_term;
+        let mut meta = SnapshotMetadata {
+            index: self.applied,
+            term: self.applied_term,
+            ..Default::default()
+        };
         meta.set_conf_state(self.conf_state.clone());
         self.last_snapshot = self.applied;
         info!(

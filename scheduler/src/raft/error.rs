@@ -23,6 +23,8 @@ pub enum RaftError {
     Dropped,
     #[error("the raft node has stopped")]
     Stopped,
+    #[error("raft refused the proposal: {0}")]
+    Refused(String),
     #[error("a membership change is already in progress; retry when it has applied")]
     ChangeInProgress,
     #[error("{0}")]
@@ -79,6 +81,7 @@ impl From<RaftError> for Status {
             | RaftError::Raft(_)
             | RaftError::Codec(_)
             | RaftError::Corrupt(_)
+            | RaftError::Refused(_)
             | RaftError::StateMachine(_) => Status::internal(msg),
         }
     }

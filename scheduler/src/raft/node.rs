@@ -174,6 +174,8 @@ pub async fn start<S: StateMachine>(
         max_inflight_msgs: config.max_inflight_msgs,
         check_quorum: true,
         pre_vote: true,
+        // Appends to one peer generated in one Ready go as one message.
+        batch_append: true,
         // Proposals on a follower are refused with the leader's address (and forwarded by
         // `RaftHandle::write`), not silently passed on by raft.
         ..Default::default()
@@ -236,6 +238,7 @@ pub async fn start<S: StateMachine>(
         last_ack: HashMap::new(),
         snaps: snaps.clone(),
         applied,
+        proposals: Vec::new(),
     };
     tasks.spawn(node.run(inbox, stop.clone()));
     tasks.close();
@@ -268,7 +271,12 @@ struct Node {
     last_ack: HashMap<u64, Instant>,
     snaps: SnapshotStore,
     applied: u64,
+    /// Proposals taken from the inbox, proposed together before the next `Ready`.
+    proposals: Vec<(Vec<u8>, oneshot::Sender<Result<Applied>>)>,
 }
+
+/// Proposals put in one raft message at most.
+const MAX_PROPOSALS_PER_STEP: usize = 1024;
 
 impl Node {
     async fn run(mut self, mut inbox: mpsc::Receiver<NodeMsg>, stop: CancellationToken) {
@@ -291,6 +299,7 @@ impl Node {
                                 Err(_) => break,
                             }
                         }
+                        self.propose_batch();
                     }
                 }
                 self.on_ready().await?;
@@ -369,22 +378,9 @@ impl Node {
                     let _ = reply.send(Err(self.not_leader()));
                     return Ok(());
                 }
-                let id = self.next_request_id();
-                let before = self.raw.raft.raft_log.last_index();
-                match self.raw.propose(id.to_vec(), data) {
-                    Ok(()) if self.raw.raft.raft_log.last_index() > before => {
-                        let index = self.raw.raft.raft_log.last_index();
-                        self.waiters
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(id, index, reply);
-                    }
-                    Ok(()) | Err(raft::Error::ProposalDropped) => {
-                        let _ = reply.send(Err(RaftError::Dropped));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
+                self.proposals.push((data, reply));
+                if self.proposals.len() >= MAX_PROPOSALS_PER_STEP {
+                    self.propose_batch();
                 }
             }
             NodeMsg::ChangeMembership { cc, reply } => {
@@ -448,6 +444,62 @@ impl Node {
             NodeMsg::Fatal(e) => return Err(RaftError::StateMachine(e)),
         }
         Ok(())
+    }
+
+    /// Proposes the queued commands as one raft message of many entries (one entry each): raft
+    /// then appends and replicates them together, instead of one append round per command.
+    fn propose_batch(&mut self) {
+        if self.proposals.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.proposals);
+        if !self.is_leader() {
+            // Leadership went while these waited; never step a proposal on a follower (raft-rs
+            // would forward it to the leader behind the proposer's back).
+            for (_, reply) in batch {
+                let _ = reply.send(Err(self.not_leader()));
+            }
+            return;
+        }
+        let mut ids = Vec::with_capacity(batch.len());
+        let mut entries = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (data, reply) in batch {
+            let id = self.next_request_id();
+            entries.push(Entry {
+                data: data.into(),
+                context: id.to_vec().into(),
+                ..Default::default()
+            });
+            ids.push(id);
+            replies.push(reply);
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.id;
+        m.set_entries(entries.into());
+        let before = self.raw.raft.raft_log.last_index();
+        let outcome = self.raw.raft.step(m);
+        let appended = self.raw.raft.raft_log.last_index() - before;
+        match outcome {
+            Ok(()) if appended == ids.len() as u64 => {
+                let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                for (i, (id, reply)) in ids.into_iter().zip(replies).enumerate() {
+                    waiters.insert(id, before + 1 + i as u64, reply);
+                }
+            }
+            Ok(()) | Err(raft::Error::ProposalDropped) => {
+                for reply in replies {
+                    let _ = reply.send(Err(RaftError::Dropped));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(RaftError::Refused(msg.clone())));
+                }
+            }
+        }
     }
 
     /// Records a snapshot the applier wrote and compacts the log behind it, keeping a tail.

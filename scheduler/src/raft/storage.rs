@@ -111,8 +111,10 @@ impl SledStorage {
     /// Sets the first configuration of a new cluster: every initial node is started with the same
     /// voters and the same empty log, so their states agree without a snapshot.
     pub fn bootstrap(&mut self, voters: impl IntoIterator<Item = u64>) -> Result<()> {
-        let mut cs = ConfState::default();
-        cs.voters = voters.into_iter().collect();
+        let cs = ConfState {
+            voters: voters.into_iter().collect(),
+            ..Default::default()
+        };
         self.set_conf_state(cs, 0)
     }
 
@@ -249,9 +251,11 @@ impl SledStorage {
         hs.commit = hs.commit.max(meta.index);
         self.set_hard_state(hs)?;
         self.set_conf_state(meta.take_conf_state(), meta.index)?;
-        let mut stored = SnapshotMetadata::default();
-        stored.index = meta.index;
-        stored.term = meta.term;
+        let mut stored = SnapshotMetadata {
+            index: meta.index,
+            term: meta.term,
+            ..Default::default()
+        };
         stored.set_conf_state(self.conf_state.clone());
         self.set_snapshot(stored)
     }

@@ -4,11 +4,12 @@ use super::*;
 use raft::Error as RaftErr;
 
 fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = format!("cmd-{index}").into_bytes().into();
-    e
+    Entry {
+        index,
+        term,
+        data: format!("cmd-{index}").into_bytes().into(),
+        ..Default::default()
+    }
 }
 
 /// Storage holding entries 3..=5 (terms 3..=5) after a snapshot at index 3 term 3, like
@@ -16,9 +17,11 @@ fn entry(index: u64, term: u64) -> Entry {
 fn storage_3_to_5(dir: &std::path::Path) -> anyhow::Result<(sled::Db, SledStorage)> {
     let db = sled::Config::new().path(dir).open()?;
     let mut s = SledStorage::open(&db)?;
-    let mut meta = SnapshotMetadata::default();
-    meta.index = 2;
-    meta.term = 2;
+    let mut meta = SnapshotMetadata {
+        index: 2,
+        term: 2,
+        ..Default::default()
+    };
     meta.mut_conf_state().voters = vec![1, 2, 3];
     s.apply_snapshot(meta)?;
     s.append(&[entry(3, 3), entry(4, 4), entry(5, 5)])?;
@@ -126,9 +129,11 @@ fn snapshot_metadata_and_applying_a_snapshot() -> anyhow::Result<()> {
     assert!(s.take_snapshot_wanted(), "asking for a newer one raises the flag");
     assert!(!s.take_snapshot_wanted());
 
-    let mut meta = SnapshotMetadata::default();
-    meta.index = 8;
-    meta.term = 6;
+    let mut meta = SnapshotMetadata {
+        index: 8,
+        term: 6,
+        ..Default::default()
+    };
     meta.mut_conf_state().voters = vec![1, 2];
     s.apply_snapshot(meta.clone())?;
     assert_eq!((s.first_index()?, s.last_index()?), (9, 8));
@@ -153,17 +158,18 @@ fn everything_survives_a_reopen() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     {
         let (db, mut s) = storage_3_to_5(dir.path())?;
-        let mut hs = HardState::default();
-        hs.term = 5;
-        hs.vote = 2;
-        hs.commit = 4;
+        let hs = HardState {
+            term: 5,
+            vote: 2,
+            commit: 4,
+            ..Default::default()
+        };
         s.set_hard_state(hs)?;
         s.compact(4)?;
         s.set_conf_state(
-            {
-                let mut cs = ConfState::default();
-                cs.voters = vec![1, 2, 3, 4];
-                cs
+            ConfState {
+                voters: vec![1, 2, 3, 4],
+                ..Default::default()
             },
             5,
         )?;
