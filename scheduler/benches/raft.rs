@@ -20,7 +20,8 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 async fn throughput(proposers: u64, seconds: u64, via_followers: bool) -> anyhow::Result<()> {
-    let cluster = TestCluster::start(3, |c| {
+    // One write per command in the state machine (no digest history), as a real state would do.
+    let cluster = TestCluster::start_with(3, false, |c| {
         c.snapshot_every = 100_000;
     })
     .await?;

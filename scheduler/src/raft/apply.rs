@@ -34,32 +34,36 @@ pub(crate) type Reply = oneshot::Sender<Result<Applied>>;
 #[derive(Default)]
 pub(crate) struct Waiters {
     by_id: HashMap<RequestId, Reply>,
-    /// The index each proposal was appended at: an applied entry at that index with another id
+    /// The index each proposal was appended at: an applied entry at that index without it
     /// means the proposal was overwritten by a new leader and will never apply.
-    by_index: BTreeMap<u64, RequestId>,
+    by_index: BTreeMap<u64, Vec<RequestId>>,
 }
 
 impl Waiters {
     pub fn insert(&mut self, id: RequestId, index: u64, reply: Reply) {
         self.by_id.insert(id, reply);
-        self.by_index.insert(index, id);
+        self.by_index.entry(index).or_default().push(id);
     }
 
-    /// Answers the proposer of the entry at `index` (if it waits here) and fails the proposals
-    /// that were expected at or below `index` but did not apply there.
-    fn settle(&mut self, index: u64, context: &[u8], result: Vec<u8>) {
-        if let Ok(id) = RequestId::try_from(context)
+    /// Answers the proposer of a command applied at `index`, if it waits here.
+    fn answer(&mut self, id: &[u8], index: u64, result: Vec<u8>) {
+        if let Ok(id) = RequestId::try_from(id)
             && let Some(reply) = self.by_id.remove(&id)
         {
             let _ = reply.send(Ok(Applied { index, result }));
         }
+    }
+
+    /// Fails the proposals expected at or below `index` that did not apply there.
+    fn expire_through(&mut self, index: u64) {
         while let Some(entry) = self.by_index.first_entry() {
             if *entry.key() > index {
                 break;
             }
-            let id = entry.remove();
-            if let Some(reply) = self.by_id.remove(&id) {
-                let _ = reply.send(Err(RaftError::Dropped));
+            for id in entry.remove() {
+                if let Some(reply) = self.by_id.remove(&id) {
+                    let _ = reply.send(Err(RaftError::Dropped));
+                }
             }
         }
     }
@@ -71,6 +75,35 @@ impl Waiters {
         }
         self.by_index.clear();
     }
+}
+
+/// The context of an entry that packs several commands.
+pub(crate) const PACKED: &[u8] = b"\xffpacked";
+
+/// Packs commands with their request ids into one entry's data: per command, the 16-byte id,
+/// a 4-byte big-endian length and the command.
+pub(crate) fn pack(commands: &[(RequestId, Vec<u8>)]) -> Vec<u8> {
+    let size = commands.iter().map(|(_, c)| 20 + c.len()).sum();
+    let mut out = Vec::with_capacity(size);
+    for (id, c) in commands {
+        out.extend_from_slice(id);
+        out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+        out.extend_from_slice(c);
+    }
+    out
+}
+
+/// The (request id, command) pairs of a packed entry; `None` if it is malformed.
+fn unpack(mut data: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let id = data.get(..16)?;
+        let len = u32::from_be_bytes(data.get(16..20)?.try_into().ok()?) as usize;
+        let command = data.get(20..20 + len)?;
+        out.push((id, command));
+        data = &data[20 + len..];
+    }
+    Some(out)
 }
 
 /// A committed entry and, for a membership change, the configuration it produced.
@@ -142,17 +175,36 @@ impl<S: StateMachine> Applier<S> {
             return Ok(());
         };
         let (last_index, last_term) = (last.entry.index, last.entry.term);
-        let committed: Vec<Committed<'_>> = entries
-            .iter()
-            .map(|c| Committed {
-                index: c.entry.index,
-                term: c.entry.term,
-                data: match c.entry.get_entry_type() {
-                    EntryType::EntryNormal => c.entry.data.as_ref(),
-                    _ => &[],
-                },
-            })
-            .collect();
+        // One command per entry, or several packed in one (see `pack`); the request ids say
+        // whom each result goes to.
+        let mut committed: Vec<Committed<'_>> = Vec::with_capacity(entries.len());
+        let mut ids: Vec<&[u8]> = Vec::with_capacity(entries.len());
+        for c in &entries {
+            let e = &c.entry;
+            let single = |data| Committed {
+                index: e.index,
+                term: e.term,
+                data,
+            };
+            match e.get_entry_type() {
+                EntryType::EntryNormal if e.context.as_ref() == PACKED => {
+                    for (id, data) in unpack(e.data.as_ref()).ok_or_else(|| {
+                        RaftError::Corrupt(format!("packed entry {} is malformed", e.index))
+                    })? {
+                        committed.push(single(data));
+                        ids.push(id);
+                    }
+                }
+                EntryType::EntryNormal => {
+                    committed.push(single(e.data.as_ref()));
+                    ids.push(e.context.as_ref());
+                }
+                _ => {
+                    committed.push(single(&[]));
+                    ids.push(e.context.as_ref());
+                }
+            }
+        }
         let results = self
             .sm
             .apply(&committed)
@@ -166,9 +218,10 @@ impl<S: StateMachine> Applier<S> {
         }
         {
             let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-            for (c, result) in entries.iter().zip(results) {
-                waiters.settle(c.entry.index, c.entry.context.as_ref(), result);
+            for ((c, id), result) in committed.iter().zip(&ids).zip(results) {
+                waiters.answer(id, c.index, result);
             }
+            waiters.expire_through(last_index);
         }
         for c in &entries {
             if let Some(cs) = &c.conf_state {

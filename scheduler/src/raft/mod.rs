@@ -48,9 +48,10 @@ use tonic::transport::Endpoint;
 /// error here means storage failed, not that a command was refused).
 pub type StateMachineError = Box<dyn std::error::Error + Send + Sync>;
 
-/// One committed log entry handed to the state machine.
+/// One committed command handed to the state machine.
 #[derive(Debug, Clone, Copy)]
 pub struct Committed<'a> {
+    /// The log index of the entry holding the command (shared by the commands packed in it).
     pub index: u64,
     pub term: u64,
     /// The proposed command; empty for entries raft writes itself (a new leader's first entry,
@@ -63,11 +64,13 @@ pub struct Committed<'a> {
 /// Its trees must live in the `sled::Db` given to [`start`]: the node's flushes make applied
 /// state durable, and its snapshots are taken while nothing else writes.
 pub trait StateMachine: Send + Sync + 'static {
-    /// Applies committed entries in log order and records the last one's index as applied in the
-    /// same atomic write (entries at or below the applied index are never passed again). Returns
-    /// one result per entry, which the proposer of that entry receives (empty for empty data).
-    /// Must be deterministic: every node applies the same entries to the same state. A command
-    /// the state refuses is a result, not an error.
+    /// Applies committed commands in log order and records the last one's index as applied, all
+    /// in ONE atomic write (a sled transaction or batch): commands proposed together are packed
+    /// into one log entry, so several commands may share an index, and a call always holds whole
+    /// entries. Commands at or below the applied index are never passed again. Returns one result
+    /// per command, which its proposer receives (empty for empty data). Must be deterministic:
+    /// every node applies the same commands to the same state. A command the state refuses is a
+    /// result, not an error.
     fn apply(&self, entries: &[Committed<'_>]) -> Result<Vec<Vec<u8>>, StateMachineError>;
 
     /// The index of the last applied entry (0 for a new state).

@@ -5,7 +5,7 @@
 //! order raft-rs documents (see [`Node::on_ready`]). Everything it answers with goes back through
 //! oneshot channels, so callers never hold a lock on raft.
 
-use super::apply::{Applied, Applier, ApplyTask, CommittedEntry, RequestId, Waiters};
+use super::apply::{self, Applied, Applier, ApplyTask, CommittedEntry, Reply, RequestId, Waiters};
 use super::error::{RaftError, Result};
 use super::snapshot::SnapshotStore;
 use super::storage::SledStorage;
@@ -277,6 +277,8 @@ struct Node {
 
 /// Proposals put in one raft message at most.
 const MAX_PROPOSALS_PER_STEP: usize = 1024;
+/// Bytes of commands packed into one log entry at most.
+const PACK_BYTES: usize = 256 << 10;
 
 impl Node {
     async fn run(mut self, mut inbox: mpsc::Receiver<NodeMsg>, stop: CancellationToken) {
@@ -461,18 +463,39 @@ impl Node {
             }
             return;
         }
-        let mut ids = Vec::with_capacity(batch.len());
-        let mut entries = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for (data, reply) in batch {
+        // Commands go into entries of up to PACK_BYTES each: one command alone as it is, several
+        // packed together (one log write and one apply batch for all of them).
+        let mut entries = Vec::new();
+        let mut waiting: Vec<Vec<(RequestId, Reply)>> = Vec::new();
+        let mut pack: Vec<(RequestId, Vec<u8>)> = Vec::new();
+        let mut replies: Vec<(RequestId, Reply)> = Vec::new();
+        let mut pack_bytes = 0;
+        let mut batch = batch.into_iter().peekable();
+        while let Some((data, reply)) = batch.next() {
             let id = self.next_request_id();
-            entries.push(Entry {
-                data: data.into(),
-                context: id.to_vec().into(),
-                ..Default::default()
-            });
-            ids.push(id);
-            replies.push(reply);
+            pack_bytes += data.len() + 20;
+            pack.push((id, data));
+            replies.push((id, reply));
+            if pack_bytes >= PACK_BYTES || batch.peek().is_none() {
+                let entry = if pack.len() == 1 {
+                    let (id, data) = pack.pop().unwrap_or_default();
+                    Entry {
+                        data: data.into(),
+                        context: id.to_vec().into(),
+                        ..Default::default()
+                    }
+                } else {
+                    Entry {
+                        data: apply::pack(&pack).into(),
+                        context: apply::PACKED.to_vec().into(),
+                        ..Default::default()
+                    }
+                };
+                pack.clear();
+                pack_bytes = 0;
+                entries.push(entry);
+                waiting.push(std::mem::take(&mut replies));
+            }
         }
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
@@ -482,20 +505,22 @@ impl Node {
         let outcome = self.raw.raft.step(m);
         let appended = self.raw.raft.raft_log.last_index() - before;
         match outcome {
-            Ok(()) if appended == ids.len() as u64 => {
+            Ok(()) if appended == waiting.len() as u64 => {
                 let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-                for (i, (id, reply)) in ids.into_iter().zip(replies).enumerate() {
-                    waiters.insert(id, before + 1 + i as u64, reply);
+                for (i, entry) in waiting.into_iter().enumerate() {
+                    for (id, reply) in entry {
+                        waiters.insert(id, before + 1 + i as u64, reply);
+                    }
                 }
             }
             Ok(()) | Err(raft::Error::ProposalDropped) => {
-                for reply in replies {
+                for (_, reply) in waiting.into_iter().flatten() {
                     let _ = reply.send(Err(RaftError::Dropped));
                 }
             }
             Err(e) => {
                 let msg = e.to_string();
-                for reply in replies {
+                for (_, reply) in waiting.into_iter().flatten() {
                     let _ = reply.send(Err(RaftError::Refused(msg.clone())));
                 }
             }

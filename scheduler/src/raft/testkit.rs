@@ -28,6 +28,8 @@ const KEY: u8 = 2;
 /// same commands in the same order.
 pub struct KvMachine {
     tree: sled::Tree,
+    /// Whether to keep the digest after each index (tests compare them; the benchmark does not).
+    history: bool,
     applied: AtomicU64,
     restores: AtomicU64,
 }
@@ -58,10 +60,16 @@ fn mix(digest: u64, data: &[u8]) -> u64 {
 
 impl KvMachine {
     pub fn open(db: &sled::Db) -> sled::Result<Self> {
+        Self::open_with(db, true)
+    }
+
+    /// Without the per-index digest history: one write per command, as a real state would do.
+    pub fn open_with(db: &sled::Db, history: bool) -> sled::Result<Self> {
         let tree = db.open_tree("kv")?;
         let applied = u64_of(tree.get(APPLIED)?);
         Ok(Self {
             tree,
+            history,
             applied: AtomicU64::new(applied),
             restores: AtomicU64::new(0),
         })
@@ -112,9 +120,10 @@ impl StateMachine for KvMachine {
         let mut digest = self.digest();
         let mut count = u64_of(self.tree.get(b"\0count")?);
         let mut out = Vec::with_capacity(entries.len());
-        let mut last = self.applied.load(Ordering::Relaxed);
+        let before = self.applied.load(Ordering::Relaxed);
+        let mut last = before;
         for e in entries {
-            if e.index <= last {
+            if e.index <= before {
                 // Idempotent under retries: an entry at or below the applied index is done.
                 out.push(Vec::new());
                 continue;
@@ -133,9 +142,11 @@ impl StateMachine for KvMachine {
             batch.insert(k, value);
             digest = mix(digest, e.data);
             count += 1;
-            let mut h = vec![HISTORY];
-            h.extend_from_slice(&e.index.to_be_bytes());
-            batch.insert(h, &digest.to_be_bytes());
+            if self.history {
+                let mut h = vec![HISTORY];
+                h.extend_from_slice(&e.index.to_be_bytes());
+                batch.insert(h, &digest.to_be_bytes());
+            }
             out.push(count.to_be_bytes().to_vec());
         }
         batch.insert(DIGEST, &digest.to_be_bytes());
@@ -209,6 +220,8 @@ pub struct TestCluster {
     dirs: BTreeMap<u64, PathBuf>,
     root: PathBuf,
     tune: Arc<dyn Fn(&mut RaftConfig) + Send + Sync>,
+    /// Whether nodes' state machines keep their digest history (see [`KvMachine::open_with`]).
+    pub history: bool,
 }
 
 /// Settings for fast tests: 30 ms ticks (an election timeout of 300-600 ms).
@@ -221,6 +234,15 @@ impl TestCluster {
     /// Starts `n` voters that form a new cluster; `tune` adjusts every node's settings.
     pub async fn start(
         n: u64,
+        tune: impl Fn(&mut RaftConfig) + Send + Sync + 'static,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(n, true, tune).await
+    }
+
+    /// [`TestCluster::start`], choosing whether state machines keep their digest history.
+    pub async fn start_with(
+        n: u64,
+        history: bool,
         tune: impl Fn(&mut RaftConfig) + Send + Sync + 'static,
     ) -> anyhow::Result<Self> {
         let mut listeners = BTreeMap::new();
@@ -241,6 +263,7 @@ impl TestCluster {
                 root
             },
             tune: Arc::new(tune),
+            history,
         };
         for (id, l) in listeners {
             cluster.launch(id, l, addrs.clone()).await?;
@@ -261,7 +284,7 @@ impl TestCluster {
             .or_insert_with(|| self.root.join(format!("node-{id}")))
             .clone();
         let db = open_db(&dir).await?;
-        let sm = Arc::new(KvMachine::open(&db)?);
+        let sm = Arc::new(KvMachine::open_with(&db, self.history)?);
         let mut config = RaftConfig::new(id, addr.clone());
         config.initial_members = initial_members;
         config.filter = Some(self.partition.clone());

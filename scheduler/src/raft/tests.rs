@@ -397,3 +397,33 @@ async fn random_proposals_and_crashes_keep_states_prefix_consistent() -> anyhow:
     }
     Ok(())
 }
+
+/// Concurrent proposals are packed into shared entries; each proposer still gets its own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_proposals_are_packed_and_each_gets_its_own_result() -> anyhow::Result<()> {
+    logs();
+    let cluster = TestCluster::start(3, fast).await?;
+    let leader = cluster.wait_leader(WITHIN).await?;
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let handle = cluster.node(leader).handle.clone();
+        tasks.push(tokio::spawn(async move {
+            handle.propose(set_command(&format!("c{i}"), b"v")).await
+        }));
+    }
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(count(&t.await??));
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=300).collect::<Vec<u64>>(), "one distinct result per proposer");
+    let status = cluster.node(leader).handle.status().await?;
+    assert!(
+        status.last_index < 300,
+        "300 commands took {} log entries: they were not packed",
+        status.last_index
+    );
+    wait_same_state(&cluster).await?;
+    assert_prefix_consistent(&cluster);
+    Ok(())
+}
