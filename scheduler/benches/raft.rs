@@ -59,11 +59,17 @@ async fn throughput(proposers: u64, seconds: u64, via_followers: bool) -> anyhow
     let elapsed = started.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);
     let applied = cluster.node(leader).handle.applied_index();
-    cluster.wait_applied(applied, Duration::from_secs(30)).await?;
+    cluster
+        .wait_applied(applied, Duration::from_secs(30))
+        .await?;
     println!(
         "throughput: {} proposers via {}: {n} commands committed and applied in {elapsed:.1} s = {:.0}/s ({} failed)",
         proposers,
-        if via_followers { "all nodes (followers forward)" } else { "the leader" },
+        if via_followers {
+            "all nodes (followers forward)"
+        } else {
+            "the leader"
+        },
         n as f64 / elapsed,
         failed.load(Ordering::Relaxed)
     );

@@ -231,7 +231,9 @@ impl<S: StateMachine> Applier<S> {
         self.applied = last_index;
         self.applied_term = last_term;
         self.applied_tx.send_replace(last_index);
-        let _ = self.node.blocking_send(NodeMsg::Applied { index: last_index });
+        let _ = self
+            .node
+            .blocking_send(NodeMsg::Applied { index: last_index });
         if self.applied - self.last_snapshot >= self.snapshot_every
             && self.applied >= self.conf_valid_from
         {
@@ -242,14 +244,24 @@ impl<S: StateMachine> Applier<S> {
 
     fn restore(&mut self, meta: SnapshotMetadata) -> Result<()> {
         if meta.index <= self.applied {
-            debug!(raft_id = self.id, index = meta.index, applied = self.applied, "snapshot not newer than the state; kept the state");
+            debug!(
+                raft_id = self.id,
+                index = meta.index,
+                applied = self.applied,
+                "snapshot not newer than the state; kept the state"
+            );
             return Ok(());
         }
         let mut reader = self.snaps.reader(meta.index)?;
         self.sm
             .restore(meta.index, &mut reader)
             .map_err(|e| RaftError::StateMachine(e.to_string()))?;
-        info!(raft_id = self.id, index = meta.index, term = meta.term, "state restored from snapshot");
+        info!(
+            raft_id = self.id,
+            index = meta.index,
+            term = meta.term,
+            "state restored from snapshot"
+        );
         self.applied = meta.index;
         self.applied_term = meta.term;
         self.conf_state = meta.get_conf_state().clone();
@@ -257,7 +269,9 @@ impl<S: StateMachine> Applier<S> {
         self.last_snapshot = meta.index;
         self.snaps.remove_below(meta.index)?;
         self.applied_tx.send_replace(meta.index);
-        let _ = self.node.blocking_send(NodeMsg::Applied { index: meta.index });
+        let _ = self
+            .node
+            .blocking_send(NodeMsg::Applied { index: meta.index });
         Ok(())
     }
 

@@ -15,7 +15,9 @@ pub enum RaftError {
     NotLeader { leader: Option<(u64, String)> },
     #[error("no raft leader is known (an election is under way or a majority is down); retry")]
     NoLeader,
-    #[error("timed out after {0:?} waiting for the raft log to apply the request; it may still apply")]
+    #[error(
+        "timed out after {0:?} waiting for the raft log to apply the request; it may still apply"
+    )]
     Timeout(std::time::Duration),
     #[error(
         "the proposal was dropped (leadership changed before it committed); it was not applied"

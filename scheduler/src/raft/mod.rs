@@ -3,12 +3,18 @@
 //! One task owns `raft::RawNode` ([`node`]): it ticks, steps peer messages, takes proposals and
 //! handles each `Ready` in raft-rs's documented order, persisting log entries and hard state in
 //! sled ([`storage`]) with one flush per `Ready` before the messages that depend on them leave.
+//! The commands proposed while the task was busy are packed into one log entry (one log write,
+//! one append message, one apply batch for all of them); each proposer still gets its own result.
 //! Committed entries go, in order, to an applier thread ([`apply`]) that hands them in batches
 //! to the [`StateMachine`] and answers each proposer with its own result, so a slow apply or a
 //! snapshot of a large state never stops the node from ticking and heartbeating (which would cost
 //! the leadership). Every N applied entries the applier writes a snapshot ([`snapshot`], chunks in
 //! sled) and the log before it is compacted; a follower too far behind gets that snapshot
-//! streamed in chunks by the transport ([`transport`]), never inside a raft message.
+//! streamed in chunks by the transport ([`transport`]), never inside a raft message. The leader
+//! pushes the chunks (rather than the follower fetching them) because raft-rs already tells the
+//! leader when and to whom a snapshot must go and wants its outcome back (`report_snapshot`);
+//! the follower stores the chunks and flushes before stepping the `MsgSnapshot`, so a crash
+//! mid-restore restarts from the stored snapshot.
 //!
 //! A single scheduler is a cluster of one voter running the same code: it elects itself at once
 //! and a proposal costs one flush. Reads are linearizable through raft's ReadIndex

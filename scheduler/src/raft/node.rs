@@ -160,7 +160,11 @@ pub async fn start<S: StateMachine>(
         let mut reader = snaps.reader(snap_meta.index)?;
         sm.restore(snap_meta.index, &mut reader)
             .map_err(|e| RaftError::StateMachine(e.to_string()))?;
-        info!(raft_id = config.id, index = snap_meta.index, "state restored from the stored snapshot");
+        info!(
+            raft_id = config.id,
+            index = snap_meta.index,
+            "state restored from the stored snapshot"
+        );
     }
     let applied = sm.applied_index();
     db.flush_async().await?;
@@ -194,7 +198,14 @@ pub async fn start<S: StateMachine>(
     let (apply_tx, apply_rx) = mpsc::unbounded_channel();
     let stop = shutdown.child_token();
     let tasks = TaskTracker::new();
-    let transport = Transport::new(&config, peers, snaps.clone(), inbox_tx.clone(), stop.clone(), tasks.clone());
+    let transport = Transport::new(
+        &config,
+        peers,
+        snaps.clone(),
+        inbox_tx.clone(),
+        stop.clone(),
+        tasks.clone(),
+    );
     let shared = Arc::new(Shared {
         role: watch::Sender::new(Role {
             id: config.id,
@@ -316,7 +327,11 @@ impl Node {
             id: self.id,
             ..Role::default()
         });
-        *self.shared.lease_until.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self
+            .shared
+            .lease_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
         self.waiters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -341,7 +356,8 @@ impl Node {
 
     fn leader(&self) -> Option<(u64, String)> {
         let leader = self.raw.raft.leader_id;
-        (leader != raft::INVALID_ID).then(|| (leader, self.transport.addr_of(leader).unwrap_or_default()))
+        (leader != raft::INVALID_ID)
+            .then(|| (leader, self.transport.addr_of(leader).unwrap_or_default()))
     }
 
     fn not_leader(&self) -> RaftError {
@@ -538,7 +554,12 @@ impl Node {
         let compact_to = index.saturating_sub(self.config.log_tail) + 1;
         store.compact(compact_to)?;
         self.snaps.remove_below(index)?;
-        debug!(raft_id = self.id, index, first_index = compact_to, "log compacted");
+        debug!(
+            raft_id = self.id,
+            index,
+            first_index = compact_to,
+            "log compacted"
+        );
         Ok(())
     }
 
@@ -558,7 +579,12 @@ impl Node {
         let mut wrote = false;
         if !rd.snapshot().is_empty() {
             let meta = rd.snapshot().get_metadata().clone();
-            info!(raft_id = self.id, index = meta.index, term = meta.term, "applying snapshot from the leader");
+            info!(
+                raft_id = self.id,
+                index = meta.index,
+                term = meta.term,
+                "applying snapshot from the leader"
+            );
             self.raw.mut_store().apply_snapshot(meta.clone())?;
             self.send_apply(ApplyTask::Restore(meta));
             wrote = true;
@@ -619,7 +645,11 @@ impl Node {
             let conf_state = match entry.get_entry_type() {
                 EntryType::EntryConfChange => Some(self.apply_conf_change(&entry)?),
                 EntryType::EntryConfChangeV2 => {
-                    warn!(raft_id = self.id, index = entry.index, "ignoring a v2 configuration change (Ferry proposes v1 only)");
+                    warn!(
+                        raft_id = self.id,
+                        index = entry.index,
+                        "ignoring a v2 configuration change (Ferry proposes v1 only)"
+                    );
                     None
                 }
                 EntryType::EntryNormal => None,
@@ -649,7 +679,9 @@ impl Node {
                 info!(raft_id = self.id, index = entry.index, node = cc.node_id, voters = ?cs.voters, "member removed");
             }
         }
-        self.raw.mut_store().set_conf_state(cs.clone(), entry.index)?;
+        self.raw
+            .mut_store()
+            .set_conf_state(cs.clone(), entry.index)?;
         Ok(cs)
     }
 
@@ -728,7 +760,12 @@ impl Node {
         let store = self.raw.store();
         let last_index = raft.raft_log.last_index();
         let cs = store.conf_state();
-        let mut ids: Vec<u64> = cs.voters.iter().chain(cs.learners.iter()).copied().collect();
+        let mut ids: Vec<u64> = cs
+            .voters
+            .iter()
+            .chain(cs.learners.iter())
+            .copied()
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         let members = ids
@@ -822,7 +859,11 @@ impl RaftHandle {
             let attempt = match self.propose(command.clone()).await {
                 Err(RaftError::NotLeader {
                     leader: Some((_, addr)),
-                }) => self.transport.forward(&addr, command.clone(), self.timeout).await,
+                }) => {
+                    self.transport
+                        .forward(&addr, command.clone(), self.timeout)
+                        .await
+                }
                 other => other,
             };
             match attempt {

@@ -105,20 +105,21 @@ impl RaftApi {
             .collect()
     }
 
-    async fn receive_snapshot(
-        &self,
-        mut stream: Streaming<SnapshotChunk>,
-    ) -> Result<(), Status> {
+    async fn receive_snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<(), Status> {
         let first = stream
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let msgs = self.decode(first.from, std::slice::from_ref(&first.message));
         let Some(msg) = msgs.into_iter().next() else {
-            return Err(Status::unavailable("snapshot refused (not for this node or cut off)"));
+            return Err(Status::unavailable(
+                "snapshot refused (not for this node or cut off)",
+            ));
         };
         if msg.get_msg_type() != MessageType::MsgSnapshot {
-            return Err(Status::invalid_argument("the first chunk is not a MsgSnapshot"));
+            return Err(Status::invalid_argument(
+                "the first chunk is not a MsgSnapshot",
+            ));
         }
         self.handle.transport.learn(first.from, &first.from_addr);
         let index = msg.get_snapshot().get_metadata().index;
@@ -139,7 +140,9 @@ impl RaftApi {
             writer.write_chunk(&chunk.data).map_err(Status::from)?;
         }
         if !complete {
-            return Err(Status::data_loss(format!("snapshot {index} stream ended early")));
+            return Err(Status::data_loss(format!(
+                "snapshot {index} stream ended early"
+            )));
         }
         let bytes = writer.finish().map_err(Status::from)?;
         // The snapshot must be on disk before raft is told about it: after a crash the node
@@ -149,7 +152,13 @@ impl RaftApi {
             .flush_async()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        info!(raft_id = self.handle.id, peer = first.from, index, bytes, "snapshot received");
+        info!(
+            raft_id = self.handle.id,
+            peer = first.from,
+            index,
+            bytes,
+            "snapshot received"
+        );
         self.handle
             .inbox
             .send(NodeMsg::Raft(vec![msg]))

@@ -133,8 +133,7 @@ impl ChunkWriter {
     /// Stores a chunk exactly as received (the receiving side of a transfer).
     pub fn write_chunk(&mut self, data: &[u8]) -> Result<()> {
         self.total += data.len() as u64;
-        self.tree
-            .insert(chunk_key(self.index, self.chunk), data)?;
+        self.tree.insert(chunk_key(self.index, self.chunk), data)?;
         self.chunk += 1;
         Ok(())
     }
@@ -206,7 +205,9 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let db = sled::Config::new().path(dir.path()).open()?;
         let store = SnapshotStore::open(&db)?;
-        let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 123)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 123))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let mut w = store.writer(7)?;
         w.write_all(&data)?;
         assert_eq!(store.complete_size(7)?, None, "not complete before finish");

@@ -3,8 +3,7 @@
 //! code). Not used by the scheduler itself.
 
 use super::{
-    Committed, NetworkPartition, RaftConfig, RaftError, RaftHandle, StateMachine,
-    StateMachineError,
+    Committed, NetworkPartition, RaftConfig, RaftError, RaftHandle, StateMachine, StateMachineError,
 };
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -258,7 +257,8 @@ impl TestCluster {
             partition: Arc::new(NetworkPartition::default()),
             dirs: BTreeMap::new(),
             root: {
-                let root = std::env::temp_dir().join(format!("ferry-raft-{:016x}", rand::random::<u64>()));
+                let root =
+                    std::env::temp_dir().join(format!("ferry-raft-{:016x}", rand::random::<u64>()));
                 std::fs::create_dir_all(&root)?;
                 root
             },

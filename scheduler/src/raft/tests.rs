@@ -70,7 +70,10 @@ async fn single_node_elects_itself_and_applies() -> anyhow::Result<()> {
     let leader = cluster.wait_leader(WITHIN).await?;
     assert_eq!(leader, 1);
     let n = cluster.node(1);
-    assert!(n.handle.has_quorum_lease(), "a single voter is its own quorum");
+    assert!(
+        n.handle.has_quorum_lease(),
+        "a single voter is its own quorum"
+    );
     let r = n.handle.propose(set_command("a", b"1")).await?;
     assert_eq!(count(&r), 1);
     let r = n.handle.propose(set_command("b", b"2")).await?;
@@ -185,8 +188,15 @@ async fn killing_the_leader_elects_another_and_loses_nothing_committed() -> anyh
     let killed_at = std::time::Instant::now();
     let new = cluster.wait_leader(WITHIN).await?;
     assert_ne!(new, old);
-    tracing::info!(ms = killed_at.elapsed().as_millis() as u64, "new leader elected");
-    let via = *cluster.nodes.keys().next().ok_or_else(|| anyhow::anyhow!("empty"))?;
+    tracing::info!(
+        ms = killed_at.elapsed().as_millis() as u64,
+        "new leader elected"
+    );
+    let via = *cluster
+        .nodes
+        .keys()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("empty"))?;
     for i in 0..30 {
         cluster.write(via, &format!("after{i}"), b"v").await?;
     }
@@ -224,10 +234,17 @@ async fn a_restarted_node_rejoins_and_catches_up_from_its_directory() -> anyhow:
     }
     cluster.restart(follower).await?;
     let status = cluster.node(follower).handle.status().await?;
-    assert!(status.last_index >= before, "its log survived the restart: {status:?}");
+    assert!(
+        status.last_index >= before,
+        "its log survived the restart: {status:?}"
+    );
     wait_same_state(&cluster).await?;
     assert_eq!(cluster.node(follower).sm.len(), 50);
-    assert_eq!(cluster.node(follower).sm.restores(), 0, "caught up from the log");
+    assert_eq!(
+        cluster.node(follower).sm.restores(),
+        0,
+        "caught up from the log"
+    );
     assert_prefix_consistent(&cluster);
     Ok(())
 }
@@ -246,7 +263,10 @@ async fn a_new_node_joins_by_conf_change_and_catches_up_from_a_snapshot() -> any
         cluster.write(leader, &format!("k{i}"), &[7u8; 100]).await?;
     }
     let status = cluster.node(leader).handle.status().await?;
-    assert!(status.snapshot_index > 0, "the leader snapshotted: {status:?}");
+    assert!(
+        status.snapshot_index > 0,
+        "the leader snapshotted: {status:?}"
+    );
     assert!(status.first_index > 1, "and compacted its log: {status:?}");
 
     let addr = cluster.start_joining(4).await?;
@@ -267,7 +287,10 @@ async fn a_new_node_joins_by_conf_change_and_catches_up_from_a_snapshot() -> any
         .collect();
     cluster.kill(others[0]).await;
     cluster.write(4, "after-join", b"v").await?;
-    assert_eq!(cluster.node(4).sm.get("after-join").as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        cluster.node(4).sm.get("after-join").as_deref(),
+        Some(&b"v"[..])
+    );
 
     // Removing a member: the cluster goes on with the rest.
     let leader = cluster.wait_leader(WITHIN).await?;
@@ -304,7 +327,12 @@ async fn an_isolated_leader_steps_down_and_rejoins_as_follower() -> anyhow::Resu
         "stepped down after {stepped_down:?}"
     );
     // The majority elects a new leader and goes on.
-    let majority: Vec<u64> = cluster.nodes.keys().copied().filter(|id| *id != old).collect();
+    let majority: Vec<u64> = cluster
+        .nodes
+        .keys()
+        .copied()
+        .filter(|id| *id != old)
+        .collect();
     wait_until(WITHIN, || {
         majority
             .iter()
@@ -314,13 +342,26 @@ async fn an_isolated_leader_steps_down_and_rejoins_as_follower() -> anyhow::Resu
     .map_err(|_| anyhow::anyhow!("the majority elected no leader"))?;
     cluster.write(majority[0], "during", b"v").await?;
     // A proposal on the isolated node cannot commit.
-    assert!(cluster.node(old).handle.propose(set_command("lost", b"v")).await.is_err());
+    assert!(
+        cluster
+            .node(old)
+            .handle
+            .propose(set_command("lost", b"v"))
+            .await
+            .is_err()
+    );
 
     cluster.partition.heal();
     let leader = cluster.wait_leader(WITHIN).await?;
-    assert_ne!(leader, old, "pre-vote keeps the rejoining node from disrupting the leader");
+    assert_ne!(
+        leader, old,
+        "pre-vote keeps the rejoining node from disrupting the leader"
+    );
     wait_same_state(&cluster).await?;
-    assert_eq!(cluster.node(old).sm.get("during").as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        cluster.node(old).sm.get("during").as_deref(),
+        Some(&b"v"[..])
+    );
     assert_eq!(cluster.node(old).sm.get("lost"), None);
     assert_prefix_consistent(&cluster);
     Ok(())
@@ -392,7 +433,11 @@ async fn random_proposals_and_crashes_keep_states_prefix_consistent() -> anyhow:
     assert_prefix_consistent(&cluster);
     for n in cluster.nodes.values() {
         for key in &acknowledged {
-            assert!(n.sm.get(key).is_some(), "node {} lost acknowledged {key}", n.id);
+            assert!(
+                n.sm.get(key).is_some(),
+                "node {} lost acknowledged {key}",
+                n.id
+            );
         }
     }
     Ok(())
@@ -416,7 +461,11 @@ async fn concurrent_proposals_are_packed_and_each_gets_its_own_result() -> anyho
         counts.push(count(&t.await??));
     }
     counts.sort_unstable();
-    assert_eq!(counts, (1..=300).collect::<Vec<u64>>(), "one distinct result per proposer");
+    assert_eq!(
+        counts,
+        (1..=300).collect::<Vec<u64>>(),
+        "one distinct result per proposer"
+    );
     let status = cluster.node(leader).handle.status().await?;
     assert!(
         status.last_index < 300,

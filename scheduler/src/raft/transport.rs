@@ -125,10 +125,7 @@ impl PeerBook {
     }
 
     fn all(&self) -> BTreeMap<u64, String> {
-        self.addrs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -219,7 +216,12 @@ impl Transport {
         if id == self.id || addr.is_empty() || self.peers.get(id).is_some() {
             return;
         }
-        info!(raft_id = self.id, peer = id, addr, "learned a peer's address");
+        info!(
+            raft_id = self.id,
+            peer = id,
+            addr,
+            "learned a peer's address"
+        );
         if let Err(e) = self.add_peer(id, addr) {
             warn!(raft_id = self.id, peer = id, error = %e, "cannot record a peer's address");
         }
@@ -248,18 +250,23 @@ impl Transport {
     fn start_peer(self: &Arc<Self>, id: u64, addr: String) {
         let (tx, rx) = mpsc::channel(self.queue_len);
         let stop = self.stop.child_token();
-        let old = self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            id,
-            PeerQueue {
-                tx,
-                stop: stop.clone(),
-            },
-        );
+        let old = self
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                PeerQueue {
+                    tx,
+                    stop: stop.clone(),
+                },
+            );
         if let Some(old) = old {
             old.stop.cancel();
         }
         let t = self.clone();
-        self.tasks.spawn(async move { t.run_peer(id, addr, rx, stop).await });
+        self.tasks
+            .spawn(async move { t.run_peer(id, addr, rx, stop).await });
     }
 
     /// Queues messages for their peers; drops what a full queue or the filter does not take.
@@ -276,11 +283,19 @@ impl Transport {
             match queues.get(&m.to) {
                 Some(q) => {
                     if let Err(e) = q.tx.try_send(m) {
-                        debug!(raft_id = self.id, peer = e.into_inner().to, "peer queue full; message dropped");
+                        debug!(
+                            raft_id = self.id,
+                            peer = e.into_inner().to,
+                            "peer queue full; message dropped"
+                        );
                     }
                 }
                 None => {
-                    debug!(raft_id = self.id, peer = m.to, "no address for peer; message dropped");
+                    debug!(
+                        raft_id = self.id,
+                        peer = m.to,
+                        "no address for peer; message dropped"
+                    );
                 }
             }
         }
@@ -354,7 +369,9 @@ impl Transport {
                     for m in &batch {
                         match m.write_to_bytes() {
                             Ok(b) => encoded.push(b),
-                            Err(e) => warn!(raft_id = self.id, peer = to, error = %e, "cannot encode a raft message"),
+                            Err(e) => {
+                                warn!(raft_id = self.id, peer = to, error = %e, "cannot encode a raft message")
+                            }
                         }
                     }
                     let out = MessageBatch {
@@ -473,8 +490,8 @@ impl Transport {
             });
             Ok(())
         });
-        let mut client = RaftServiceClient::new(self.endpoint(&addr)?)
-            .max_encoding_message_size(64 << 20);
+        let mut client =
+            RaftServiceClient::new(self.endpoint(&addr)?).max_encoding_message_size(64 << 20);
         let sent = client
             .install_snapshot(self.request(ReceiverStream::new(rx)))
             .await;

@@ -49,11 +49,17 @@ fn new_storage_is_empty_and_uninitialized() -> anyhow::Result<()> {
 fn term_answers_within_the_log_and_errs_outside() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (_db, s) = storage_3_to_5(dir.path())?;
-    assert!(matches!(s.term(1), Err(RaftErr::Store(StorageError::Compacted))));
+    assert!(matches!(
+        s.term(1),
+        Err(RaftErr::Store(StorageError::Compacted))
+    ));
     assert_eq!(s.term(2)?, 2, "the truncated entry's term is kept");
     assert_eq!(s.term(3)?, 3);
     assert_eq!(s.term(5)?, 5);
-    assert!(matches!(s.term(6), Err(RaftErr::Store(StorageError::Unavailable))));
+    assert!(matches!(
+        s.term(6),
+        Err(RaftErr::Store(StorageError::Unavailable))
+    ));
     Ok(())
 }
 
@@ -65,12 +71,22 @@ fn entries_respect_bounds_and_size_limit() -> anyhow::Result<()> {
         s.entries(2, 4, None, ctx()),
         Err(RaftErr::Store(StorageError::Compacted))
     ));
-    assert!(s.entries(3, 7, None, ctx()).is_err(), "beyond the last index");
+    assert!(
+        s.entries(3, 7, None, ctx()).is_err(),
+        "beyond the last index"
+    );
     let all = s.entries(3, 6, None, ctx())?;
-    assert_eq!(all.iter().map(|e| e.index).collect::<Vec<_>>(), vec![3, 4, 5]);
+    assert_eq!(
+        all.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
     assert_eq!(all[1], entry(4, 4));
     let one = u64::from(entry(3, 3).compute_size());
-    assert_eq!(s.entries(3, 6, Some(0), ctx())?.len(), 1, "at least one entry");
+    assert_eq!(
+        s.entries(3, 6, Some(0), ctx())?.len(),
+        1,
+        "at least one entry"
+    );
     assert_eq!(s.entries(3, 6, Some(one * 2), ctx())?.len(), 2);
     assert_eq!(s.entries(3, 6, Some(one * 3), ctx())?.len(), 3);
     assert!(s.entries(4, 4, None, ctx())?.is_empty());
@@ -87,14 +103,24 @@ fn first_and_last_index_follow_appends_and_compaction() -> anyhow::Result<()> {
     s.compact(5)?;
     assert_eq!((s.first_index()?, s.last_index()?), (5, 6));
     assert_eq!(s.term(4)?, 4, "term of the last compacted entry is kept");
-    assert!(matches!(s.term(3), Err(RaftErr::Store(StorageError::Compacted))));
+    assert!(matches!(
+        s.term(3),
+        Err(RaftErr::Store(StorageError::Compacted))
+    ));
     assert!(matches!(
         s.entries(4, 6, None, ctx()),
         Err(RaftErr::Store(StorageError::Compacted))
     ));
     s.compact(2)?;
-    assert_eq!(s.first_index()?, 5, "compacting below the first index does nothing");
-    assert!(s.compact(9).is_err(), "cannot compact beyond the last index");
+    assert_eq!(
+        s.first_index()?,
+        5,
+        "compacting below the first index does nothing"
+    );
+    assert!(
+        s.compact(9).is_err(),
+        "cannot compact beyond the last index"
+    );
     Ok(())
 }
 
@@ -106,13 +132,19 @@ fn append_truncates_a_conflicting_suffix_and_refuses_gaps() -> anyhow::Result<()
     s.append(&[entry(4, 6)])?;
     assert_eq!(s.last_index()?, 4);
     assert_eq!(s.term(4)?, 6);
-    assert!(matches!(s.term(5), Err(RaftErr::Store(StorageError::Unavailable))));
+    assert!(matches!(
+        s.term(5),
+        Err(RaftErr::Store(StorageError::Unavailable))
+    ));
     // Replace everything from the first index and extend.
     s.append(&[entry(3, 3), entry(4, 7), entry(5, 7), entry(6, 7)])?;
     assert_eq!(s.last_index()?, 6);
     assert_eq!(s.term(5)?, 7);
     assert!(s.append(&[entry(9, 7)]).is_err(), "gap");
-    assert!(s.append(&[entry(2, 2)]).is_err(), "overwrites the compacted part");
+    assert!(
+        s.append(&[entry(2, 2)]).is_err(),
+        "overwrites the compacted part"
+    );
     Ok(())
 }
 
@@ -126,7 +158,10 @@ fn snapshot_metadata_and_applying_a_snapshot() -> anyhow::Result<()> {
         s.snapshot(4, 2),
         Err(RaftErr::Store(StorageError::SnapshotTemporarilyUnavailable))
     ));
-    assert!(s.take_snapshot_wanted(), "asking for a newer one raises the flag");
+    assert!(
+        s.take_snapshot_wanted(),
+        "asking for a newer one raises the flag"
+    );
     assert!(!s.take_snapshot_wanted());
 
     let mut meta = SnapshotMetadata {
@@ -191,7 +226,14 @@ fn everything_survives_a_reopen() -> anyhow::Result<()> {
     assert_eq!(s.term(3)?, 3);
     assert_eq!(s.entry(5)?, entry(5, 5));
     let state = s.initial_state()?;
-    assert_eq!((state.hard_state.term, state.hard_state.vote, state.hard_state.commit), (5, 2, 4));
+    assert_eq!(
+        (
+            state.hard_state.term,
+            state.hard_state.vote,
+            state.hard_state.commit
+        ),
+        (5, 2, 4)
+    );
     assert_eq!(state.conf_state.voters, vec![1, 2, 3, 4]);
     assert_eq!(s.conf_index(), 5);
     assert_eq!(s.snapshot_metadata().index, 2);
