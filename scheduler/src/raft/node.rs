@@ -841,17 +841,22 @@ impl RaftHandle {
     /// machine's result once the entry is applied here. Fails at once with
     /// [`RaftError::NotLeader`] (carrying the leader's address) elsewhere.
     pub async fn propose(&self, command: Vec<u8>) -> Result<Vec<u8>> {
-        let applied = self
-            .ask(|reply| NodeMsg::Propose {
-                data: command,
-                reply,
-            })
-            .await?;
-        Ok(applied.result)
+        Ok(self.propose_applied(command).await?.result)
+    }
+
+    /// [`RaftHandle::propose`], also returning the index the command applied at.
+    pub(crate) async fn propose_applied(&self, command: Vec<u8>) -> Result<Applied> {
+        self.ask(|reply| NodeMsg::Propose {
+            data: command,
+            reply,
+        })
+        .await
     }
 
     /// Proposes `command` wherever the leader is: here, or forwarded to the leader's raft
-    /// service; waits for an election when there is no leader. Gives up after the request timeout.
+    /// service; waits for an election when there is no leader. Returns once the command is
+    /// applied on this node too (so what it wrote can be read here). Gives up after the request
+    /// timeout.
     pub async fn write(&self, command: Vec<u8>) -> Result<Vec<u8>> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut role = self.shared.role.subscribe();
@@ -859,11 +864,14 @@ impl RaftHandle {
             let attempt = match self.propose(command.clone()).await {
                 Err(RaftError::NotLeader {
                     leader: Some((_, addr)),
-                }) => {
-                    self.transport
-                        .forward(&addr, command.clone(), self.timeout)
-                        .await
-                }
+                }) => match self
+                    .transport
+                    .forward(&addr, command.clone(), self.timeout)
+                    .await
+                {
+                    Ok((index, result)) => self.wait_applied(index).await.map(|()| result),
+                    Err(e) => Err(e),
+                },
                 other => other,
             };
             match attempt {

@@ -214,8 +214,14 @@ impl RaftService for RaftApi {
         request: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
         self.check_token(&request)?;
-        let result = self.handle.propose(request.into_inner().command).await?;
-        Ok(Response::new(ForwardResponse { result }))
+        let applied = self
+            .handle
+            .propose_applied(request.into_inner().command)
+            .await?;
+        Ok(Response::new(ForwardResponse {
+            result: applied.result,
+            index: applied.index,
+        }))
     }
 
     async fn status(

@@ -163,9 +163,10 @@ async fn follower_refuses_with_the_leaders_address_and_forwards() -> anyhow::Res
             .and_then(|v| v.to_str().ok()),
         Some(cluster.addrs[&leader].as_str())
     );
-    // `write` forwards to the leader and returns the leader's result.
+    // `write` forwards to the leader and returns the leader's result, once applied here too.
     let r = f.handle.write(set_command("x", b"2")).await?;
     assert_eq!(count(&r), 1);
+    assert_eq!(f.sm.get("x").as_deref(), Some(&b"2"[..]));
     // A linearizable read on the follower sees the write.
     f.handle.read_index().await?;
     assert_eq!(f.sm.get("x").as_deref(), Some(&b"2"[..]));
@@ -287,6 +288,7 @@ async fn a_new_node_joins_by_conf_change_and_catches_up_from_a_snapshot() -> any
         .collect();
     cluster.kill(others[0]).await;
     cluster.write(4, "after-join", b"v").await?;
+    // `write` returns once the command is applied on the node it was given to.
     assert_eq!(
         cluster.node(4).sm.get("after-join").as_deref(),
         Some(&b"v"[..])

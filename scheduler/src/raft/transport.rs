@@ -502,13 +502,13 @@ impl Transport {
         Ok(total)
     }
 
-    /// Proposes `command` on the leader at `addr` and returns its result.
+    /// Proposes `command` on the leader at `addr`; returns the index it applied at and its result.
     pub async fn forward(
         &self,
         addr: &str,
         command: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<(u64, Vec<u8>)> {
         let channel = {
             let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
             match channels.get(addr) {
@@ -526,7 +526,10 @@ impl Transport {
         let mut req = self.request(ForwardRequest { command });
         req.set_timeout(timeout);
         match client.forward(req).await {
-            Ok(resp) => Ok(resp.into_inner().result),
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                Ok((resp.index, resp.result))
+            }
             Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
                 Err(RaftError::Timeout(timeout))
             }
