@@ -1,6 +1,6 @@
 //! Replication of the scheduler's state machine with raft-rs.
 //!
-//! One task owns `raft::RawNode` ([`node`]): it ticks, steps peer messages, takes proposals and
+//! One task owns `raft::RawNode` ([`node`]), reached through a [`RaftHandle`] ([`handle`]): it ticks, steps peer messages, takes proposals and
 //! handles each `Ready` in raft-rs's documented order, persisting log entries and hard state in
 //! sled ([`storage`]) with one flush per `Ready` before the messages that depend on them leave.
 //! The commands proposed while the task was busy are packed into one log entry (one log write,
@@ -30,6 +30,7 @@
 
 pub mod apply;
 pub mod error;
+pub mod handle;
 mod logger;
 pub mod node;
 pub mod service;
@@ -42,7 +43,8 @@ pub mod transport;
 mod tests;
 
 pub use error::{RaftError, Result};
-pub use node::{ClusterStatus, MemberStatus, RaftHandle, Role, start};
+pub use handle::{ClusterStatus, MemberStatus, RaftHandle, Role};
+pub use node::start;
 pub use transport::{MessageFilter, NetworkPartition};
 
 use std::collections::BTreeMap;

@@ -5,7 +5,8 @@
 //! raft message could change the cluster's state.
 
 use super::error::{RaftError, Result};
-use super::node::{ClusterStatus, NodeMsg, RaftHandle};
+use super::handle::{ClusterStatus, RaftHandle};
+use super::node::NodeMsg;
 use super::transport::RAFT_TOKEN_HEADER;
 use ferry_proto::raft::v1::change_membership_request::Change;
 use ferry_proto::raft::v1::raft_service_server::{RaftService, RaftServiceServer};
