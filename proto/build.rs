@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[
             "proto/ferry/agent/v1/agent.proto",
             "proto/ferry/admin/v1/admin.proto",
+            "proto/ferry/raft/v1/raft.proto",
         ],
         &["proto"],
     )?;

@@ -1,6 +1,6 @@
 //! Ferry's wire contracts, generated from `proto/ferry/*/v1/*.proto`.
 //!
-//! Versioned packages (`ferry.agent.v1`, `ferry.admin.v1`) let agents and CLIs of different
+//! Versioned packages (`ferry.agent.v1`, `ferry.admin.v1`, `ferry.raft.v1`) let agents and CLIs of different
 //! releases keep talking; domain types live in `ferry-common` and are converted at the edges.
 //! [`tls`] says how a client reaches the services (plain or TLS), shared by agent and CLI.
 
@@ -15,6 +15,13 @@ pub mod agent {
 pub mod admin {
     pub mod v1 {
         tonic::include_proto!("ferry.admin.v1");
+    }
+}
+
+/// Scheduler-to-scheduler replication; raft-rs messages ride inside as bytes.
+pub mod raft {
+    pub mod v1 {
+        tonic::include_proto!("ferry.raft.v1");
     }
 }
 

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`clock`]: the injected clock every time-based decision reads.
 //! - [`state`]: the durable state machine over sled; every change is a [`state::command::Command`].
+//! - [`raft`]: replication of that state machine across schedulers (raft-rs over sled and gRPC).
 //! - [`hub`]: what is known only while running: open agent sessions, heartbeats, watchers.
 //! - [`agent_service`]: the agent-facing gRPC service (Register, Session).
 //! - [`admin`]: the admin gRPC service behind the CLI; [`convert`] maps records to its messages.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod generate;
 pub mod hub;
 pub mod plan;
+pub mod raft;
 pub mod secrets;
 pub mod server;
 pub mod state;
