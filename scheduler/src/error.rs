@@ -31,6 +31,51 @@ pub enum Error {
     Codec(#[from] serde_json::Error),
     #[error("secret store: {0}")]
     Secrets(String),
+    /// A command the replicated state refused, as its proposer receives it (possibly from
+    /// another scheduler): the original error's code and message.
+    #[error(transparent)]
+    Raft(crate::raft::RaftError),
+    #[error("{message}")]
+    Refused { code: RefusalCode, message: String },
+}
+
+/// The gRPC code of a refused command, carried through the raft log to its proposer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    NotFound,
+    AlreadyExists,
+    InvalidArgument,
+    Unauthenticated,
+    PermissionDenied,
+    FailedPrecondition,
+    Unavailable,
+    Internal,
+}
+
+impl Error {
+    /// The code this error is refused with (see [`RefusalCode`]).
+    pub fn refusal_code(&self) -> RefusalCode {
+        match self {
+            Error::NotFound { .. } => RefusalCode::NotFound,
+            Error::AlreadyExists { .. } => RefusalCode::AlreadyExists,
+            Error::InvalidArgument(_) | Error::Job(_) => RefusalCode::InvalidArgument,
+            Error::Unauthenticated(_) => RefusalCode::Unauthenticated,
+            Error::PermissionDenied(_) => RefusalCode::PermissionDenied,
+            Error::FailedPrecondition(_) => RefusalCode::FailedPrecondition,
+            Error::Unavailable(_) => RefusalCode::Unavailable,
+            Error::Storage(_) | Error::Codec(_) | Error::Secrets(_) | Error::Raft(_) => {
+                RefusalCode::Internal
+            }
+            Error::Refused { code, .. } => *code,
+        }
+    }
+}
+
+impl From<crate::raft::RaftError> for Error {
+    fn from(e: crate::raft::RaftError) -> Self {
+        Error::Raft(e)
+    }
 }
 
 /// Result with [`Error`].
@@ -48,6 +93,18 @@ impl From<Error> for Status {
             Error::FailedPrecondition(_) => Status::failed_precondition(msg),
             Error::Unavailable(_) => Status::unavailable(msg),
             Error::Storage(_) | Error::Codec(_) | Error::Secrets(_) => Status::internal(msg),
+            // Not-leader keeps the leader's address in the metadata, so a client retries there.
+            Error::Raft(e) => Status::from(e),
+            Error::Refused { code, .. } => match code {
+                RefusalCode::NotFound => Status::not_found(msg),
+                RefusalCode::AlreadyExists => Status::already_exists(msg),
+                RefusalCode::InvalidArgument => Status::invalid_argument(msg),
+                RefusalCode::Unauthenticated => Status::unauthenticated(msg),
+                RefusalCode::PermissionDenied => Status::permission_denied(msg),
+                RefusalCode::FailedPrecondition => Status::failed_precondition(msg),
+                RefusalCode::Unavailable => Status::unavailable(msg),
+                RefusalCode::Internal => Status::internal(msg),
+            },
         }
     }
 }

@@ -8,7 +8,7 @@
 use super::command::{Applied, Command, Reporter};
 use super::lifecycle::Changes;
 use super::model::{Agent, Attempt, AttemptState, InstanceState, Stats};
-use super::{ATTEMPT, FENCING, INSTANCE, LIVE, Store, Writes, key, log_key, timeout_key};
+use super::{AGENT, ATTEMPT, FENCING, INSTANCE, LIVE, Store, Writes, key, log_key, timeout_key};
 use crate::error::{Error, Result};
 
 /// Why an attempt ends, and what that means for its instance.
@@ -66,10 +66,13 @@ impl Store {
                     )));
                 }
                 let before = inst.clone();
-                let fencing_token = self.counter(FENCING)? + 1;
+                let fencing_token = self.read::<u64>(w, FENCING.as_bytes())?.unwrap_or(0) + 1;
                 w.put(FENCING.as_bytes().to_vec(), &fencing_token)?;
                 let timeout_secs = self
-                    .task_version(&inst.task, inst.version)?
+                    .read::<super::model::TaskVersion>(
+                        w,
+                        &super::version_key(&inst.task, inst.version),
+                    )?
                     .map(|v| v.timeout_secs)
                     .unwrap_or(0);
                 let deadline_ms = if timeout_secs > 0 {
@@ -159,7 +162,7 @@ impl Store {
                         a.agent_id
                     )));
                 }
-                if let Some(stale) = self.revoked(&agent_id)? {
+                if let Some(stale) = self.revoked(w, &agent_id)? {
                     return Ok(stale);
                 }
                 // Lines that arrive after the attempt finished (resent after a reconnect) are
@@ -195,7 +198,7 @@ impl Store {
                                 a.agent_id
                             )));
                         }
-                        if let Some(stale) = self.revoked(agent)? {
+                        if let Some(stale) = self.revoked(w, agent)? {
                             return Ok(stale);
                         }
                         Some(agent.as_str())
@@ -234,9 +237,9 @@ impl Store {
     }
 
     /// Why a report of `agent` counts for nothing, if it is revoked.
-    fn revoked(&self, agent: &str) -> Result<Option<Applied>> {
+    fn revoked(&self, w: &Writes, agent: &str) -> Result<Option<Applied>> {
         Ok(self
-            .agent(agent)?
+            .get_in::<Agent>(w, AGENT, agent)?
             .filter(Agent::is_revoked)
             .map(|_| Applied::Stale(format!("agent {agent} is revoked; its reports are refused"))))
     }
@@ -291,7 +294,10 @@ impl Store {
             (_, EndKind::Operator) => inst.set_state(InstanceState::Killed, at_ms, end.error),
             (state, kind) => {
                 if inst.retries_left > 0 {
-                    let version = self.task_version(&inst.task, inst.version)?;
+                    let version = self.read::<super::model::TaskVersion>(
+                        w,
+                        &super::version_key(&inst.task, inst.version),
+                    )?;
                     let (total, interval) = version
                         .map(|v| (v.retries, v.retry_interval_secs))
                         .unwrap_or((inst.retries_left, 0));
@@ -415,7 +421,7 @@ impl Store {
                     a.agent_id
                 ))));
             }
-            if let Some(stale) = self.revoked(agent)? {
+            if let Some(stale) = self.revoked(w, agent)? {
                 return Ok(Err(stale));
             }
         }

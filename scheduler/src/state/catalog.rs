@@ -5,7 +5,8 @@ use super::attempts::Ending;
 use super::command::{Applied, Command};
 use super::lifecycle::Changes;
 use super::model::{
-    Agent, AttemptState, DependencySpec, Group, Task, TaskVersion, User, Workspace,
+    Agent, ApiToken, AttemptState, DataSourceRecord, DependencySpec, Group, Task, TaskVersion,
+    User, Workspace,
 };
 use super::{
     AGENT, DATASOURCE, GROUP, Store, TASK, TOKEN, USER, WORKSPACE, Writes, key, version_key,
@@ -16,7 +17,7 @@ impl Store {
     pub(super) fn apply_catalog(&self, cmd: Command, w: &mut Writes) -> Result<Applied> {
         let result = match cmd {
             Command::CreateWorkspace { name, at_ms } => {
-                if self.workspace(&name)?.is_some() {
+                if self.get_in::<Workspace>(w, WORKSPACE, &name)?.is_some() {
                     return Err(Error::AlreadyExists {
                         what: "workspace",
                         name,
@@ -36,7 +37,7 @@ impl Store {
                 cluster_admin,
                 at_ms,
             } => {
-                if self.user(&name)?.is_some() {
+                if self.get_in::<User>(w, USER, &name)?.is_some() {
                     return Err(Error::AlreadyExists { what: "user", name });
                 }
                 w.put(
@@ -55,12 +56,14 @@ impl Store {
                 workspace,
                 role,
             } => {
-                let mut u = self.user(&user)?.ok_or_else(|| Error::NotFound {
-                    what: "user",
-                    name: user.clone(),
-                    hint: "see `ferry user list`",
-                })?;
-                self.require_workspace(&workspace)?;
+                let mut u =
+                    self.get_in::<User>(w, USER, &user)?
+                        .ok_or_else(|| Error::NotFound {
+                            what: "user",
+                            name: user.clone(),
+                            hint: "see `ferry user list`",
+                        })?;
+                self.require_workspace(w, &workspace)?;
                 match role {
                     Some(r) => u.roles.insert(workspace, r),
                     None => u.roles.remove(&workspace),
@@ -69,7 +72,7 @@ impl Store {
                 Applied::Done
             }
             Command::CreateToken { token } => {
-                if self.user(&token.user)?.is_none() {
+                if self.get_in::<User>(w, USER, &token.user)?.is_none() {
                     return Err(Error::NotFound {
                         what: "user",
                         name: token.user,
@@ -81,7 +84,7 @@ impl Store {
             }
             Command::RevokeToken { id, at_ms } => {
                 let mut t = self
-                    .tokens()?
+                    .scan_in::<ApiToken>(w, TOKEN)?
                     .into_iter()
                     .find(|t| t.id == id)
                     .ok_or_else(|| Error::NotFound {
@@ -100,8 +103,8 @@ impl Store {
                 workspace,
                 bind,
             } => {
-                let mut g = self.require_group(&group)?;
-                self.require_workspace(&workspace)?;
+                let mut g = self.require_group(w, &group)?;
+                self.require_workspace(w, &workspace)?;
                 g.workspaces.retain(|x| *x != workspace);
                 if bind {
                     g.workspaces.push(workspace);
@@ -116,14 +119,14 @@ impl Store {
                 workspaces,
                 at_ms,
             } => {
-                if self.group(&name)?.is_some() {
+                if self.get_in::<Group>(w, GROUP, &name)?.is_some() {
                     return Err(Error::AlreadyExists {
                         what: "resource group",
                         name,
                     });
                 }
                 for ws in &workspaces {
-                    self.require_workspace(ws)?;
+                    self.require_workspace(w, ws)?;
                 }
                 let g = Group {
                     name: name.clone(),
@@ -137,7 +140,7 @@ impl Store {
                 Applied::Done
             }
             Command::RotateGroupToken { name, token_hash } => {
-                let mut g = self.require_group(&name)?;
+                let mut g = self.require_group(w, &name)?;
                 g.token_hash = token_hash;
                 w.put(key(GROUP, &name), &g)?;
                 Applied::Done
@@ -149,7 +152,7 @@ impl Store {
                 host,
                 at_ms,
             } => {
-                self.require_group(&group)?;
+                self.require_group(w, &group)?;
                 let a = Agent {
                     id: id.clone(),
                     group,
@@ -173,7 +176,7 @@ impl Store {
                 boot_id,
                 at_ms,
             } => {
-                let Some(mut a) = self.agent(&id)? else {
+                let Some(mut a) = self.get_in::<Agent>(w, AGENT, &id)? else {
                     return Ok(Applied::Stale(format!("agent {id} is not registered")));
                 };
                 a.connected = connected;
@@ -188,7 +191,7 @@ impl Store {
                 Applied::Done
             }
             Command::RevokeAgent { id, reason, at_ms } => {
-                let Some(mut a) = self.agent(&id)? else {
+                let Some(mut a) = self.get_in::<Agent>(w, AGENT, &id)? else {
                     return Err(Error::NotFound {
                         what: "agent",
                         name: id,
@@ -201,7 +204,7 @@ impl Store {
                     a.revoked_reason = reason.clone();
                     a.connected = false;
                     w.put(key(AGENT, &id), &a)?;
-                    for att in self.live_attempts()? {
+                    for att in self.live_attempts_in(w)? {
                         if att.agent_id == id {
                             self.end_attempt(
                                 w,
@@ -221,7 +224,7 @@ impl Store {
                 changes.applied()
             }
             Command::SetAgentDraining { id, draining } => {
-                let Some(mut a) = self.agent(&id)? else {
+                let Some(mut a) = self.get_in::<Agent>(w, AGENT, &id)? else {
                     return Err(Error::NotFound {
                         what: "agent",
                         name: id,
@@ -237,7 +240,10 @@ impl Store {
                 Applied::Done
             }
             Command::RemoveDataSource { name } => {
-                if self.datasource(&name)?.is_none() {
+                if self
+                    .get_in::<DataSourceRecord>(w, DATASOURCE, &name)?
+                    .is_none()
+                {
                     return Err(Error::NotFound {
                         what: "data source",
                         name,
@@ -253,10 +259,12 @@ impl Store {
                 first_day,
                 at_ms,
             } => {
-                self.require_group(&version.group)?;
+                self.require_group(w, &version.group)?;
                 for d in &version.dependencies {
                     let DependencySpec { upstream, .. } = d;
-                    if *upstream != version.task && self.task(upstream)?.is_none() {
+                    if *upstream != version.task
+                        && self.get_in::<Task>(w, TASK, upstream)?.is_none()
+                    {
                         return Err(Error::NotFound {
                             what: "upstream task",
                             name: upstream.clone(),
@@ -265,7 +273,7 @@ impl Store {
                     }
                 }
                 let name = version.task.clone();
-                let previous = self.task(&name)?;
+                let previous = self.get_in::<Task>(w, TASK, &name)?;
                 if let Some(t) = &previous
                     && t.last_submit == submit_id
                 {
@@ -302,7 +310,7 @@ impl Store {
                 version,
                 job_text,
             } => {
-                let Some(mut v) = self.task_version(&task, version)? else {
+                let Some(mut v) = self.read::<TaskVersion>(w, &version_key(&task, version))? else {
                     return Err(Error::NotFound {
                         what: "task version",
                         name: format!("{task} v{version}"),
@@ -318,7 +326,7 @@ impl Store {
                 max_concurrency,
                 allow_shell,
             } => {
-                let mut g = self.require_group(&group)?;
+                let mut g = self.require_group(w, &group)?;
                 if let Some(n) = max_concurrency {
                     g.max_concurrency = n;
                 }
@@ -337,19 +345,21 @@ impl Store {
         Ok(result)
     }
 
-    pub(super) fn require_group(&self, name: &str) -> Result<Group> {
-        self.group(name)?.ok_or_else(|| Error::NotFound {
-            what: "resource group",
-            name: name.to_string(),
-            hint: "see `ferry group list`",
-        })
+    pub(super) fn require_group(&self, w: &Writes, name: &str) -> Result<Group> {
+        self.get_in::<Group>(w, GROUP, name)?
+            .ok_or_else(|| Error::NotFound {
+                what: "resource group",
+                name: name.to_string(),
+                hint: "see `ferry group list`",
+            })
     }
 
-    fn require_workspace(&self, name: &str) -> Result<Workspace> {
-        self.workspace(name)?.ok_or_else(|| Error::NotFound {
-            what: "workspace",
-            name: name.to_string(),
-            hint: "see `ferry workspace list`",
-        })
+    fn require_workspace(&self, w: &Writes, name: &str) -> Result<Workspace> {
+        self.get_in::<Workspace>(w, WORKSPACE, name)?
+            .ok_or_else(|| Error::NotFound {
+                what: "workspace",
+                name: name.to_string(),
+                hint: "see `ferry workspace list`",
+            })
     }
 }

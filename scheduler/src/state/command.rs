@@ -211,7 +211,7 @@ pub enum Reporter {
 }
 
 /// What applying a command produced, for the proposer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     Done,
     TaskVersion(u32),
@@ -230,7 +230,7 @@ pub enum Applied {
 }
 
 /// An attempt the scheduler ended that its agent may still be running.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StopOrder {
     pub attempt_id: String,
     pub agent_id: String,

@@ -95,18 +95,20 @@ impl Store {
             }
             Command::Tick { at_ms } => {
                 let end = timeq_key(at_ms.saturating_add(1), "");
-                let mut due = Vec::new();
-                for item in self.tree.range(TIMEQ.as_bytes().to_vec()..end) {
-                    let (k, _) = item?;
-                    due.push(id_after_bar(&k));
-                }
+                let due: Vec<String> = self
+                    .keys_in(w, TIMEQ)?
+                    .into_iter()
+                    .take_while(|k| *k < end)
+                    .map(|k| id_after_bar(&k))
+                    .collect();
                 self.settle(w, due, at_ms, &mut changes)?;
                 let end = super::timeout_key(at_ms.saturating_add(1), "");
-                let mut late = Vec::new();
-                for item in self.tree.range(TIMEOUT.as_bytes().to_vec()..end) {
-                    let (k, _) = item?;
-                    late.push(id_after_bar(&k));
-                }
+                let late: Vec<String> = self
+                    .keys_in(w, TIMEOUT)?
+                    .into_iter()
+                    .take_while(|k| *k < end)
+                    .map(|k| id_after_bar(&k))
+                    .collect();
                 for attempt_id in late {
                     let Some(a) = self.read::<Attempt>(w, &key(ATTEMPT, &attempt_id))? else {
                         continue;
@@ -203,7 +205,7 @@ impl Store {
                 frozen,
                 at_ms,
             } => {
-                let Some(mut t) = self.task(&task)? else {
+                let Some(mut t) = self.get_in::<super::model::Task>(w, TASK, &task)? else {
                     return Err(Error::NotFound {
                         what: "task",
                         name: task,
@@ -296,7 +298,9 @@ impl Store {
         at_ms: i64,
         changes: &mut Changes,
     ) -> Result<()> {
-        let frozen = self.task(&inst.task)?.is_some_and(|t| t.frozen);
+        let frozen = self
+            .get_in::<super::model::Task>(w, TASK, &inst.task)?
+            .is_some_and(|t| t.frozen);
         let reason = inst
             .history
             .last()
@@ -531,8 +535,12 @@ impl Store {
 
     /// Whether a rerun of `inst` is allowed by its version's policy; the refusal says why.
     pub fn rerun_refusal(&self, inst: &Instance) -> Result<Option<String>> {
+        self.rerun_refusal_in(&Writes::new(), inst)
+    }
+
+    fn rerun_refusal_in(&self, w: &Writes, inst: &Instance) -> Result<Option<String>> {
         let policy = self
-            .task_version(&inst.task, inst.version)?
+            .read::<super::model::TaskVersion>(w, &super::version_key(&inst.task, inst.version))?
             .map(|v| v.rerun)
             .unwrap_or_default();
         let failed = matches!(inst.state, InstanceState::Failed | InstanceState::Killed);
@@ -568,12 +576,15 @@ impl Store {
                     inst.state.as_str()
                 )));
             }
-            if let Some(why) = self.rerun_refusal(&inst)? {
+            if let Some(why) = self.rerun_refusal_in(w, &inst)? {
                 return Err(Error::FailedPrecondition(why));
             }
             let before = inst.clone();
             inst.retries_left = self
-                .task_version(&inst.task, inst.version)?
+                .read::<super::model::TaskVersion>(
+                    w,
+                    &super::version_key(&inst.task, inst.version),
+                )?
                 .map(|v| v.retries)
                 .unwrap_or(0);
             if inst.dry_run == EXPIRED {

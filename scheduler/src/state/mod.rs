@@ -21,6 +21,7 @@ mod catalog;
 pub mod command;
 mod lifecycle;
 pub mod model;
+mod replica;
 
 use crate::error::Result;
 use command::{Applied, Command};
@@ -70,12 +71,14 @@ const GENERATED: &str = "gn/";
 const FENCING: &str = "m/fencing";
 const APPLIED: &str = "m/applied";
 
-/// Durable state of one scheduler.
+/// Durable state of one scheduler, replicated by raft once [`Store::attach`] gave it a node.
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
-    /// Serializes proposals: apply reads then writes, and must see the previous command's writes.
+    /// Serializes local applies (no raft attached: tests of the state machine alone).
     write: Mutex<()>,
+    raft: std::sync::OnceLock<crate::raft::RaftHandle>,
+    applied: std::sync::atomic::AtomicU64,
 }
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
@@ -86,8 +89,10 @@ fn log_key(attempt: &str, index: u64) -> Vec<u8> {
     format!("{LOG}{attempt}/{index:020}").into_bytes()
 }
 
-fn audit_key(at_ms: i64, index: u64) -> Vec<u8> {
-    format!("{AUDIT}{:020}/{index:020}", at_ms.max(0)).into_bytes()
+/// An audit record's key: its time, then the log index and position of the command in its
+/// entry (several commands share an index when proposals are packed).
+fn audit_key(at_ms: i64, index: u64, pos: u32) -> Vec<u8> {
+    format!("{AUDIT}{:020}/{index:020}/{pos:06}", at_ms.max(0)).into_bytes()
 }
 
 fn version_key(task: &str, version: u32) -> Vec<u8> {
@@ -130,31 +135,61 @@ fn id_after_bar(k: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// Writes collected by one apply, committed atomically. Reads inside the apply go through
-/// [`Store::read`], which sees these writes first, so one command can change a record twice.
+/// Writes collected by one apply (of one or several commands), committed atomically with the
+/// applied index. Reads inside the apply go through [`Store::read`], which sees these writes
+/// first, so one command can change a record twice and a command sees those before it. A
+/// refused command's writes are undone back to its [`Writes::mark`].
 struct Writes {
-    batch: sled::Batch,
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Each write's key and what the overlay held before it, to undo a refused command.
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
 }
 
 impl Writes {
     fn new() -> Self {
         Self {
-            batch: sled::Batch::default(),
             overlay: BTreeMap::new(),
+            undo: Vec::new(),
         }
     }
 
     fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value)?;
-        self.batch.insert(key.clone(), bytes.clone());
-        self.overlay.insert(key, Some(bytes));
+        let before = self.overlay.insert(key.clone(), Some(bytes));
+        self.undo.push((key, before));
         Ok(())
     }
 
     fn remove(&mut self, key: Vec<u8>) {
-        self.batch.remove(key.clone());
-        self.overlay.insert(key, None);
+        let before = self.overlay.insert(key.clone(), None);
+        self.undo.push((key, before));
+    }
+
+    fn mark(&self) -> usize {
+        self.undo.len()
+    }
+
+    fn rollback(&mut self, mark: usize) {
+        while self.undo.len() > mark {
+            let Some((k, before)) = self.undo.pop() else {
+                break;
+            };
+            match before {
+                Some(v) => self.overlay.insert(k, v),
+                None => self.overlay.remove(&k),
+            };
+        }
+    }
+
+    fn into_batch(self) -> sled::Batch {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.overlay {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
     }
 }
 
@@ -163,19 +198,35 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         let db = sled::Config::new().path(dir.join("state")).open()?;
         let tree = db.open_tree("state")?;
+        let applied = tree
+            .get(APPLIED)?
+            .and_then(|v| serde_json::from_slice::<u64>(&v).ok())
+            .unwrap_or(0);
         Ok(Self {
             db,
             tree,
             write: Mutex::new(()),
+            raft: std::sync::OnceLock::new(),
+            applied: std::sync::atomic::AtomicU64::new(applied),
         })
     }
 
-    /// Applies `cmd` and makes it durable.
+    /// Proposes `cmd` and returns once it is applied here and durable: through raft when a node
+    /// is attached (forwarded to the leader from a follower), else applied locally. Both ways run
+    /// the same apply as every replica.
     pub async fn propose(&self, cmd: Command) -> Result<Applied> {
-        let _guard = self.write.lock().await;
-        let applied = self.apply(cmd)?;
-        self.db.flush_async().await?;
-        Ok(applied)
+        let bytes = replica::encode_command(&cmd)?;
+        let result = match self.raft.get() {
+            Some(node) => node.write(bytes).await?,
+            None => {
+                let _guard = self.write.lock().await;
+                let index = self.applied.load(std::sync::atomic::Ordering::SeqCst) + 1;
+                let mut out = self.apply_entries(&[(index, bytes.as_slice())])?;
+                self.db.flush_async().await?;
+                out.pop().unwrap_or_default()
+            }
+        };
+        replica::decode_outcome(&result)
     }
 
     /// Flushes everything to disk; called on shutdown.
@@ -198,6 +249,22 @@ impl Store {
             Some(None) => Ok(None),
             None => self.get(key),
         }
+    }
+
+    /// The record `prefix` + `id` as the command being applied sees it.
+    fn get_in<T: DeserializeOwned>(&self, w: &Writes, prefix: &str, id: &str) -> Result<Option<T>> {
+        self.read(w, &key(prefix, id))
+    }
+
+    /// Every record under `prefix` as the command being applied sees them.
+    fn scan_in<T: DeserializeOwned>(&self, w: &Writes, prefix: &str) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for k in self.keys_in(w, prefix)? {
+            if let Some(v) = self.read(w, &k)? {
+                out.push(v);
+            }
+        }
+        Ok(out)
     }
 
     /// Keys under `prefix` as the command being applied sees them, in order.
@@ -238,32 +305,66 @@ impl Store {
             .collect()
     }
 
-    fn counter(&self, k: &str) -> Result<u64> {
-        Ok(self.get::<u64>(k.as_bytes())?.unwrap_or(0))
-    }
-
-    /// The deterministic state transition, with the applied index written in the same batch.
-    /// Validation that depends on state happens here, so every replica refuses the same
-    /// commands; a refused command writes nothing.
-    fn apply(&self, cmd: Command) -> Result<Applied> {
+    /// Applies log entries `(index, encoded command)` in order with ONE atomic write that also
+    /// records the last index as applied. Entries at or below the applied index are skipped
+    /// (replays). A command the state refuses is undone and its refusal is its result; only a
+    /// storage failure is an error. Deterministic: every replica applies the same commands to the
+    /// same state and gets the same results.
+    pub(crate) fn apply_entries(&self, entries: &[(u64, &[u8])]) -> Result<Vec<Vec<u8>>> {
+        let before = self.applied.load(std::sync::atomic::Ordering::SeqCst);
         let mut w = Writes::new();
-        let applied_index = self.counter(APPLIED)? + 1;
-        w.put(APPLIED.as_bytes().to_vec(), &applied_index)?;
-        let result = self.transition(cmd, &mut w, applied_index)?;
-        self.tree.apply_batch(w.batch)?;
-        Ok(result)
+        let mut out = Vec::with_capacity(entries.len());
+        let mut last = before;
+        let mut pos = 0u32;
+        for (index, data) in entries {
+            if *index <= before {
+                out.push(Vec::new());
+                continue;
+            }
+            if *index != last {
+                pos = 0;
+            }
+            last = *index;
+            if data.is_empty() {
+                out.push(Vec::new());
+                continue;
+            }
+            let outcome = match replica::decode_command(data) {
+                Ok(cmd) => {
+                    let mark = w.mark();
+                    match self.transition(cmd, &mut w, *index, pos) {
+                        Ok(applied) => Ok(applied),
+                        Err(e @ crate::error::Error::Storage(_)) => return Err(e),
+                        Err(e) => {
+                            w.rollback(mark);
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            out.push(replica::encode_outcome(outcome)?);
+            pos += 1;
+        }
+        if last > before {
+            w.put(APPLIED.as_bytes().to_vec(), &last)?;
+        }
+        self.tree.apply_batch(w.into_batch())?;
+        self.applied
+            .store(last, std::sync::atomic::Ordering::SeqCst);
+        Ok(out)
     }
 
     /// The writes of one command into `w`.
-    fn transition(&self, cmd: Command, w: &mut Writes, applied_index: u64) -> Result<Applied> {
+    fn transition(&self, cmd: Command, w: &mut Writes, index: u64, pos: u32) -> Result<Applied> {
         match cmd {
             Command::Audited { record, change } => {
-                let applied = self.transition(*change, w, applied_index)?;
-                w.put(audit_key(record.at_ms, applied_index), &record)?;
+                let applied = self.transition(*change, w, index, pos)?;
+                w.put(audit_key(record.at_ms, index, pos), &record)?;
                 Ok(applied)
             }
             Command::RecordAudit { record } => {
-                w.put(audit_key(record.at_ms, applied_index), &record)?;
+                w.put(audit_key(record.at_ms, index, pos), &record)?;
                 Ok(Applied::Done)
             }
             c @ (Command::DispatchAttempt { .. }
@@ -304,7 +405,7 @@ impl Store {
     }
     /// Audit records, oldest first, from `since_ms` on, at most `limit` (the newest ones).
     pub fn audit(&self, since_ms: i64, limit: usize) -> Result<Vec<AuditRecord>> {
-        let from = audit_key(since_ms, 0);
+        let from = audit_key(since_ms, 0, 0);
         let mut out = Vec::new();
         for item in self.tree.range(from..).rev() {
             let (k, v) = item?;
@@ -458,6 +559,17 @@ impl Store {
         }
         Ok(out)
     }
+    /// Attempts dispatched or running, as the command being applied sees them.
+    fn live_attempts_in(&self, w: &Writes) -> Result<Vec<Attempt>> {
+        let mut out = Vec::new();
+        for k in self.keys_in(w, LIVE)? {
+            let id = String::from_utf8_lossy(&k[LIVE.len()..]).into_owned();
+            if let Some(a) = self.get_in(w, ATTEMPT, &id)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
     /// Attempts dispatched or running, per agent: the slots each agent has in use.
     pub fn running_per_agent(&self) -> Result<std::collections::HashMap<String, u32>> {
         let mut busy = std::collections::HashMap::new();
@@ -476,9 +588,24 @@ impl Store {
     pub fn logs(&self, attempt_id: &str) -> Result<Vec<LogRecord>> {
         self.scan(&format!("{LOG}{attempt_id}/"))
     }
-    /// The applied index: how many commands this store has applied.
-    pub fn applied_index(&self) -> Result<u64> {
-        self.counter(APPLIED)
+    /// The index of the last applied log entry.
+    pub fn applied_index(&self) -> u64 {
+        self.applied.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The sled database; the raft node keeps its log in it too, so one flush covers both.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
+    /// Replicates this store through `node` from now on.
+    pub fn attach(&self, node: crate::raft::RaftHandle) {
+        let _ = self.raft.set(node);
+    }
+
+    /// The raft node, once attached.
+    pub fn raft(&self) -> Option<&crate::raft::RaftHandle> {
+        self.raft.get()
     }
 }
 

@@ -139,7 +139,13 @@ async fn duplicate_group_is_refused() -> Result<()> {
             at_ms: 9,
         })
         .await;
-    assert!(matches!(again, Err(Error::AlreadyExists { .. })));
+    assert!(matches!(
+        again,
+        Err(Error::Refused {
+            code: crate::error::RefusalCode::AlreadyExists,
+            ..
+        })
+    ));
     Ok(())
 }
 
