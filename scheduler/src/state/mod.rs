@@ -142,8 +142,12 @@ fn id_after_bar(k: &[u8]) -> String {
 struct Writes {
     overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Each write's key and what the overlay held before it, to undo a refused command.
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<Undo>,
 }
+
+/// A key and what the overlay held for it before a write: `None` when it held nothing, else
+/// the value or the removal it held.
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 impl Writes {
     fn new() -> Self {
