@@ -119,11 +119,16 @@ pub async fn run(
     ));
     let mut failures = 0u32;
     let mut which = 0usize;
+    // Where a scheduler that does not lead sent us; tried once, next.
+    let mut redirect: Option<String> = None;
+    let mut redirects = 0u32;
     let end = loop {
         if shutdown.is_cancelled() {
             break SessionEnd::Shutdown;
         }
-        let url = cfg.schedulers[which % cfg.schedulers.len()].clone();
+        let url = redirect
+            .take()
+            .unwrap_or_else(|| cfg.schedulers[which % cfg.schedulers.len()].clone());
         let mut opened = false;
         match once(
             &cfg,
@@ -155,11 +160,21 @@ pub async fn run(
                 warn!(scheduler = %url, pending = spool.pending(), "no session: {msg}");
                 which += 1;
             }
+            Err(Failure::Redirect(leader)) => {
+                info!(scheduler = %url, leader = %leader, "this scheduler does not lead; going to the leader");
+                redirect = Some(leader);
+                redirects += 1;
+            }
         }
         contact.connected.store(false, Ordering::Relaxed);
-        // A session that was up broke: try again at once; otherwise back off.
-        failures = if opened { 0 } else { failures + 1 };
-        let wait = if opened {
+        // A session that was up broke: try again at once; otherwise back off. Following the
+        // leader is immediate too, unless schedulers keep pointing elsewhere (an election).
+        let followed = redirect.is_some() && redirects <= 3;
+        if opened {
+            redirects = 0;
+        }
+        failures = if opened || followed { 0 } else { failures + 1 };
+        let wait = if opened || followed {
             Duration::from_millis(50 + rand::random::<u64>() % 100)
         } else {
             backoff(failures)
@@ -219,9 +234,23 @@ enum Failure {
     Refused(String),
     Superseded(String),
     Transient(String),
+    /// The scheduler does not lead the cluster; the leader is at this URL.
+    Redirect(String),
 }
 
+/// The header a scheduler that does not lead names the leader's URL in.
+const LEADER_ADDR_HEADER: &str = "x-ferry-leader-addr";
+
 fn classify(s: &tonic::Status) -> Failure {
+    if s.code() == tonic::Code::Unavailable
+        && let Some(leader) = s
+            .metadata()
+            .get(LEADER_ADDR_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    {
+        return Failure::Redirect(leader.to_string());
+    }
     match s.code() {
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
             Failure::Refused(s.message().to_string())

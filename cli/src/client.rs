@@ -6,7 +6,9 @@
 //! It is never taken from the command line of other commands, where `ps` would show it.
 
 use anyhow::{Context, anyhow};
+use ferry_proto::admin::v1 as admin_pb;
 use ferry_proto::admin::v1::admin_service_client::AdminServiceClient;
+use ferry_proto::admin::v1::cluster_service_client::ClusterServiceClient;
 use ferry_proto::tls::ClientTls;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -110,30 +112,16 @@ pub fn remove_credentials() -> anyhow::Result<bool> {
     }
 }
 
-/// Connects to the first scheduler of `urls` that answers. An `https://` URL is always TLS.
-pub async fn connect(urls: &[String], tls: &ClientTls, auth: Auth) -> anyhow::Result<Admin> {
+pub type Cluster = ClusterServiceClient<InterceptedService<Channel, Auth>>;
+
+/// A channel to the first scheduler of `urls` that answers, and its URL. An `https://` URL is
+/// always TLS.
+pub async fn connect_any(urls: &[String], tls: &ClientTls) -> anyhow::Result<(Channel, String)> {
     let mut errors = Vec::new();
     for url in urls {
-        let endpoint = tls.endpoint(url).map_err(|e| anyhow!(e))?;
-        match endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-        {
-            Ok(channel) => {
-                return Ok(AdminServiceClient::with_interceptor(channel, auth)
-                    .max_decoding_message_size(64 << 20)
-                    .max_encoding_message_size(64 << 20));
-            }
-            Err(e) => {
-                let mut msg = format!("{url}: {e}");
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
-                errors.push(msg);
-            }
+        match open(url, tls).await {
+            Ok(channel) => return Ok((channel, url.clone())),
+            Err(e) => errors.push(e),
         }
     }
     Err(anyhow!(
@@ -142,11 +130,97 @@ pub async fn connect(urls: &[String], tls: &ClientTls, auth: Auth) -> anyhow::Re
     ))
 }
 
+async fn open(url: &str, tls: &ClientTls) -> Result<Channel, String> {
+    let endpoint = tls.endpoint(url)?;
+    endpoint
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| {
+            let mut msg = format!("{url}: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            msg
+        })
+}
+
+fn admin_client(channel: Channel, auth: Auth) -> Admin {
+    AdminServiceClient::with_interceptor(channel, auth)
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+}
+
+pub fn cluster_client(channel: Channel, auth: Auth) -> Cluster {
+    ClusterServiceClient::with_interceptor(channel, auth)
+}
+
+/// How long to wait for a cluster to elect a leader before giving up.
+const LEADER_WAIT: Duration = Duration::from_secs(20);
+
+/// Connects to the scheduler that leads the cluster (the only one that answers the admin API),
+/// starting from the first of `urls` that answers and following where it points; waits out an
+/// election. A scheduler without replication leads itself.
+pub async fn connect(urls: &[String], tls: &ClientTls, auth: Auth) -> anyhow::Result<Admin> {
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    let (mut channel, mut url) = connect_any(urls, tls).await?;
+    let mut hops = 0;
+    loop {
+        let leader = cluster_client(channel.clone(), auth.clone())
+            .leader(admin_pb::LeaderRequest {})
+            .await;
+        let wait = match leader {
+            Ok(r) => {
+                let r = r.into_inner();
+                if r.is_leader {
+                    return Ok(admin_client(channel, auth));
+                }
+                if !r.leader_addr.is_empty() && r.leader_addr != url && hops < 3 {
+                    hops += 1;
+                    match open(&r.leader_addr, tls).await {
+                        Ok(c) => {
+                            (channel, url) = (c, r.leader_addr);
+                            continue;
+                        }
+                        Err(e) => format!("the leader does not answer: {e}"),
+                    }
+                } else if r.leader_addr.is_empty() {
+                    format!("{url} knows no leader (an election is under way?)")
+                } else {
+                    format!("{url} is confirming its leadership")
+                }
+            }
+            // Let the admin call itself report a bad token or an old scheduler.
+            Err(s) if s.code() != tonic::Code::Unavailable => {
+                return Ok(admin_client(channel, auth));
+            }
+            Err(s) => s.message().to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(anyhow!(
+                "no scheduler leads the cluster ({wait}); check `ferry cluster status` on each scheduler"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Start over from the given addresses: the one asked may have died.
+        (channel, url) = connect_any(urls, tls).await?;
+        hops = 0;
+    }
+}
+
 /// The scheduler's message, without gRPC decoration.
 pub fn status(s: tonic::Status) -> anyhow::Error {
     match s.code() {
         tonic::Code::Unavailable if s.message().contains("transport") => {
             anyhow!("lost the scheduler: {}", s.message())
+        }
+        tonic::Code::Unavailable if s.metadata().get("x-ferry-leader-addr").is_some() => {
+            anyhow!(
+                "{} (leadership moved while the command ran; run it again)",
+                s.message()
+            )
         }
         _ => anyhow!("{}", s.message()),
     }

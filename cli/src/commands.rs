@@ -188,6 +188,9 @@ pub async fn run(
             .or_else(|| saved.map(|c| c.token)),
     };
     let auth = Auth::new(token.as_deref(), workspace.as_deref())?;
+    if let TopCommand::Cluster(c) = cmd {
+        return crate::cluster::run(urls, tls, auth, out, c).await;
+    }
     let mut admin = connect(urls, tls, auth).await?;
     match cmd {
         TopCommand::Login { .. } => {
@@ -216,6 +219,7 @@ pub async fn run(
             parallelism,
         } => crate::instances::backfill(&mut admin, task, from, to, downstream, parallelism).await,
         TopCommand::Quickstart { .. } => bail!("quickstart does not talk to an existing scheduler"),
+        TopCommand::Cluster(_) => bail!("handled above"),
     }
 }
 

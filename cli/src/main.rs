@@ -3,6 +3,7 @@
 mod access;
 mod agents;
 mod client;
+mod cluster;
 mod commands;
 mod follow;
 mod format;
@@ -112,6 +113,9 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 1)]
         parallelism: u32,
     },
+    /// The schedulers replicating the state: status, add, remove.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
     /// Start a local scheduler and agent, and run a bundled sample sync end to end.
     Quickstart {
         /// Folder for the scheduler's and agent's data, the sample and the target.

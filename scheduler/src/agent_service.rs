@@ -174,6 +174,8 @@ impl AgentService for AgentApi {
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let agent = authenticate(&self.ctx, &request)?;
+        // Sessions live on the leader, where dispatch happens; elsewhere the agent is told where.
+        crate::cluster::gate(&self.ctx)?;
         let peer = request
             .remote_addr()
             .map(|a| a.to_string())

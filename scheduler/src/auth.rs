@@ -15,7 +15,7 @@ use crate::clock::SharedClock;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::state::Store;
-use crate::state::command::Command;
+use crate::state::command::{Applied, Command};
 use crate::state::model::{ApiToken, AuditRecord, Role, User};
 use ferry_common::secret::{hash_token, random_token};
 use std::collections::BTreeMap;
@@ -201,10 +201,15 @@ pub fn authenticate(
 #[derive(Clone)]
 pub struct Authenticator {
     pub ctx: Arc<Context>,
+    /// Refuse calls on a scheduler that does not lead, naming the leader.
+    pub leader_only: bool,
 }
 
 impl tonic::service::Interceptor for Authenticator {
     fn call(&mut self, mut req: Request<()>) -> std::result::Result<Request<()>, Status> {
+        if self.leader_only {
+            crate::cluster::gate(&self.ctx)?;
+        }
         let token = req
             .metadata()
             .get("authorization")
@@ -253,25 +258,10 @@ pub fn principal<T>(req: &Request<T>) -> Result<Principal> {
 /// a token, returned so it can be shown once. `preset` (FERRY_BOOTSTRAP_TOKEN) lets automation
 /// choose it. Later starts change nothing and return `None`.
 pub async fn bootstrap(ctx: &Context, preset: Option<&str>) -> Result<Option<String>> {
-    let now = ctx.now_ms();
-    if ctx.store.workspace(DEFAULT_WORKSPACE)?.is_none() {
-        ctx.store
-            .propose(Command::CreateWorkspace {
-                name: DEFAULT_WORKSPACE.into(),
-                at_ms: now,
-            })
-            .await?;
-    }
     if !ctx.store.users()?.is_empty() {
         return Ok(None);
     }
-    ctx.store
-        .propose(Command::CreateUser {
-            name: FIRST_ADMIN.into(),
-            cluster_admin: true,
-            at_ms: now,
-        })
-        .await?;
+    let now = ctx.now_ms();
     let (token, mut record) = new_token(FIRST_ADMIN, "first admin token", now, 0);
     let token = match preset {
         Some(p) if p.len() >= 32 => {
@@ -287,22 +277,17 @@ pub async fn bootstrap(ctx: &Context, preset: Option<&str>) -> Result<Option<Str
         }
         None => token,
     };
-    ctx.store
-        .propose(Command::CreateToken { token: record })
+    let applied = ctx
+        .store
+        .propose(Command::Bootstrap {
+            workspace: DEFAULT_WORKSPACE.into(),
+            user: FIRST_ADMIN.into(),
+            token: record,
+            at_ms: now,
+        })
         .await?;
-    // Groups made before workspaces existed belong to the default one.
-    for g in ctx.store.groups()? {
-        if g.workspaces.is_empty() {
-            ctx.store
-                .propose(Command::BindGroup {
-                    group: g.name,
-                    workspace: DEFAULT_WORKSPACE.into(),
-                    bind: true,
-                })
-                .await?;
-        }
-    }
-    Ok(Some(token))
+    // Another scheduler of the cluster bootstrapped first: its token is the one.
+    Ok((applied == Applied::Done).then_some(token))
 }
 
 /// `ws/name`: how tasks and data sources are keyed, one namespace per workspace.

@@ -35,6 +35,8 @@ pub struct Config {
     pub generate_at: chrono::NaiveTime,
     /// Where the master key that seals secrets comes from.
     pub keys: crate::secrets::KeySource,
+    /// Raft id, initial peers, joining, peer TLS.
+    pub cluster: crate::cluster::ClusterSettings,
 }
 
 /// PEM files of the scheduler's certificate and key, and optionally a CA whose client
@@ -61,13 +63,14 @@ impl Config {
             addr_file: None,
             generate_at: chrono::NaiveTime::from_hms_opt(23, 30, 0).unwrap_or_default(),
             keys: Default::default(),
+            cluster: Default::default(),
         }
     }
 }
 
 /// Store, live registry, secret box, clock and settings of one scheduler.
 pub struct Context {
-    pub store: Store,
+    pub store: std::sync::Arc<Store>,
     pub hub: Hub,
     pub secrets: SecretBox,
     pub config: Config,

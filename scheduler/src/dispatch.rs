@@ -23,11 +23,14 @@ use tracing::{Instrument, info, info_span, warn};
 /// Runs until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     loop {
-        if let Err(e) = crate::generate::tick(&ctx).await {
-            warn!(error = %e, "scheduling round failed; retrying");
-        }
-        if let Err(e) = tick(&ctx).await {
-            warn!(error = %e, "dispatch round failed; retrying");
+        // Only the leader acts; a follower's loop idles until leadership comes its way.
+        if crate::cluster::leading(&ctx) {
+            if let Err(e) = crate::generate::tick(&ctx).await {
+                warn!(error = %e, "scheduling round failed; retrying");
+            }
+            if let Err(e) = tick(&ctx).await {
+                warn!(error = %e, "dispatch round failed; retrying");
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -274,6 +277,10 @@ fn resolve_job(ctx: &Context, inst: &Instance) -> Result<String> {
 }
 
 async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Session) -> Result<()> {
+    if !crate::cluster::leading(ctx) {
+        // Deposed mid-round: the new leader dispatches.
+        return Ok(());
+    }
     let attempt_id = format!("att-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
     let resolved = resolve(ctx, inst);
     let target_agent = if resolved.is_ok() { agent_id } else { "" };

@@ -190,6 +190,22 @@ impl Hub {
         }
     }
 
+    /// This scheduler stopped leading: every session ends with `status` (which names the new
+    /// leader when known), so agents reconnect there with their unreported results.
+    pub fn step_down(&self, status: Status) {
+        for (_, s) in lock(&self.sessions).drain() {
+            let _ = s.tx.try_send(Err(status.clone()));
+            s.closed.cancel();
+        }
+        lock(&self.waiting).clear();
+    }
+
+    /// This scheduler starts leading: what an earlier term here knew about lost sessions is
+    /// stale, so every agent's lease counts from now until it reconnects.
+    pub fn take_leadership(&self) {
+        lock(&self.lost_since).clear();
+    }
+
     pub fn heartbeat(&self, agent_id: &str, free_slots: u32, load1: f64) {
         if let Some(s) = lock(&self.sessions).get_mut(agent_id) {
             s.free_slots = free_slots;

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`clock`]: the injected clock every time-based decision reads.
 //! - [`state`]: the durable state machine over sled; every change is a [`state::command::Command`].
+//! - [`cluster`]: the raft node under the store, leadership (who acts), `ferry cluster`.
 //! - [`raft`]: replication of that state machine across schedulers (raft-rs over sled and gRPC).
 //! - [`hub`]: what is known only while running: open agent sessions, heartbeats, watchers.
 //! - [`agent_service`]: the agent-facing gRPC service (Register, Session).
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod agent_service;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod context;
 pub mod convert;
 pub mod dispatch;

@@ -50,6 +50,25 @@ struct Args {
     /// Require client certificates signed by this CA (PEM) from agents and CLIs.
     #[arg(long, env = "FERRY_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// This scheduler's id in its cluster (non-zero, unique, never reused).
+    #[arg(long, env = "FERRY_NODE_ID", default_value_t = 1)]
+    node_id: u64,
+    /// The schedulers of a new cluster, this one included: `1=https://s1:7100,2=...`. Read on
+    /// the first start only; every scheduler gets the same list. Without it: a single scheduler.
+    #[arg(long, env = "FERRY_PEERS", conflicts_with = "join")]
+    peers: Option<String>,
+    /// Join an existing cluster: start empty and wait for `ferry cluster add <id> <url>`.
+    #[arg(long, env = "FERRY_JOIN")]
+    join: bool,
+    /// CA (PEM) that signed the other schedulers' certificates, for https:// peers.
+    #[arg(long, env = "FERRY_PEER_CA")]
+    peer_ca: Option<PathBuf>,
+    /// Raft tick in milliseconds; an election follows 10 to 20 ticks without a leader.
+    #[arg(long, env = "FERRY_RAFT_TICK_MS", default_value_t = 100)]
+    raft_tick_ms: u64,
+    /// Applied commands between two raft snapshots.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_every: u64,
 }
 
 #[tokio::main]
@@ -89,6 +108,23 @@ async fn main() -> anyhow::Result<()> {
     config.addr_file = args.addr_file;
     // Automation may choose the first admin token (at least 32 characters).
     config.bootstrap_token = std::env::var("FERRY_BOOTSTRAP_TOKEN").ok();
+    config.cluster = ferry_scheduler::cluster::ClusterSettings {
+        node_id: args.node_id,
+        peers: match &args.peers {
+            Some(p) => ferry_scheduler::cluster::parse_peers(p)
+                .map_err(|e| anyhow::anyhow!("--peers: {e}"))?,
+            None => Default::default(),
+        },
+        join: args.join,
+        peer_tls: ferry_proto::tls::ClientTls {
+            ca_cert: args.peer_ca,
+            // When schedulers require client certificates, each presents its own to its peers.
+            client_cert: args.tls_client_ca.as_ref().and(args.tls_cert.clone()),
+            client_key: args.tls_client_ca.as_ref().and(args.tls_key.clone()),
+        },
+        tick: Duration::from_millis(args.raft_tick_ms.max(1)),
+        snapshot_every: args.snapshot_every,
+    };
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(ServerTls {
             cert,

@@ -35,6 +35,8 @@ pub struct KeySource {
 struct SealKey {
     id: String,
     cipher: ChaCha20Poly1305,
+    /// What schedulers of one cluster present to each other (see [`SecretBox::cluster_token`]).
+    cluster_token: String,
 }
 
 fn key_of(bytes: &[u8], what: &str) -> Result<SealKey> {
@@ -45,9 +47,13 @@ fn key_of(bytes: &[u8], what: &str) -> Result<SealKey> {
         )));
     }
     let id = hex::encode(&Sha256::digest(bytes)[..4]);
+    let mut token = Sha256::new();
+    token.update(b"ferry raft cluster token v1\0");
+    token.update(bytes);
     Ok(SealKey {
         id,
         cipher: ChaCha20Poly1305::new(Key::from_slice(bytes)),
+        cluster_token: hex::encode(token.finalize()),
     })
 }
 
@@ -106,6 +112,13 @@ impl SecretBox {
             .map(|p| key_of(&read_key(p)?, &p.display().to_string()))
             .collect::<Result<_>>()?;
         Ok(Self { current, previous })
+    }
+
+    /// The token schedulers of one cluster present on raft traffic, derived from the master key
+    /// every one of them must share anyway, so a cluster has no second secret to distribute and
+    /// a stranger who can reach the port cannot inject raft messages or forwarded commands.
+    pub fn cluster_token(&self) -> &str {
+        &self.current.cluster_token
     }
 
     /// The id of the current key (first bytes of its SHA-256), as sealed values name it.

@@ -5,12 +5,14 @@ use crate::admin::AdminApi;
 use crate::agent_service::AgentApi;
 use crate::auth::Authenticator;
 use crate::clock::SharedClock;
+use crate::cluster::{self, ClusterApi};
 use crate::context::{Config, Context};
 use crate::dispatch;
 use crate::hub::Hub;
 use crate::secrets::SecretBox;
 use crate::state::Store;
 use ferry_proto::admin::v1::admin_service_server::AdminServiceServer;
+use ferry_proto::admin::v1::cluster_service_server::ClusterServiceServer;
 use ferry_proto::agent::v1::agent_service_server::AgentServiceServer;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +48,7 @@ pub enum ServeError {
 
 /// Shows the first admin token once: on standard error, and in `--admin-token-file` (mode 0600)
 /// when given, for automation.
-fn announce_first_token(config: &Config, token: &str) -> Result<(), ServeError> {
+pub(crate) fn announce_first_token(config: &Config, token: &str) -> Result<(), ServeError> {
     eprintln!(
         "\n  First start: created user \"admin\" with API token (shown once, stored hashed):\n\n      {token}\n\n  Log in with: ferry login --scheduler {} --token {token}\n",
         config.advertise_url
@@ -121,13 +123,19 @@ pub async fn run_with_clock(
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    let store = Store::open(&config.data_dir)?;
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    if config.cluster.is_multi() && config.keys.env.is_none() && config.keys.file.is_none() {
+        return Err(ServeError::State(crate::error::Error::FailedPrecondition(
+            "every scheduler of a cluster needs the same master key: give each FERRY_MASTER_KEY or --master-key-file with the same key (see docs/deployment.md)".into(),
+        )));
+    }
     let secrets = SecretBox::load(&config.data_dir, &config.keys)?;
     // Sealed secrets, token hashes and logs: readable by this user only.
     ferry_common::secret::restrict(&config.data_dir).map_err(|source| ServeError::File {
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    let raft = cluster::start(&config, &store, &secrets, shutdown.clone()).await?;
     let ctx = Arc::new(Context {
         store,
         hub: Hub::new(clock.clone()),
@@ -135,9 +143,18 @@ pub async fn run_with_clock(
         config,
         clock,
     });
-    if let Some(token) = crate::auth::bootstrap(&ctx, ctx.config.bootstrap_token.as_deref()).await?
-    {
-        announce_first_token(&ctx.config, &token)?;
+    if !ctx.config.cluster.is_multi() {
+        // A single scheduler elects itself at once; bootstrap before the address file appears,
+        // so whoever waits for it finds the first token written. A cluster bootstraps when its
+        // first leader is elected (see `cluster::watch_leadership`).
+        if !cluster::await_leader(&raft, Duration::from_secs(30)).await {
+            warn!("this single scheduler did not elect itself within 30 s; check the log above");
+        }
+        if let Some(token) =
+            crate::auth::bootstrap(&ctx, ctx.config.bootstrap_token.as_deref()).await?
+        {
+            announce_first_token(&ctx.config, &token)?;
+        }
     }
     if let (Some(path), Some(addr)) = (&ctx.config.addr_file, listener.local_addr().ok()) {
         let tmp = path.with_extension("tmp");
@@ -149,6 +166,7 @@ pub async fn run_with_clock(
             })?;
     }
     let tasks = TaskTracker::new();
+    tasks.spawn(cluster::watch_leadership(ctx.clone(), shutdown.clone()));
     tasks.spawn(dispatch::run(ctx.clone(), shutdown.clone()));
 
     let addr = listener.local_addr().ok();
@@ -170,13 +188,27 @@ pub async fn run_with_clock(
             AgentServiceServer::new(AgentApi::new(ctx.clone(), shutdown.clone()))
                 .max_encoding_message_size(MAX_ADMIN_MESSAGE),
         )
-        // No admin call reaches a handler without a valid API token.
+        // No admin call reaches a handler without a valid API token, nor on a scheduler that
+        // does not lead (the caller is sent to the leader).
         .add_service(InterceptedService::new(
             AdminServiceServer::new(AdminApi::new(ctx.clone()))
                 .max_decoding_message_size(MAX_ADMIN_MESSAGE)
                 .max_encoding_message_size(MAX_ADMIN_MESSAGE),
-            Authenticator { ctx: ctx.clone() },
+            Authenticator {
+                ctx: ctx.clone(),
+                leader_only: true,
+            },
         ))
+        .add_service(InterceptedService::new(
+            ClusterServiceServer::new(ClusterApi::new(ctx.clone())),
+            Authenticator {
+                ctx: ctx.clone(),
+                leader_only: false,
+            },
+        ))
+        // Peers: raft messages, snapshots, forwarded proposals (checked against the cluster
+        // token derived from the master key).
+        .add_service(raft.service())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             serve_shutdown.cancelled().await;
             // Ending the session streams lets graceful shutdown finish.
@@ -185,6 +217,8 @@ pub async fn run_with_clock(
         .await;
     tasks.close();
     tasks.wait().await;
+    raft.stop();
+    raft.stopped().await;
     ctx.store.flush().await?;
     info!("scheduler stopped");
     result.map_err(Into::into)

@@ -88,7 +88,7 @@ fn after(mut v: TaskVersion, upstream: &str, previous: bool) -> TaskVersion {
 
 impl Sim {
     async fn open(dir: Arc<tempfile::TempDir>, clock: Arc<ManualClock>) -> Result<Self> {
-        let store = Store::open(dir.path())?;
+        let store = std::sync::Arc::new(Store::open(dir.path())?);
         let secrets = SecretBox::load_or_create(dir.path())?;
         let mut config = Config::new(dir.path().to_path_buf(), "http://sim".into());
         // The simulated agent is told about attempts through its channel at once.

@@ -67,6 +67,11 @@ impl From<ClusterStatus> for StatusResponse {
     }
 }
 
+/// Compares without stopping at the first difference, so timing tells nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl RaftApi {
     fn check_token<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let Some(expected) = self.handle.transport.token() else {
@@ -76,11 +81,11 @@ impl RaftApi {
             .metadata()
             .get(RAFT_TOKEN_HEADER)
             .and_then(|v| v.to_str().ok());
-        if given == Some(expected) {
+        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
             Ok(())
         } else {
             Err(Status::unauthenticated(
-                "raft peer did not present the cluster token; start every scheduler with the same --cluster-token",
+                "raft peer did not present this cluster's token; every scheduler of a cluster needs the same master key (FERRY_MASTER_KEY or --master-key-file)",
             ))
         }
     }

@@ -32,6 +32,45 @@ impl Store {
                 )?;
                 Applied::Done
             }
+            Command::Bootstrap {
+                workspace,
+                user,
+                token,
+                at_ms,
+            } => {
+                if self
+                    .get_in::<Workspace>(w, WORKSPACE, &workspace)?
+                    .is_none()
+                {
+                    w.put(
+                        key(WORKSPACE, &workspace),
+                        &Workspace {
+                            name: workspace.clone(),
+                            created_ms: at_ms,
+                        },
+                    )?;
+                }
+                if !self.keys_in(w, USER)?.is_empty() {
+                    return Ok(Applied::Stale("the cluster already has users".into()));
+                }
+                w.put(
+                    key(USER, &user),
+                    &User {
+                        name: user.clone(),
+                        cluster_admin: true,
+                        roles: Default::default(),
+                        created_ms: at_ms,
+                    },
+                )?;
+                w.put(key(TOKEN, &token.hash), &token)?;
+                for mut g in self.scan_in::<Group>(w, GROUP)? {
+                    if g.workspaces.is_empty() {
+                        g.workspaces.push(workspace.clone());
+                        w.put(key(GROUP, &g.name), &g)?;
+                    }
+                }
+                Applied::Done
+            }
             Command::CreateUser {
                 name,
                 cluster_admin,

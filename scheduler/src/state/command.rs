@@ -32,6 +32,15 @@ pub enum Command {
         name: String,
         at_ms: i64,
     },
+    /// The first start of a cluster: the default workspace, the first cluster admin and its
+    /// token, and groups made before workspaces bound to the default one, all at once. Changes
+    /// nothing (`Stale`) once any user exists, so schedulers racing to bootstrap make one admin.
+    Bootstrap {
+        workspace: String,
+        user: String,
+        token: ApiToken,
+        at_ms: i64,
+    },
     CreateUser {
         name: String,
         cluster_admin: bool,
