@@ -21,7 +21,7 @@ mod catalog;
 pub mod command;
 mod lifecycle;
 pub mod model;
-mod replica;
+pub mod replica;
 
 use crate::error::Result;
 use command::{Applied, Command};

@@ -22,7 +22,7 @@ const DEFLATED: u8 = b'Z';
 /// The largest command a log entry may decode to (a log batch is at most 256 KiB of text).
 const MAX_DECODED: u64 = 64 << 20;
 
-pub(super) fn encode_command(cmd: &Command) -> Result<Vec<u8>> {
+pub fn encode_command(cmd: &Command) -> Result<Vec<u8>> {
     let json = serde_json::to_vec(cmd)?;
     if json.len() <= COMPRESS_OVER {
         let mut out = Vec::with_capacity(json.len() + 1);
@@ -36,7 +36,7 @@ pub(super) fn encode_command(cmd: &Command) -> Result<Vec<u8>> {
         .map_err(|e| Error::InvalidArgument(format!("cannot compress a command: {e}")))
 }
 
-pub(super) fn decode_command(data: &[u8]) -> Result<Command> {
+pub fn decode_command(data: &[u8]) -> Result<Command> {
     match data.split_first() {
         Some((&PLAIN, json)) => Ok(serde_json::from_slice(json)?),
         Some((&DEFLATED, z)) => {
