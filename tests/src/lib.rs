@@ -5,6 +5,7 @@
 //! The binaries come from the same target folder as the test executable; the test command
 //! builds them first (`cargo build --bins`).
 
+pub mod ha;
 pub mod netns;
 pub mod proxy;
 
@@ -59,7 +60,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(bin: &Path, args: &[String], log: PathBuf) -> Result<Self> {
+    pub fn spawn(bin: &Path, args: &[String], log: PathBuf) -> Result<Self> {
         Self::spawn_in(None, bin, args, log)
     }
 
@@ -173,6 +174,8 @@ pub struct Cluster {
     pub client_args: Vec<String>,
     /// The first admin's API token, which CLI runs use unless told otherwise.
     pub token: String,
+    /// The network namespace CLI runs and agents start in (a test LAN), if any.
+    pub netns: Option<String>,
 }
 
 /// Flags that make liveness quick enough for tests.
@@ -200,9 +203,26 @@ impl Cluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             client_args: Vec::new(),
             token: String::new(),
+            netns: None,
         };
         c.start_scheduler(listen)?;
         Ok(c)
+    }
+
+    /// A scratch folder, CLI and agents without a scheduler of its own: [`ha::Replicated`]
+    /// starts several and points `url` at all of them.
+    pub fn without_scheduler() -> Result<Self> {
+        Ok(Self {
+            dir: tempfile::tempdir()?,
+            scheduler: None,
+            agents: Vec::new(),
+            url: String::new(),
+            port: 0,
+            extra: Vec::new(),
+            client_args: Vec::new(),
+            token: String::new(),
+            netns: None,
+        })
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -286,7 +306,14 @@ impl Cluster {
     /// Runs the CLI with another API token (empty: none).
     pub fn ferry_as(&self, token: &str, args: &[&str], stdin: Option<&str>) -> Result<CliOutput> {
         use std::io::Write;
-        let mut cmd = Command::new(bin("ferry")?);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("ferry")?);
+                c
+            }
+            None => Command::new(bin("ferry")?),
+        };
         // Hermetic: no credentials of the person running the tests.
         cmd.env("XDG_CONFIG_HOME", self.path("cli-config"))
             .env("FERRY_TOKEN", token)
@@ -351,7 +378,8 @@ impl Cluster {
         args.extend(self.client_args.iter().cloned());
         args.extend(extra.iter().map(|s| s.to_string()));
         let n = self.agents.len();
-        let proc = Proc::spawn(
+        let proc = Proc::spawn_in(
+            self.netns.as_deref(),
             &bin("ferry-agent")?,
             &args,
             self.path(&format!("agent-{name}-{n}.log")),

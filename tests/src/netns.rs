@@ -229,3 +229,86 @@ pub fn free_port() -> Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// A test LAN: a switch namespace holding a bridge, and `hosts` namespaces each plugged into it
+/// by a veth pair, at `10.<a>.<b>.<i+1>/24`. Everything lives in namespaces this test made,
+/// so nothing touches the host's own interfaces, routes or sysctls. [`Lan::cut`] pulls one
+/// host's cable at the switch (its port goes down) and [`Lan::heal`] plugs it back: a real
+/// partition, seen by the kernel as a dead link.
+pub struct Lan {
+    switch: String,
+    pub hosts: Vec<LanHost>,
+}
+
+/// One machine of a [`Lan`].
+pub struct LanHost {
+    /// The namespace to run its processes in.
+    pub ns: String,
+    pub ip: String,
+    /// Its port on the switch.
+    port: String,
+}
+
+impl Lan {
+    /// Creates the switch `ferry-<tag>sw-<pid>` and hosts `ferry-<tag><i>-<pid>`.
+    pub fn create(tag: &str, a: u8, b: u8, hosts: usize) -> Result<Self> {
+        let id = std::process::id() % 100_000;
+        let switch = format!("ferry-{tag}sw-{id}");
+        let _ = run(Command::new("ip").args(["netns", "del", &switch]));
+        run(Command::new("ip").args(["netns", "add", &switch]))?;
+        let mut lan = Self {
+            switch: switch.clone(),
+            hosts: Vec::new(),
+        };
+        lan.sw(&["link", "add", "br0", "type", "bridge"])?;
+        lan.sw(&["link", "set", "br0", "up"])?;
+        lan.sw(&["link", "set", "lo", "up"])?;
+        for i in 0..hosts {
+            let ns = format!("ferry-{tag}{i}-{id}");
+            let _ = run(Command::new("ip").args(["netns", "del", &ns]));
+            run(Command::new("ip").args(["netns", "add", &ns]))?;
+            let port = format!("p{i}");
+            let ip = format!("10.{a}.{b}.{}", i + 1);
+            lan.hosts.push(LanHost {
+                ns: ns.clone(),
+                ip: ip.clone(),
+                port: port.clone(),
+            });
+            lan.sw(&[
+                "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
+            lan.sw(&["link", "set", &port, "master", "br0"])?;
+            lan.sw(&["link", "set", &port, "up"])?;
+            let host = |args: &[&str]| run(Command::new("ip").args(["-n", &ns]).args(args));
+            host(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+            host(&["link", "set", "eth0", "up"])?;
+            host(&["link", "set", "lo", "up"])?;
+        }
+        Ok(lan)
+    }
+
+    fn sw(&self, args: &[&str]) -> Result<String> {
+        run(Command::new("ip").args(["-n", &self.switch]).args(args))
+    }
+
+    /// Unplugs host `i` from the switch: it reaches no one and no one reaches it.
+    pub fn cut(&self, i: usize) -> Result<()> {
+        self.sw(&["link", "set", &self.hosts[i].port, "down"])
+            .map(|_| ())
+    }
+
+    /// Plugs host `i` back in.
+    pub fn heal(&self, i: usize) -> Result<()> {
+        self.sw(&["link", "set", &self.hosts[i].port, "up"])
+            .map(|_| ())
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = run(Command::new("ip").args(["netns", "del", &h.ns]));
+        }
+        let _ = run(Command::new("ip").args(["netns", "del", &self.switch]));
+    }
+}

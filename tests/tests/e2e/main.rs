@@ -6,6 +6,7 @@ mod agents;
 mod databases;
 mod errors;
 mod private_network;
+mod replication;
 mod resilience;
 mod scheduling;
 mod sync;
