@@ -316,6 +316,27 @@ async fn on_hello(
         if attempt.agent_id != agent_id || running.contains(attempt.id.as_str()) {
             continue;
         }
+        if attempt.state == AttemptState::Dispatched {
+            // Agents record a start on disk before running, and hand back every result not
+            // yet acknowledged: an attempt this hello does not mention never started here.
+            let reason = format!(
+                "attempt {} never reached agent {agent_id} (its session or the leader that sent it ended first); it did not run",
+                attempt.id
+            );
+            info!(attempt = %attempt.id, instance = %attempt.instance_id, "{reason}");
+            let applied = ctx
+                .store
+                .propose(Command::Undelivered {
+                    id: attempt.id.clone(),
+                    agent_id: agent_id.to_string(),
+                    fencing_token: attempt.fencing_token,
+                    reason,
+                    at_ms: ctx.now_ms(),
+                })
+                .await?;
+            ctx.announce(&applied);
+            continue;
+        }
         let error = if restarted {
             format!(
                 "agent {agent_id} restarted and did not have the attempt; it was lost and can be rerun"

@@ -28,6 +28,8 @@ pub(super) enum EndKind {
     Operator,
     /// It ran past its timeout: a failure (retried when the policy allows).
     Timeout,
+    /// It never reached its agent: the instance is queued again, spending no retry.
+    Undelivered,
 }
 
 impl Ending {
@@ -230,6 +232,44 @@ impl Store {
                     )))
                 }
             }
+            Command::Undelivered {
+                id,
+                agent_id,
+                fencing_token,
+                reason,
+                at_ms,
+            } => {
+                let Some(a) = self.read::<Attempt>(w, &key(ATTEMPT, &id))? else {
+                    return Ok(Applied::Stale(format!("unknown attempt {id}")));
+                };
+                if a.fencing_token != fencing_token || a.agent_id != agent_id {
+                    return Ok(Applied::Stale(format!(
+                        "attempt {id} fenced: it is not agent {agent_id}'s with token {fencing_token}"
+                    )));
+                }
+                if a.state != AttemptState::Dispatched {
+                    // Its agent reported it started: it ran, and only its result may end it.
+                    return Ok(Applied::Stale(format!(
+                        "attempt {id} is {}, not waiting for its agent to start it",
+                        a.state.as_str()
+                    )));
+                }
+                let mut changes = Changes::default();
+                self.end_attempt(
+                    w,
+                    a,
+                    Ending {
+                        state: AttemptState::Failed,
+                        stats: None,
+                        error: reason,
+                        by_scheduler: false,
+                        kind: EndKind::Undelivered,
+                    },
+                    at_ms,
+                    &mut changes,
+                )?;
+                Ok(changes.applied())
+            }
             other => Err(Error::InvalidArgument(format!(
                 "not an attempt command: {other:?}"
             ))),
@@ -292,6 +332,11 @@ impl Store {
                 format!("attempt {} succeeded", a.id),
             ),
             (_, EndKind::Operator) => inst.set_state(InstanceState::Killed, at_ms, end.error),
+            (_, EndKind::Undelivered) => inst.set_state(
+                InstanceState::WaitingResources,
+                at_ms,
+                format!("queued again: {}", end.error),
+            ),
             (state, kind) => {
                 if inst.retries_left > 0 {
                     let version = self.read::<super::model::TaskVersion>(

@@ -197,6 +197,18 @@ pub enum Command {
         fencing_token: u64,
         lines: Vec<LogRecord>,
     },
+    /// The attempt's agent opened a new session and showed it never started the attempt (it
+    /// is neither running nor among the results it still holds; agents record a start on disk
+    /// before running): the start message was lost with the old session or the old leader. The
+    /// attempt ends without having run and its instance waits for resources again, spending
+    /// no retry, so a failover never turns into a failed day.
+    Undelivered {
+        id: String,
+        agent_id: String,
+        fencing_token: u64,
+        reason: String,
+        at_ms: i64,
+    },
     /// The end of an attempt, reported by its agent or decided by the scheduler.
     FinishAttempt {
         id: String,

@@ -374,7 +374,8 @@ impl Store {
             c @ (Command::DispatchAttempt { .. }
             | Command::AttemptStarted { .. }
             | Command::AppendLogs { .. }
-            | Command::FinishAttempt { .. }) => self.apply_attempt(c, w),
+            | Command::FinishAttempt { .. }
+            | Command::Undelivered { .. }) => self.apply_attempt(c, w),
             c @ (Command::AddInstances { .. }
             | Command::RunTask { .. }
             | Command::Tick { .. }

@@ -491,3 +491,82 @@ async fn revoking_an_agent_fails_its_attempts() -> Result<()> {
     );
     Ok(())
 }
+
+/// An attempt its agent never started (the start was lost with a session or a leader) ends
+/// without spending a retry, and its instance is queued again; once the agent reports it
+/// started, only its result can end it.
+#[tokio::test]
+async fn an_undelivered_attempt_queues_its_instance_again() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    setup(&store).await?;
+    let dispatch = |id: &str, at_ms: i64| Command::DispatchAttempt {
+        id: id.into(),
+        instance_id: "i1".into(),
+        agent_id: "ag".into(),
+        at_ms,
+    };
+    let Applied::Dispatched { fencing_token } = store.propose(dispatch("a1", 5)).await? else {
+        panic!("expected a dispatch")
+    };
+    let undelivered = |id: &str, agent: &str, token: u64| Command::Undelivered {
+        id: id.into(),
+        agent_id: agent.into(),
+        fencing_token: token,
+        reason: "never reached".into(),
+        at_ms: 6,
+    };
+    // Only the holder, with its token, can say so.
+    for wrong in [
+        undelivered("a1", "other", fencing_token),
+        undelivered("a1", "ag", fencing_token + 1),
+    ] {
+        assert!(matches!(store.propose(wrong).await?, Applied::Stale(_)));
+    }
+    let applied = store
+        .propose(undelivered("a1", "ag", fencing_token))
+        .await?;
+    assert!(matches!(applied, Applied::Changed { .. }), "{applied:?}");
+    let inst = store
+        .instance("i1")?
+        .ok_or_else(|| Error::InvalidArgument("instance i1 vanished".into()))?;
+    assert_eq!(inst.state, InstanceState::WaitingResources);
+    assert_eq!(inst.retries_left, 0, "no retry spent");
+    assert_eq!(store.waiting_instances()?.len(), 1);
+    assert!(store.live_attempts()?.is_empty());
+    assert_eq!(
+        store.attempt("a1")?.map(|a| a.state),
+        Some(AttemptState::Failed)
+    );
+    // Said twice (a resent hello), nothing more happens.
+    assert!(matches!(
+        store
+            .propose(undelivered("a1", "ag", fencing_token))
+            .await?,
+        Applied::Stale(_)
+    ));
+
+    // The next attempt starts: from then on it ran, and "undelivered" is refused.
+    let Applied::Dispatched { fencing_token } = store.propose(dispatch("a2", 7)).await? else {
+        panic!("expected a second dispatch")
+    };
+    store
+        .propose(Command::AttemptStarted {
+            id: "a2".into(),
+            agent_id: "ag".into(),
+            fencing_token,
+            at_ms: 8,
+        })
+        .await?;
+    assert!(matches!(
+        store
+            .propose(undelivered("a2", "ag", fencing_token))
+            .await?,
+        Applied::Stale(_)
+    ));
+    assert_eq!(
+        store.instance("i1")?.map(|i| i.state),
+        Some(InstanceState::Running)
+    );
+    Ok(())
+}
