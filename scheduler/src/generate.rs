@@ -450,13 +450,27 @@ pub fn plan_backfill(store: &Store, spec: &BackfillSpec<'_>) -> Result<(Backfill
             inst.id = rename(&p.key);
             today.push(inst);
         }
-        // Manual tasks have no cycles to plan: one instance per business date.
+        // Manual tasks have no cycles to plan: one instance per business date, waiting for
+        // the backfill's instances of its upstream tasks on the same date (or the date before,
+        // for a previous-cycle dependency), as a scheduled day would.
+        let key_of = |t: &str, d: &NaiveDate| format!("{t}@{}", d.format("%Y%m%d"));
+        let previous_day = i.checked_sub(1).and_then(|p| days.get(p));
         for t in tasks {
             if let Some(v) = versions.get(t)
                 && v.schedule.is_none()
             {
                 let mut inst = manual_instance(v, *bizdate, now_ms, who)?;
-                inst.id = rename(&format!("{t}@{}", bizdate.format("%Y%m%d")));
+                for dep in &v.dependencies {
+                    if !tasks.contains(&dep.upstream) {
+                        continue;
+                    }
+                    match (dep.previous, previous_day) {
+                        (false, _) => inst.upstream.push(key_of(&dep.upstream, bizdate)),
+                        (true, Some(before)) => inst.previous.push(key_of(&dep.upstream, before)),
+                        (true, None) => {}
+                    }
+                }
+                inst.id = rename(&key_of(t, bizdate));
                 inst.run = RunKind::Backfill {
                     id: id.to_string(),
                     day: i as u32,

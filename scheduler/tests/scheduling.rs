@@ -600,6 +600,79 @@ async fn a_seven_day_backfill_with_downstream() -> Result<()> {
     Ok(())
 }
 
+/// A backfill of manual tasks (no schedule) keeps their dependencies inside each date, and
+/// previous-cycle ones across dates, even with every date open at once.
+#[tokio::test]
+async fn a_backfill_of_manual_tasks_keeps_their_dependencies() -> Result<()> {
+    let mut sim = Sim::new("2026-11-20T12:00:00Z").await?;
+    sim.submit(version("a", None)).await?;
+    sim.submit(after(version("b", None), "a", false)).await?;
+    sim.submit(after(version("c", None), "b", true)).await?;
+    let days: Vec<NaiveDate> = (1..=5)
+        .filter_map(|d| NaiveDate::from_ymd_opt(2026, 11, d))
+        .collect();
+    let tasks = generate::downstream_tasks(&sim.ctx.store, "default/a")?;
+    assert_eq!(tasks.len(), 3);
+    let (bf, instances) = generate::plan_backfill(
+        &sim.ctx.store,
+        &generate::BackfillSpec {
+            id: "bf-manual",
+            root: "default/a",
+            tasks: &tasks,
+            days: &days,
+            downstream: true,
+            parallelism: 5,
+            now_ms: sim.ctx.now_ms(),
+            who: "test",
+        },
+    )?;
+    assert_eq!(instances.len(), 15);
+    sim.ctx
+        .store
+        .propose(Command::CreateBackfill {
+            backfill: bf,
+            instances,
+            at_ms: sim.ctx.now_ms(),
+        })
+        .await?;
+    sim.run_until("2026-11-20T13:00:00Z", MINUTE, |_, _| Outcome::Succeed)
+        .await?;
+    let all: Vec<Instance> = sim.ctx.store.instances()?;
+    assert_eq!(all.len(), 15);
+    assert!(all.iter().all(|i| i.state == InstanceState::Success));
+    let find = |task: &str, day: &NaiveDate| {
+        let day = day.format("%Y%m%d").to_string();
+        all.iter()
+            .find(|i| i.bizdate == day && i.task.ends_with(task))
+            .cloned()
+    };
+    for (k, d) in days.iter().enumerate() {
+        let (Some(a), Some(b), Some(c)) = (find("/a", d), find("/b", d), find("/c", d)) else {
+            panic!("an instance of {d} is missing");
+        };
+        assert_eq!(b.upstream, vec![a.id.clone()], "{b:?}");
+        assert!(
+            Sim::when(&a, InstanceState::Success) <= Sim::when(&b, InstanceState::WaitingResources),
+            "{} became ready before {} succeeded",
+            b.id,
+            a.id
+        );
+        if let Some(before) = k.checked_sub(1).and_then(|p| days.get(p)) {
+            let Some(b_before) = find("/b", before) else {
+                panic!("b of {before} is missing");
+            };
+            assert_eq!(c.previous, vec![b_before.id.clone()], "{c:?}");
+            assert!(
+                Sim::when(&b_before, InstanceState::Success)
+                    <= Sim::when(&c, InstanceState::WaitingResources)
+            );
+        } else {
+            assert!(c.previous.is_empty(), "{c:?}");
+        }
+    }
+    Ok(())
+}
+
 /// A scheduler restarted mid-day carries on from its store: no instance lost, none generated
 /// twice, the rest of the day runs.
 #[tokio::test]
