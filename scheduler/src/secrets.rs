@@ -117,8 +117,15 @@ impl SecretBox {
     /// The token schedulers of one cluster present on raft traffic, derived from the master key
     /// every one of them must share anyway, so a cluster has no second secret to distribute and
     /// a stranger who can reach the port cannot inject raft messages or forwarded commands.
-    pub fn cluster_token(&self) -> &str {
-        &self.current.cluster_token
+    /// The cluster tokens of the current key and of keys being rotated out, current first and
+    /// joined by commas: what this scheduler presents to its peers and accepts from them, so
+    /// schedulers restarted one by one with a new key keep talking to those still on the old.
+    pub fn cluster_tokens(&self) -> String {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .map(|k| k.cluster_token.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The id of the current key (first bytes of its SHA-256), as sealed values name it.
@@ -399,6 +406,19 @@ mod tests {
         );
         only_new.open_one(&mut pw)?;
         assert_eq!(pw.expose(), "inline-pw");
+
+        // Raft peers restarted one by one during the rotation keep trusting each other: old
+        // with rotating, rotating with new; old and new alone share nothing.
+        use crate::raft::service::shares_a_token;
+        let (o, r, n) = (
+            before.cluster_tokens(),
+            rotating.cluster_tokens(),
+            only_new.cluster_tokens(),
+        );
+        assert!(shares_a_token(&o, &r) && shares_a_token(&r, &o));
+        assert!(shares_a_token(&r, &n) && shares_a_token(&n, &r));
+        assert!(!shares_a_token(&o, &n) && !shares_a_token(&n, &o));
+        assert!(!shares_a_token("", &o) && !shares_a_token(&o, ""));
         Ok(())
     }
 }

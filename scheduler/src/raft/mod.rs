@@ -125,7 +125,8 @@ pub struct RaftConfig {
     pub max_inflight_msgs: usize,
     /// Messages queued for one peer; more are dropped (raft retransmits).
     pub peer_queue: usize,
-    /// When set, peers must present it (metadata `x-ferry-raft-token`) and this node sends it.
+    /// When set, peers must present it (metadata `x-ferry-raft-token`) and this node sends it;
+    /// several tokens joined by commas (a key rotation) match when any one is shared.
     pub cluster_token: Option<String>,
     /// Builds the endpoint for a peer's URL; TLS when the cluster uses it.
     pub connect: ConnectFn,

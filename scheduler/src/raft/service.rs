@@ -72,6 +72,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether two comma-separated token lists have one in common. Each side may hold several keys
+/// during a master key rotation (see `SecretBox::cluster_tokens`): one shared key is enough.
+pub(crate) fn shares_a_token(given: &str, expected: &str) -> bool {
+    given.split(',').any(|g| {
+        expected
+            .split(',')
+            .any(|e| !e.is_empty() && constant_time_eq(g.as_bytes(), e.as_bytes()))
+    })
+}
+
 impl RaftApi {
     fn check_token<T>(&self, req: &Request<T>) -> Result<(), Status> {
         let Some(expected) = self.handle.transport.token() else {
@@ -81,7 +91,7 @@ impl RaftApi {
             .metadata()
             .get(RAFT_TOKEN_HEADER)
             .and_then(|v| v.to_str().ok());
-        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
+        if given.is_some_and(|g| shares_a_token(g, expected)) {
             Ok(())
         } else {
             Err(Status::unauthenticated(
