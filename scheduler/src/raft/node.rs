@@ -94,6 +94,12 @@ pub async fn start<S: StateMachine>(
         for (id, addr) in &config.initial_members {
             peers.set(*id, addr)?;
         }
+        // The first configuration is a snapshot at index 1 (see `SledStorage::bootstrap`); its
+        // data is the state machine as it is now, empty.
+        let mut writer = snaps.writer(1)?;
+        sm.snapshot(&mut writer)
+            .map_err(|e| RaftError::StateMachine(e.to_string()))?;
+        writer.finish()?;
         storage.bootstrap(config.initial_members.keys().copied())?;
         info!(raft_id = config.id, members = ?config.initial_members, "bootstrapped a new cluster");
     }

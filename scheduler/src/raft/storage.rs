@@ -108,14 +108,24 @@ impl SledStorage {
         !self.conf_state.voters.is_empty() || self.snapshot.index > 0 || self.last_index > 0
     }
 
-    /// Sets the first configuration of a new cluster: every initial node is started with the same
-    /// voters and the same empty log, so their states agree without a snapshot.
+    /// Sets the first configuration of a new cluster: every initial node starts with the same
+    /// voters as a snapshot at index 1, term 1 (as raft-rs's examples do), and an empty log
+    /// after it. The first configuration is in no log entry, so a node added later could not
+    /// learn it from entries: with the log starting at 2, the leader must send it a snapshot,
+    /// which carries the configuration. (With the configuration at index 0, a joining node
+    /// replayed the log from 1, saw only its own addition, believed itself the only voter and
+    /// elected itself.)
     pub fn bootstrap(&mut self, voters: impl IntoIterator<Item = u64>) -> Result<()> {
-        let cs = ConfState {
-            voters: voters.into_iter().collect(),
+        let mut meta = SnapshotMetadata {
+            index: 1,
+            term: 1,
             ..Default::default()
         };
-        self.set_conf_state(cs, 0)
+        meta.set_conf_state(ConfState {
+            voters: voters.into_iter().collect(),
+            ..Default::default()
+        });
+        self.apply_snapshot(meta)
     }
 
     pub fn hard_state(&self) -> &HardState {

@@ -250,6 +250,35 @@ async fn a_restarted_node_rejoins_and_catches_up_from_its_directory() -> anyhow:
     Ok(())
 }
 
+/// A node added while the leader's log still starts at the beginning (nothing compacted yet)
+/// learns the whole configuration, not only its own addition: it must never believe itself
+/// the only voter and elect itself beside the real leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_before_any_compaction_learns_every_member() -> anyhow::Result<()> {
+    logs();
+    let mut cluster = TestCluster::start(3, |c| {
+        fast(c);
+        c.snapshot_every = 100_000;
+    })
+    .await?;
+    let leader = cluster.wait_leader(WITHIN).await?;
+    for i in 0..10 {
+        cluster.write(leader, &format!("k{i}"), b"v").await?;
+    }
+    let addr = cluster.start_joining(4).await?;
+    cluster.node(leader).handle.add_voter(4, &addr).await?;
+    wait_same_state(&cluster).await?;
+    let joined = cluster.node(4).handle.status().await?;
+    let mut ids: Vec<u64> = joined.members.iter().map(|m| m.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 3, 4], "{joined:?}");
+    // Time for a wrongly configured node to campaign alone; the leader stays the leader.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(cluster.wait_leader(WITHIN).await?, leader);
+    assert_eq!(cluster.node(4).sm.len(), 10);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_joins_by_conf_change_and_catches_up_from_a_snapshot() -> anyhow::Result<()> {
     logs();
