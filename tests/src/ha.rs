@@ -21,6 +21,8 @@ pub struct Replicated {
     netns: Vec<Option<String>>,
     extra: Vec<String>,
     starts: usize,
+    /// Schedulers started with `--join` (added later with `ferry cluster add`).
+    joined: Vec<bool>,
 }
 
 impl Replicated {
@@ -69,6 +71,7 @@ impl Replicated {
             netns,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             starts: 0,
+            joined: vec![false; n],
         };
         for i in 0..n {
             r.spawn(i)?;
@@ -91,10 +94,29 @@ impl Replicated {
     fn peers(&self) -> String {
         self.urls
             .iter()
+            .zip(&self.joined)
             .enumerate()
-            .map(|(i, u)| format!("{}={u}", i + 1))
+            .filter(|(_, (_, joined))| !**joined)
+            .map(|(i, (u, _))| format!("{}={u}", i + 1))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Starts one more scheduler on loopback with `--join` (empty, waiting to be added with
+    /// `ferry cluster add`); returns its index (its raft id is index + 1).
+    pub fn start_joining(&mut self) -> Result<usize> {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .to_string();
+        let i = self.urls.len();
+        self.urls.push(format!("http://{listen}"));
+        self.listens.push(listen);
+        self.netns.push(None);
+        self.nodes.push(None);
+        self.joined.push(true);
+        self.spawn(i)?;
+        self.wait_serving(i)?;
+        Ok(i)
     }
 
     fn spawn(&mut self, i: usize) -> Result<()> {
@@ -103,8 +125,6 @@ impl Replicated {
         let mut args: Vec<String> = vec![
             "--node-id".into(),
             id.to_string(),
-            "--peers".into(),
-            self.peers(),
             "--listen".into(),
             self.listens[i].clone(),
             "--advertise-url".into(),
@@ -126,6 +146,11 @@ impl Replicated {
             "--offline-after-secs".into(),
             "3".into(),
         ];
+        if self.joined[i] {
+            args.push("--join".into());
+        } else {
+            args.extend(["--peers".into(), self.peers()]);
+        }
         args.extend(self.extra.iter().cloned());
         self.starts += 1;
         let proc = Proc::spawn_in(
