@@ -110,8 +110,11 @@ impl StateMachine for Store {
     }
 
     /// Replaces every record. The applied index goes first and comes back last, so a crash in
-    /// between leaves a store at index 0 that the node restores again on its next start.
+    /// between leaves a store at index 0 that the node restores again on its next start; a
+    /// restore that fails part way (a torn snapshot, a read error) leaves it at index 0 in memory
+    /// too, rather than claiming the index of records it no longer holds.
     fn restore(&self, index: u64, data: &mut dyn Read) -> Result<(), StateMachineError> {
+        self.applied.store(0, std::sync::atomic::Ordering::SeqCst);
         self.tree.remove(APPLIED)?;
         self.tree.clear()?;
         let mut batch = sled::Batch::default();
