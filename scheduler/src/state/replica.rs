@@ -201,6 +201,30 @@ mod tests {
         }
     }
 
+    /// The regression case of `tests/replica_model.rs`'s snapshot property, kept here so it does
+    /// not depend on that test's generator.
+    #[test]
+    fn a_torn_snapshot_leaves_the_store_at_index_0() -> Result<(), StateMachineError> {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path())?;
+        let cmd = encode_command(&Command::CreateWorkspace {
+            name: "ws1".into(),
+            at_ms: 1,
+        })?;
+        store.apply_entries(&[(1, cmd.as_slice())])?;
+        let mut snapshot = Vec::new();
+        assert_eq!(StateMachine::snapshot(&store, &mut snapshot)?, 1);
+
+        let torn = &snapshot[..snapshot.len() - 1];
+        assert!(StateMachine::restore(&store, 1, &mut &torn[..]).is_err());
+        assert_eq!(store.applied_index(), 0, "no records, so no index");
+
+        StateMachine::restore(&store, 1, &mut snapshot.as_slice())?;
+        assert_eq!(store.applied_index(), 1);
+        assert!(store.workspace("ws1")?.is_some());
+        Ok(())
+    }
+
     #[test]
     fn a_refusal_keeps_its_code_across_nodes() -> Result<()> {
         let e = Error::AlreadyExists {
