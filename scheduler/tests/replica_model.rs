@@ -52,8 +52,11 @@ struct Case {
     cuts: Vec<bool>,
     /// Per entry: whether it starts a new apply call.
     calls: Vec<bool>,
+    /// Where the snapshot is taken, or how much a store applied before it restarts.
     at: Index,
+    /// What the store a snapshot is restored into had applied, or where a replay starts.
     other: Index,
+    /// Where a torn snapshot ends.
     torn: Index,
 }
 
