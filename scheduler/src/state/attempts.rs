@@ -67,6 +67,10 @@ impl Store {
                         inst.state.as_str()
                     )));
                 }
+                if self.read::<Attempt>(w, &key(ATTEMPT, &id))?.is_some() {
+                    // A retried proposal of an attempt that exists: never overwrite one.
+                    return Ok(Applied::Stale(format!("attempt {id} exists already")));
+                }
                 let before = inst.clone();
                 let fencing_token = self.read::<u64>(w, FENCING.as_bytes())?.unwrap_or(0) + 1;
                 w.put(FENCING.as_bytes().to_vec(), &fencing_token)?;

@@ -33,8 +33,9 @@ pub enum Command {
         at_ms: i64,
     },
     /// The first start of a cluster: the default workspace, the first cluster admin and its
-    /// token, and groups made before workspaces bound to the default one, all at once. Changes
-    /// nothing (`Stale`) once any user exists, so schedulers racing to bootstrap make one admin.
+    /// token, and groups made before workspaces bound to the default one, all at once. Once any
+    /// user exists it only makes sure the default workspace exists and answers `Stale`, so
+    /// schedulers racing to bootstrap make one admin.
     Bootstrap {
         workspace: String,
         user: String,

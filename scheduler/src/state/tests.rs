@@ -176,6 +176,7 @@ async fn fencing_rejects_stale_reports() -> Result<()> {
         .await?;
     assert!(matches!(again, Applied::Stale(_)));
     assert!(store.attempt("a2")?.is_none());
+
     assert!(store.waiting_instances()?.is_empty());
     assert_eq!(store.running_per_agent()?.get("ag"), Some(&1));
 
@@ -567,6 +568,46 @@ async fn an_undelivered_attempt_queues_its_instance_again() -> Result<()> {
     assert_eq!(
         store.instance("i1")?.map(|i| i.state),
         Some(InstanceState::Running)
+    );
+    Ok(())
+}
+
+/// A retried dispatch of an attempt id that exists never overwrites that attempt, even when
+/// it names another waiting instance.
+#[tokio::test]
+async fn a_dispatch_never_overwrites_an_attempt() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    setup(&store).await?;
+    store
+        .propose(Command::DispatchAttempt {
+            id: "a1".into(),
+            instance_id: "i1".into(),
+            agent_id: "ag".into(),
+            at_ms: 5,
+        })
+        .await?;
+    store
+        .propose(Command::RunTask {
+            instance: Instance {
+                bizdate: "20990101".into(),
+                ..manual("i2")
+            },
+            at_ms: 6,
+        })
+        .await?;
+    let reused = store
+        .propose(Command::DispatchAttempt {
+            id: "a1".into(),
+            instance_id: "i2".into(),
+            agent_id: "other".into(),
+            at_ms: 6,
+        })
+        .await?;
+    assert!(matches!(reused, Applied::Stale(_)), "{reused:?}");
+    assert_eq!(
+        store.attempt("a1")?.map(|a| a.instance_id),
+        Some("i1".to_string())
     );
     Ok(())
 }
