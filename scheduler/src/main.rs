@@ -69,6 +69,9 @@ struct Args {
     /// Applied commands between two raft snapshots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// When, on each schedule's own wall clock, the next day's instances are generated (HH:MM).
+    #[arg(long, env = "FERRY_GENERATE_AT", default_value = "23:30", value_parser = parse_time_of_day)]
+    generate_at: chrono::NaiveTime,
 }
 
 #[tokio::main]
@@ -97,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
     config.offline_after = Duration::from_secs(args.offline_after_secs);
     config.attempt_lease = Duration::from_secs(args.attempt_lease_secs);
     config.start_timeout = Duration::from_secs(args.start_timeout_secs);
+    config.generate_at = args.generate_at;
     config.admin_token_file = args.admin_token_file;
     config.keys = ferry_scheduler::secrets::KeySource {
         env: std::env::var("FERRY_MASTER_KEY")
@@ -163,4 +167,9 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+fn parse_time_of_day(s: &str) -> Result<chrono::NaiveTime, String> {
+    chrono::NaiveTime::parse_from_str(s, "%H:%M")
+        .map_err(|_| format!("{s:?} is not a time of day; write HH:MM, e.g. 23:30"))
 }
