@@ -428,6 +428,7 @@ async fn finish_reported(
 ) -> Result<(), Error> {
     let state = attempt_state(f.status);
     info!(attempt = %f.attempt_id, state = state.as_str(), "attempt finished");
+    let stats: Stats = f.stats.unwrap_or_default().into();
     let applied = ctx
         .store
         .propose(Command::FinishAttempt {
@@ -435,11 +436,14 @@ async fn finish_reported(
             by: Reporter::Agent(agent_id.to_string()),
             fencing_token: f.fencing_token,
             state,
-            stats: f.stats.unwrap_or_default().into(),
+            stats,
             error: f.error,
             at_ms: ctx.now_ms(),
         })
         .await?;
+    if matches!(applied, Applied::Changed { .. } | Applied::Done) {
+        ctx.hub.metrics.attempt_finished(state.as_str(), &stats);
+    }
     ctx.announce(&applied);
     ctx.hub.dispatch.notify_one();
     changed(ctx, &f.attempt_id, &applied)

@@ -317,6 +317,12 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
         }
     };
     info!(attempt = %attempt_id, agent = %agent_id, fencing_token, "dispatched");
+    if inst.ready_ms > 0 {
+        let waited = ctx.now_ms().saturating_sub(inst.ready_ms).max(0) as u64;
+        ctx.hub
+            .metrics
+            .dispatched(std::time::Duration::from_millis(waited));
+    }
     ctx.hub.publish(InstanceEvent::Changed {
         instance_id: inst.id.clone(),
     });

@@ -91,6 +91,8 @@ pub struct Hub {
     events: broadcast::Sender<InstanceEvent>,
     /// Wakes the dispatcher: an instance became runnable or a slot freed.
     pub dispatch: Notify,
+    /// What this process counts for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,6 +111,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             events: broadcast::channel(4096).0,
             dispatch: Notify::new(),
+            metrics: Default::default(),
         }
     }
 

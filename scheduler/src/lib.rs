@@ -27,6 +27,7 @@ pub mod dispatch;
 pub mod error;
 pub mod generate;
 pub mod hub;
+pub mod metrics;
 pub mod plan;
 pub mod raft;
 pub mod secrets;
