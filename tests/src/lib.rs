@@ -5,6 +5,7 @@
 //! The binaries come from the same target folder as the test executable; the test command
 //! builds them first (`cargo build --bins`).
 
+pub mod db;
 pub mod ha;
 pub mod netns;
 pub mod proxy;
@@ -579,4 +580,15 @@ pub fn sqlite_count(db: &Path, table: &str) -> Result<(i64, i64)> {
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?)
+}
+
+/// A short suffix no other test run uses at the same time (time and process id), for names of
+/// databases, tables and namespaces.
+pub fn unique_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
 }

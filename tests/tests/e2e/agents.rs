@@ -4,54 +4,29 @@
 //! revocation, draining, labels, token rotation, install and uninstall.
 
 use anyhow::{Result, bail};
+use ferry_tests::db::ScratchDb;
 use ferry_tests::proxy::Proxy;
 use ferry_tests::{Cluster, wait_for};
 use std::process::Command;
 use std::time::Duration;
 
-fn psql(db: &str, sql: &str) -> Result<String> {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-tAq",
-            "-c",
-            sql,
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// A scratch PostgreSQL database with `src` (n rows) and an empty `dst`, dropped at the end.
-struct PgPair(String);
+struct PgPair(ScratchDb);
 
 impl PgPair {
     fn create(rows: u64) -> Result<Self> {
-        let name = format!("ferry_e2e_{}", &uuid_like()[..12]);
-        psql("test", &format!("CREATE DATABASE {name}"))?;
-        let me = Self(name);
-        psql(
-            &me.0,
-            &format!(
-                "CREATE TABLE src (id bigint primary key, name text, amount numeric(12,2));
+        let me = Self(ScratchDb::postgres("ferry_e2e")?);
+        me.0.psql(&format!(
+            "CREATE TABLE src (id bigint primary key, name text, amount numeric(12,2));
                  INSERT INTO src SELECT g, 'name ' || g, g * 1.25 FROM generate_series(1, {rows}) g;
                  CREATE TABLE dst (id bigint primary key, name text, amount numeric(12,2));"
-            ),
-        )?;
+        ))?;
         Ok(me)
     }
 
     /// Rows in `dst`, distinct ids in it, and whether it equals `src` exactly.
     fn check(&self) -> Result<(u64, u64, bool)> {
-        let out = psql(
-            &self.0,
+        let out = self.0.psql(
             "SELECT count(*), count(DISTINCT id), \
              (SELECT count(*) FROM (SELECT * FROM src EXCEPT SELECT * FROM dst) x) = 0 \
              AND (SELECT count(*) FROM (SELECT * FROM dst EXCEPT SELECT * FROM src) y) = 0 FROM dst",
@@ -65,7 +40,7 @@ impl PgPair {
 
     /// A PG -> PG job, throttled so it runs for a few seconds; idempotent (preSql delete).
     fn job(&self, records_per_sec: u64) -> String {
-        let url = format!("jdbc:postgresql://127.0.0.1:5432/{}", self.0);
+        let url = format!("jdbc:postgresql://127.0.0.1:5432/{}", self.0.name);
         serde_json::json!({"job": {
             "setting": {"speed": {"channel": 1, "record": records_per_sec}, "errorLimit": {"record": 0}},
             "content": [{
@@ -79,24 +54,6 @@ impl PgPair {
             }]}})
         .to_string()
     }
-}
-
-impl Drop for PgPair {
-    fn drop(&mut self) {
-        let _ = psql(
-            "test",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
-        );
-    }
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}{:x}", nanos, std::process::id())
 }
 
 const ENDLESS: &str = r#"{"job":{"setting":{"speed":{"channel":1,"record":2000}},"content":[{"reader":{"name":"streamreader","parameter":{"column":[{"value":"x","type":"string"}],"sliceRecordCount":"2000000000"}},"writer":{"name":"streamwriter","parameter":{}}}]}}"#;

@@ -2,72 +2,20 @@
 //! test from the agent, and a daily partition moved from MariaDB to PostgreSQL twice without
 //! duplicates.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use ferry_tests::Cluster;
-use std::process::Command;
-
-fn psql(db: &str, sql: &str) -> Result<String> {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-tAq",
-            "-c",
-            sql,
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn mysql(sql: &str) -> Result<String> {
-    let out = Command::new("mysql")
-        .args([
-            "--protocol=tcp",
-            "-h",
-            "127.0.0.1",
-            "-uroot",
-            "-N",
-            "-B",
-            "-e",
-            sql,
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!("mysql: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-struct Dbs(String);
-
-impl Drop for Dbs {
-    fn drop(&mut self) {
-        let _ = psql(
-            "test",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
-        );
-        let _ = mysql(&format!("DROP DATABASE IF EXISTS {}", self.0));
-    }
-}
+use ferry_tests::db::{ScratchDb, mysql, psql};
 
 #[test]
 fn mysql_partition_to_postgresql_via_catalog_datasources() -> Result<()> {
-    let name = format!("ferry_e2e_{}", std::process::id());
-    let dbs = Dbs(name.clone());
-    psql("test", &format!("CREATE DATABASE {name}"))?;
+    let dbs = ScratchDb::both("ferry_e2e")?;
+    let name = dbs.name.clone();
     psql(
         &name,
         "CREATE TABLE orders (id bigint PRIMARY KEY, day text, amount numeric(20,4))",
     )?;
     mysql(&format!(
-        "CREATE DATABASE {name}; CREATE TABLE {name}.orders (id INT PRIMARY KEY, day CHAR(8), amount DECIMAL(20,4));
+        "CREATE TABLE {name}.orders (id INT PRIMARY KEY, day CHAR(8), amount DECIMAL(20,4));
          USE {name}; INSERT INTO {name}.orders SELECT seq, IF(seq % 2 = 0, '20261124', '20261123'), seq / 7 FROM seq_1_to_4000;"
     ))?;
 

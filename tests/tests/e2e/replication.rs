@@ -4,6 +4,7 @@
 //! never by sleeping and hoping.
 
 use anyhow::{Result, anyhow, bail};
+use ferry_tests::db::{ScratchDb, psql};
 use ferry_tests::ha::Replicated;
 use ferry_tests::netns::{self, Lan};
 use ferry_tests::{Cluster, wait_for};
@@ -109,37 +110,6 @@ fn each_scheduler_restarted_in_turn_and_all_at_once_keep_the_state() -> Result<(
     Ok(())
 }
 
-fn psql(db: &str, sql: &str) -> Result<String> {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-tAq",
-            "-c",
-            sql,
-        ])
-        .output()?;
-    if !out.status.success() {
-        bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-struct PgDb(String);
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let _ = psql(
-            "test",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
-        );
-    }
-}
-
 fn pg_copy_job(from: &str, to: &str) -> String {
     format!(
         r#"{{"job": {{"setting": {{"speed": {{"channel": 1}}, "errorLimit": {{"record": 0}}}},
@@ -161,9 +131,8 @@ const ROWS_PER_DAY: usize = 30;
 /// business date) exists twice, and every target table holds exactly its source rows.
 #[test]
 fn a_thousand_instances_survive_the_leader_killed_every_few_seconds() -> Result<()> {
-    let name = format!("ferry_ha_{}", std::process::id());
-    let _db = PgDb(name.clone());
-    psql("test", &format!("CREATE DATABASE {name}"))?;
+    let db = ScratchDb::postgres("ferry_ha")?;
+    let name = db.name.clone();
     let mut ddl = String::new();
     for t in ["src", "d0", "d1", "d2"] {
         ddl.push_str(&format!(

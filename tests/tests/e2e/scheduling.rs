@@ -3,8 +3,8 @@
 //! (task, business date) however many ask, and every refusal of the scheduling API.
 
 use anyhow::{Result, anyhow};
+use ferry_tests::db::{ScratchDb, psql};
 use ferry_tests::{Cluster, sqlite_count, wait_for, write_orders_csv};
-use std::process::Command;
 use std::time::Duration;
 
 fn instances(c: &Cluster, task: &str) -> Result<Vec<serde_json::Value>> {
@@ -122,47 +122,14 @@ fn tasks_scheduled_every_minute_run_on_their_own() -> Result<()> {
     Ok(())
 }
 
-fn psql(db: &str, sql: &str) -> Result<String> {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-tAq",
-            "-c",
-            sql,
-        ])
-        .output()?;
-    if !out.status.success() {
-        return Err(anyhow!("psql: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-struct Db(String);
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = psql(
-            "test",
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0),
-        );
-    }
-}
-
 /// The agent running a sync is killed; after the lease the attempt fails, is retried by the
 /// task's policy on the other agent of the group, and the target ends with exactly the source
 /// rows.
 #[test]
 fn a_failed_sync_is_retried_on_another_agent_to_one_copy() -> Result<()> {
-    let name = format!("ferry_e2e_retry_{}", std::process::id());
-    psql("test", &format!("CREATE DATABASE {name}"))?;
-    let db = Db(name);
+    let db = ScratchDb::postgres("ferry_e2e_retry")?;
     psql(
-        &db.0,
+        &db.name,
         "CREATE TABLE src (id bigint primary key, v text);
          INSERT INTO src SELECT g, 'v' || g FROM generate_series(1, 40000) g;
          CREATE TABLE dst (id bigint primary key, v text);",
@@ -172,7 +139,7 @@ fn a_failed_sync_is_retried_on_another_agent_to_one_copy() -> Result<()> {
     c.start_agent("a1", "rg", &token)?;
     c.start_agent("a2", "rg", &token)?;
     c.wait_online("rg", 2)?;
-    let url = format!("jdbc:postgresql://127.0.0.1:5432/{}", db.0);
+    let url = format!("jdbc:postgresql://127.0.0.1:5432/{}", db.name);
     let job = serde_json::json!({"job": {
     "setting": {"speed": {"channel": 1, "record": 10000}, "errorLimit": {"record": 0}},
     "content": [{
@@ -218,12 +185,12 @@ fn a_failed_sync_is_retried_on_another_agent_to_one_copy() -> Result<()> {
     assert!(attempts[0].contains("failed"), "{shown}");
     assert!(shown.contains("retry 1 of 2"), "{shown}");
     assert_eq!(
-        psql(&db.0, "SELECT count(*), count(DISTINCT id) FROM dst")?,
+        psql(&db.name, "SELECT count(*), count(DISTINCT id) FROM dst")?,
         "40000|40000"
     );
     assert_eq!(
         psql(
-            &db.0,
+            &db.name,
             "SELECT count(*) FROM (SELECT * FROM src EXCEPT SELECT * FROM dst) x"
         )?,
         "0"
