@@ -187,6 +187,10 @@ pub async fn run(
             .filter(|t| !t.is_empty())
             .or_else(|| saved.map(|c| c.token)),
     };
+    // A template needs no scheduler.
+    if let TopCommand::Task(crate::tasks::TaskCmd::Template { reader, writer }) = &cmd {
+        return crate::tasks::template(reader, writer);
+    }
     let auth = Auth::new(token.as_deref(), workspace.as_deref())?;
     if let TopCommand::Cluster(c) = cmd {
         return crate::cluster::run(urls, tls, auth, out, c).await;

@@ -15,6 +15,14 @@ pub enum TaskCmd {
     /// Submit a task, or a new version of it: an immutable version its instances pin.
     #[command(alias = "submit")]
     Create(Box<Submit>),
+    /// Print a complete job file for a reader and a writer, with every parameter both take
+    /// (`ferry task template --reader mysql --writer postgresql > job.json`).
+    Template {
+        #[arg(long)]
+        reader: String,
+        #[arg(long)]
+        writer: String,
+    },
     /// List tasks.
     List,
     /// Show a task's latest version.
@@ -155,8 +163,23 @@ fn print_task(t: &pb::TaskInfo) {
     );
 }
 
+/// Prints the job template on stdout and the alternatives it did not choose on stderr, so
+/// `ferry task template ... > job.json` writes a file that parses as it is.
+pub fn template(reader: &str, writer: &str) -> anyhow::Result<i32> {
+    use ferry_common::job::template;
+    let job = template::template(reader, writer)?;
+    println!("{}", serde_json::to_string_pretty(&job)?);
+    for alt in template::alternatives(reader, writer)? {
+        eprintln!("# or {alt}");
+    }
+    Ok(0)
+}
+
 pub async fn run(admin: &mut Admin, out: Output, cmd: TaskCmd) -> anyhow::Result<i32> {
     match cmd {
+        TaskCmd::Template { reader, writer } => {
+            template(&reader, &writer)?;
+        }
         TaskCmd::Create(s) => {
             let job_json = match &s.file {
                 Some(f) => std::fs::read_to_string(f)

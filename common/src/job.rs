@@ -12,6 +12,7 @@
 
 mod datefmt;
 mod rdbms;
+pub mod template;
 
 pub use datefmt::DatePattern;
 pub use rdbms::{DbKind, JdbcUrl, RdbmsReader, RdbmsWriter, ReaderConnection, WriterConnection};

@@ -159,3 +159,40 @@ fn sqlite_to_csv_with_header_and_nulls() -> Result<()> {
     assert!(leftovers.is_empty());
     Ok(())
 }
+
+/// `ferry task template` prints, without a scheduler, a job file that a scheduler takes as it
+/// is, for a pair of plugins; an unknown plugin is refused with the list of known ones.
+#[test]
+fn a_printed_template_is_a_job_the_scheduler_takes() -> Result<()> {
+    let c = Cluster::start()?;
+    c.create_group("rg")?;
+    let mut offline = Cluster::without_scheduler()?;
+    offline.url = "http://127.0.0.1:9".into();
+    let out = offline
+        .ferry(&[
+            "task", "template", "--reader", "stream", "--writer", "stream",
+        ])?
+        .ok()?;
+    assert!(
+        out.stdout.contains("\"sliceRecordCount\""),
+        "{}",
+        out.stdout
+    );
+    let path = c.job_file("template.json", &out.stdout)?;
+    c.ferry(&[
+        "task",
+        "create",
+        "from_template",
+        "--group",
+        "rg",
+        "--file",
+        &path,
+    ])?
+    .ok()?;
+    let bad = offline.ferry(&[
+        "task", "template", "--reader", "oracle", "--writer", "stream",
+    ])?;
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("mysqlreader"), "{}", bad.stderr);
+    Ok(())
+}
