@@ -10,10 +10,11 @@
 //! form for (NaN, infinity, years outside 0-9999) are dirty before they are sent.
 
 use super::plugin::{
-    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
+    BoxFuture, JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo,
+    WriteChannel, Writer,
 };
 use super::rdbms::{
-    Dialect, SplitQueries, TableSplit, block_on, connect_first, plan_table, select_list, sql_name,
+    Dialect, SplitQueries, TableSplit, connect_first, plan_table, select_list, sql_name,
 };
 use super::value::{Row, Value, parse_date, row_size};
 use bytes::Bytes;
@@ -23,8 +24,8 @@ use ferry_common::secret::Secret;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Column, Conn, OptsBuilder, Params, Value as MyValue};
+use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
 
 pub struct My;
 
@@ -162,10 +163,14 @@ impl Reader for MysqlReader {
         "mysqlreader"
     }
 
-    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits<'a>(
+        &'a self,
+        channels: usize,
+        log: &'a JobLog,
+    ) -> BoxFuture<'a, Result<Vec<Box<dyn ReadSplit>>>> {
         let p = &self.params;
         let user = p.username.clone().unwrap_or_default();
-        block_on(async {
+        Box::pin(async move {
             let mut out: Vec<Box<dyn ReadSplit>> = Vec::new();
             for conn in &p.connection {
                 let (mut c, url) = connect_first(&conn.jdbc_url, |u| {
@@ -320,8 +325,12 @@ impl ReadSplit for MySplit {
         self.split.label.clone()
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>, _target: &TargetInfo) -> Result<()> {
-        block_on(async {
+    fn run<'a>(
+        self: Box<Self>,
+        sink: &'a mut RowSink,
+        _target: &'a TargetInfo,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
             let src = |e: String| SyncError::Source(format!("{}: {e}", self.split.label));
             let mut conn = connect(&self.url, &self.user, &self.password, &self.session)
                 .await
@@ -345,14 +354,9 @@ impl ReadSplit for MySplit {
                     }
                 }
                 match bad {
-                    None => sink.push(values)?,
+                    None => sink.push(values).await?,
                     Some((column, reason)) => {
-                        sink.shared()
-                            .counters
-                            .records_read
-                            .fetch_add(1, Ordering::Relaxed);
-                        sink.shared()
-                            .dirty("reader", &values, Some(&column), &reason)?;
+                        sink.dirty(&values, Some(&column), &reason)?;
                     }
                 }
             }
@@ -663,8 +667,8 @@ impl Writer for MysqlWriter {
         "mysqlwriter"
     }
 
-    fn prepare(&self, log: &JobLog) -> Result<()> {
-        block_on(async {
+    fn prepare<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
             let mut conn = self.conn().await?;
             self.run_sql(&mut conn, &self.params.pre_sql, "preSql", log)
                 .await?;
@@ -719,13 +723,13 @@ impl Writer for MysqlWriter {
         usize::MAX
     }
 
-    fn open(&self, _index: usize) -> Result<Box<dyn WriteChannel>> {
-        let target = self
-            .target
-            .get()
-            .cloned()
-            .ok_or_else(|| SyncError::Internal("writer used before prepare".into()))?;
-        block_on(async {
+    fn open(&self, _index: usize) -> BoxFuture<'_, Result<Box<dyn WriteChannel>>> {
+        Box::pin(async move {
+            let target = self
+                .target
+                .get()
+                .cloned()
+                .ok_or_else(|| SyncError::Internal("writer used before prepare".into()))?;
             let mut conn = self.conn().await?;
             conn.query_drop("START TRANSACTION")
                 .await
@@ -749,21 +753,22 @@ impl Writer for MysqlWriter {
         })
     }
 
-    fn finish(&self, log: &JobLog) -> Result<()> {
-        if self.params.post_sql.is_empty() {
-            return Ok(());
-        }
-        block_on(async {
+    fn finish<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if self.params.post_sql.is_empty() {
+                return Ok(());
+            }
             let mut conn = self.conn().await?;
             self.run_sql(&mut conn, &self.params.post_sql, "postSql", log)
                 .await
         })
     }
 
-    fn abort(&self, log: &JobLog) {
+    fn abort<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, ()> {
         log.warn(
             "mysqlwriter: open transactions rolled back; uncommitted rows are not in the target",
         );
+        Box::pin(async {})
     }
 }
 
@@ -1056,8 +1061,12 @@ impl MyChannel {
 }
 
 impl WriteChannel for MyChannel {
-    fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
-        block_on(async {
+    fn write<'a>(
+        &'a mut self,
+        rows: Vec<Row>,
+        shared: &'a Arc<Shared>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
             let width = self.target.columns.len();
             for mut row in rows {
                 self.target.adapt(&mut row);
@@ -1087,8 +1096,8 @@ impl WriteChannel for MyChannel {
         })
     }
 
-    fn commit(mut self: Box<Self>, shared: &Shared) -> Result<()> {
-        block_on(async {
+    fn commit(mut self: Box<Self>, shared: &Arc<Shared>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
             self.finish_load(shared).await?;
             let rows = std::mem::take(&mut self.pending);
             self.flush_insert(rows, shared).await?;

@@ -1,5 +1,5 @@
 //! What the MySQL and PostgreSQL connectors share: identifier quoting rules, splitting a table
-//! by `splitPk`, and running async drivers from the engine's blocking workers.
+//! by `splitPk`, and trying each `jdbcUrl` in turn.
 //!
 //! Splitting follows DataX: an integer key is cut into ranges between its MIN and MAX; any other
 //! key is cut at quantiles the database itself picks with `ORDER BY key OFFSET k`, so boundaries
@@ -8,11 +8,6 @@
 //! database (`quote_literal`, `QUOTE`), never by pasting text here.
 
 use std::future::Future;
-
-/// Runs async driver code on the current runtime from a blocking worker thread.
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Handle::current().block_on(f)
-}
 
 /// Connects to the first of DataX's `jdbcUrl[]` that answers; the error lists every attempt.
 pub async fn connect_first<C, F, Fut>(urls: &[String], connect: F) -> Result<(C, String), String>

@@ -2,7 +2,7 @@
 //! connector. The engine asks it for a reader and a writer; a new connector is one line in each
 //! table here.
 
-use super::plugin::{Reader, Writer};
+use super::plugin::{Reader, Writer, blocking_reader, blocking_writer};
 use super::{mysql, postgres, sqlite, stream, txtfile};
 use ferry_common::job::{ReaderConfig, WriterConfig};
 
@@ -16,11 +16,11 @@ const READERS: &[(&str, ReaderCtor)] = &[
         _ => None,
     }),
     ("sqlitereader", |c| match c {
-        ReaderConfig::Sqlite(p) => Some(Box::new(sqlite::SqliteReader::new(p.clone()))),
+        ReaderConfig::Sqlite(p) => Some(blocking_reader(sqlite::SqliteReader::new(p.clone()))),
         _ => None,
     }),
     ("txtfilereader", |c| match c {
-        ReaderConfig::TxtFile(p) => Some(Box::new(txtfile::TxtFileReader::new(p.clone()))),
+        ReaderConfig::TxtFile(p) => Some(blocking_reader(txtfile::TxtFileReader::new(p.clone()))),
         _ => None,
     }),
     ("mysqlreader", |c| match c {
@@ -41,11 +41,14 @@ const WRITERS: &[(&str, WriterCtor)] = &[
         _ => None,
     }),
     ("sqlitewriter", |c, _| match c {
-        WriterConfig::Sqlite(p) => Some(Box::new(sqlite::SqliteWriter::new(p.clone()))),
+        WriterConfig::Sqlite(p) => Some(blocking_writer(sqlite::SqliteWriter::new(p.clone()))),
         _ => None,
     }),
     ("txtfilewriter", |c, attempt| match c {
-        WriterConfig::TxtFile(p) => Some(Box::new(txtfile::TxtFileWriter::new(p.clone(), attempt))),
+        WriterConfig::TxtFile(p) => Some(blocking_writer(txtfile::TxtFileWriter::new(
+            p.clone(),
+            attempt,
+        ))),
         _ => None,
     }),
     ("mysqlwriter", |c, _| match c {

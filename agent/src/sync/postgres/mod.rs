@@ -10,12 +10,10 @@
 pub mod codec;
 
 use super::plugin::{
-    JobLog, RawBatch, RawFormat, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo,
-    WriteChannel, Writer,
+    BoxFuture, JobLog, RawBatch, RawFormat, ReadSplit, Reader, Result, RowSink, Shared, SyncError,
+    TargetInfo, WriteChannel, Writer,
 };
-use super::rdbms::{
-    Dialect, SplitQueries, TableSplit, block_on, connect_first, plan_table, sql_name,
-};
+use super::rdbms::{Dialect, SplitQueries, TableSplit, connect_first, plan_table, sql_name};
 use super::value::{Row, Value, row_size};
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{FixedOffset, Utc};
@@ -25,8 +23,8 @@ use ferry_common::secret::Secret;
 use futures_util::SinkExt;
 use std::pin::Pin;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_postgres::CopyInSink;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
@@ -169,10 +167,14 @@ impl Reader for PgReader {
         "postgresqlreader"
     }
 
-    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits<'a>(
+        &'a self,
+        channels: usize,
+        log: &'a JobLog,
+    ) -> BoxFuture<'a, Result<Vec<Box<dyn ReadSplit>>>> {
         let p = &self.params;
         let user = p.username.clone().unwrap_or_default();
-        block_on(async {
+        Box::pin(async move {
             let mut out: Vec<Box<dyn ReadSplit>> = Vec::new();
             for conn in &p.connection {
                 let (client, url) = connect_first(&conn.jdbc_url, |u| {
@@ -288,7 +290,7 @@ impl PgSplit {
     }
 
     /// Streams the split's binary COPY tuples untouched to a PostgreSQL writer.
-    async fn run_raw(&self, client: &Client, width: usize, sink: &mut RowSink<'_>) -> Result<()> {
+    async fn run_raw(&self, client: &Client, width: usize, sink: &mut RowSink) -> Result<()> {
         let src = |e: String| SyncError::Source(format!("{}: {e}", self.split.label));
         let stream = client
             .copy_out(&format!(
@@ -333,7 +335,8 @@ impl PgSplit {
                         format: RAW_FORMAT,
                         data: batch.split().freeze(),
                         starts: std::mem::take(&mut starts),
-                    })?;
+                    })
+                    .await?;
                 }
             }
         }
@@ -342,7 +345,8 @@ impl PgSplit {
                 format: RAW_FORMAT,
                 data: batch.split().freeze(),
                 starts,
-            })?;
+            })
+            .await?;
         }
         Ok(())
     }
@@ -393,8 +397,12 @@ impl ReadSplit for PgSplit {
         self.split.label.clone()
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>, target: &TargetInfo) -> Result<()> {
-        block_on(async {
+    fn run<'a>(
+        self: Box<Self>,
+        sink: &'a mut RowSink,
+        target: &'a TargetInfo,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
             let src = |e: String| SyncError::Source(format!("{}: {e}", self.split.label));
             let client = connect(&self.url, &self.user, &self.password)
                 .await
@@ -476,14 +484,9 @@ impl ReadSplit for PgSplit {
                     }
                 }
                 match bad {
-                    None => sink.push(values)?,
+                    None => sink.push(values).await?,
                     Some(reason) => {
-                        sink.shared()
-                            .counters
-                            .records_read
-                            .fetch_add(1, Ordering::Relaxed);
-                        sink.shared()
-                            .dirty("reader", &values, bad_column, &reason)?;
+                        sink.dirty(&values, bad_column, &reason)?;
                     }
                 }
             }
@@ -556,8 +559,8 @@ impl Writer for PgWriter {
         "postgresqlwriter"
     }
 
-    fn prepare(&self, log: &JobLog) -> Result<()> {
-        block_on(async {
+    fn prepare<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
             let client = self.client().await?;
             self.run_sql(&client, &self.params.pre_sql, "preSql", log)
                 .await?;
@@ -645,13 +648,13 @@ impl Writer for PgWriter {
         usize::MAX
     }
 
-    fn open(&self, index: usize) -> Result<Box<dyn WriteChannel>> {
-        let target = self
-            .target
-            .get()
-            .cloned()
-            .ok_or_else(|| SyncError::Internal("writer used before prepare".into()))?;
-        block_on(async {
+    fn open(&self, index: usize) -> BoxFuture<'_, Result<Box<dyn WriteChannel>>> {
+        Box::pin(async move {
+            let target = self
+                .target
+                .get()
+                .cloned()
+                .ok_or_else(|| SyncError::Internal("writer used before prepare".into()))?;
             let client = self.client().await?;
             let err = |e: tokio_postgres::Error| SyncError::Target(describe(&e));
             client.batch_execute("BEGIN").await.map_err(err)?;
@@ -681,19 +684,20 @@ impl Writer for PgWriter {
         })
     }
 
-    fn finish(&self, log: &JobLog) -> Result<()> {
-        if self.params.post_sql.is_empty() {
-            return Ok(());
-        }
-        block_on(async {
+    fn finish<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if self.params.post_sql.is_empty() {
+                return Ok(());
+            }
             let client = self.client().await?;
             self.run_sql(&client, &self.params.post_sql, "postSql", log)
                 .await
         })
     }
 
-    fn abort(&self, log: &JobLog) {
+    fn abort<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, ()> {
         log.warn("postgresqlwriter: open transactions rolled back; uncommitted rows are not in the target");
+        Box::pin(async {})
     }
 }
 
@@ -1006,8 +1010,12 @@ impl PgChannel {
 }
 
 impl WriteChannel for PgChannel {
-    fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
-        block_on(async {
+    fn write<'a>(
+        &'a mut self,
+        rows: Vec<Row>,
+        shared: &'a Arc<Shared>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
             let width = self.target.types.len();
             for row in rows {
                 if row.len() != width {
@@ -1056,8 +1064,12 @@ impl WriteChannel for PgChannel {
         })
     }
 
-    fn write_raw(&mut self, batch: RawBatch, shared: &Shared) -> Result<()> {
-        block_on(async {
+    fn write_raw<'a>(
+        &'a mut self,
+        batch: RawBatch,
+        shared: &'a Arc<Shared>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
             self.push_raw(batch).await?;
             if self.segment_full() {
                 self.finish_segment(shared).await?;
@@ -1066,8 +1078,8 @@ impl WriteChannel for PgChannel {
         })
     }
 
-    fn commit(mut self: Box<Self>, shared: &Shared) -> Result<()> {
-        block_on(async {
+    fn commit(mut self: Box<Self>, shared: &Arc<Shared>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
             self.finish_segment(shared).await?;
             self.client
                 .batch_execute("COMMIT")
