@@ -17,8 +17,10 @@
 //! - [`registry`]: plugin names and their constructors; the only module that names connectors.
 //! - [`engine`]: splits, channels, backpressure, cancellation, error limits.
 //! - [`value`]: the column model and its text forms.
-//! - connectors: [`postgres`], [`mysql`] (sharing [`rdbms`]: splits and identifier quoting),
-//!   [`sqlite`], [`txtfile`], [`stream`]; [`throttle`] for speed limits.
+//! - [`rdbms`]: the database reader and writer skeleton (splits, sessions, preSql/postSql,
+//!   segments, dirty-row replay) over a per-database `Driver`.
+//! - connectors: the [`postgres`] and [`mysql`] drivers, [`sqlite`], [`txtfile`], [`stream`];
+//!   [`throttle`] for speed limits.
 
 pub mod engine;
 pub mod mysql;

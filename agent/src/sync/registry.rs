@@ -2,8 +2,10 @@
 //! connector. The engine asks it for a reader and a writer; a new connector is one line in each
 //! table here.
 
+use super::mysql::My;
 use super::plugin::{Reader, Writer, blocking_reader, blocking_writer};
-use super::{mysql, postgres, sqlite, stream, txtfile};
+use super::rdbms::{DbReader, DbWriter};
+use super::{postgres, sqlite, stream, txtfile};
 use ferry_common::job::{ReaderConfig, WriterConfig};
 
 type ReaderCtor = fn(&ReaderConfig) -> Option<Box<dyn Reader>>;
@@ -24,7 +26,7 @@ const READERS: &[(&str, ReaderCtor)] = &[
         _ => None,
     }),
     ("mysqlreader", |c| match c {
-        ReaderConfig::Mysql(p) => Some(Box::new(mysql::MysqlReader::new(p.clone()))),
+        ReaderConfig::Mysql(p) => Some(Box::new(DbReader::<My>::new(p.clone()))),
         _ => None,
     }),
     ("postgresqlreader", |c| match c {
@@ -52,7 +54,7 @@ const WRITERS: &[(&str, WriterCtor)] = &[
         _ => None,
     }),
     ("mysqlwriter", |c, _| match c {
-        WriterConfig::Mysql(p) => Some(Box::new(mysql::MysqlWriter::new(p.clone()))),
+        WriterConfig::Mysql(p) => Some(Box::new(DbWriter::<My>::new(p.clone()))),
         _ => None,
     }),
     ("postgresqlwriter", |c, _| match c {

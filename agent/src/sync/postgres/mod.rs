@@ -13,7 +13,7 @@ use super::plugin::{
     BoxFuture, JobLog, RawBatch, RawFormat, ReadSplit, Reader, Result, RowSink, Shared, SyncError,
     TargetInfo, WriteChannel, Writer,
 };
-use super::rdbms::{Dialect, SplitQueries, TableSplit, connect_first, plan_table, sql_name};
+use super::rdbms::{Dialect, SplitQueries, TableSplit, plan_table, sql_name};
 use super::value::{Row, Value, row_size};
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{FixedOffset, Utc};
@@ -44,6 +44,22 @@ impl Dialect for Pg {
             format!("\"{}\"", part.replace('"', "\"\""))
         }
     }
+}
+
+/// Connects to the first of DataX's `jdbcUrl[]` that answers; the error lists every attempt.
+async fn connect_first<C, F, Fut>(urls: &[String], connect: F) -> Result<(C, String), String>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<C, String>>,
+{
+    let mut errors = Vec::new();
+    for url in urls {
+        match connect(url.clone()).await {
+            Ok(c) => return Ok((c, url.clone())),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
 }
 
 /// Opens a connection; the connection task runs on the runtime.
