@@ -4,8 +4,9 @@
 
 use super::mysql::My;
 use super::plugin::{Reader, Writer, blocking_reader, blocking_writer};
+use super::postgres::Pg;
 use super::rdbms::{DbReader, DbWriter};
-use super::{postgres, sqlite, stream, txtfile};
+use super::{sqlite, stream, txtfile};
 use ferry_common::job::{ReaderConfig, WriterConfig};
 
 type ReaderCtor = fn(&ReaderConfig) -> Option<Box<dyn Reader>>;
@@ -30,7 +31,7 @@ const READERS: &[(&str, ReaderCtor)] = &[
         _ => None,
     }),
     ("postgresqlreader", |c| match c {
-        ReaderConfig::Postgresql(p) => Some(Box::new(postgres::PgReader::new(p.clone()))),
+        ReaderConfig::Postgresql(p) => Some(Box::new(DbReader::<Pg>::new(p.clone()))),
         _ => None,
     }),
 ];
@@ -58,7 +59,7 @@ const WRITERS: &[(&str, WriterCtor)] = &[
         _ => None,
     }),
     ("postgresqlwriter", |c, _| match c {
-        WriterConfig::Postgresql(p) => Some(Box::new(postgres::PgWriter::new(p.clone()))),
+        WriterConfig::Postgresql(p) => Some(Box::new(DbWriter::<Pg>::new(p.clone()))),
         _ => None,
     }),
 ];
