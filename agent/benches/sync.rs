@@ -8,7 +8,8 @@
 //! Needs PostgreSQL and MariaDB on 127.0.0.1 (`scripts/services.sh`), `psql` and `mysql`;
 //! `--peers` also runs pgloader and sling (`scripts/bench-peers.sh` installs them). Each Ferry
 //! run is a child process of this binary running the engine alone, so its peak RSS (VmHWM) is
-//! the engine's; a run without that figure fails. After every Ferry run the target's row count
+//! the engine's, and its CPU time (user + system) is reported too, steadier than wall time on a
+//! shared machine; a run without those figures fails. After every Ferry run the target's row count
 //! and an order-independent checksum of its rows must equal the source's. Prints a Markdown
 //! table for `docs/benchmarks.md`.
 
@@ -214,9 +215,14 @@ fn checksum(kind: &str, table: &str) -> Res<String> {
     }
 }
 
+/// One pair and channel count: its wall times, peak RSS and CPU times over the rounds.
+type Run = (String, usize, Vec<f64>, u64, Vec<f64>);
+
 struct Measure {
     secs: f64,
     peak_rss_kb: u64,
+    /// User + system CPU time of the Ferry process: steadier than wall time on a shared machine.
+    cpu_secs: f64,
 }
 
 /// Runs one Ferry job in a child process; returns wall time and the child's peak RSS.
@@ -241,7 +247,17 @@ fn ferry(job: &str) -> Res<Measure> {
         .and_then(|v| v.trim().parse().ok())
         .filter(|kb| *kb > 0)
         .ok_or_else(|| format!("the Ferry child did not report its peak RSS:\n{text}"))?;
-    Ok(Measure { secs, peak_rss_kb })
+    let cpu_secs = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu_ms="))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("the Ferry child did not report its CPU time:\n{text}"))?
+        / 1000.0;
+    Ok(Measure {
+        secs,
+        peak_rss_kb,
+        cpu_secs,
+    })
 }
 
 fn timed(cmd: &str) -> Res<f64> {
@@ -280,6 +296,20 @@ fn child(job: &str) -> Res<()> {
         .map(|v| v.trim().trim_end_matches(" kB").trim().to_string())
         .ok_or("no VmHWM line in /proc/self/status: peak RSS cannot be measured")?;
     println!("peak_rss_kb={hwm}");
+    // utime and stime, fields 14 and 15 of /proc/self/stat, in USER_HZ (100 per second).
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| format!("cannot read /proc/self/stat for CPU time: {e}"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: u64 = fields
+        .get(11..13)
+        .ok_or("no utime/stime in /proc/self/stat")?
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    println!("cpu_ms={}", ticks * 10);
     Ok(())
 }
 
@@ -385,10 +415,10 @@ fn run() -> Res<()> {
     // Ferry, so a noisy neighbour shifts both sides of a ratio alike. Medians are reported.
     let mut copy_pipe = Vec::new();
     let mut load_data = Vec::new();
-    let mut runs: Vec<(String, usize, Vec<f64>, u64)> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     for pair in &a.pairs {
         for &ch in &a.channels {
-            runs.push((pair.clone(), ch, Vec::new(), 0));
+            runs.push((pair.clone(), ch, Vec::new(), 0, Vec::new()));
         }
     }
     for round in 0..a.repeat {
@@ -403,7 +433,7 @@ fn run() -> Res<()> {
             "mysql --protocol=tcp -h 127.0.0.1 -uroot --local-infile=1 -e \"LOAD DATA LOCAL INFILE '{}' INTO TABLE {DB}.dst\"",
             tsv.display()
         ))?);
-        for (pair, ch, secs, rss) in runs.iter_mut() {
+        for (pair, ch, secs, rss, cpu) in runs.iter_mut() {
             let (src, dst) = pair.split_once('-').ok_or(format!("bad pair {pair}"))?;
             truncate(dst)?;
             let job = serde_json::json!({"job": {"setting": {"speed": {"channel": *ch}, "errorLimit": {"record": 0}},
@@ -422,8 +452,12 @@ fn run() -> Res<()> {
                     "{pair} x{ch}: target (rows, checksum) = {got}, source = {want}: data differs"
                 ));
             }
-            eprintln!("  {pair} ferry x{ch}: {:.2}s", m.secs);
+            eprintln!(
+                "  {pair} ferry x{ch}: {:.2}s, {:.2}s CPU",
+                m.secs, m.cpu_secs
+            );
             secs.push(m.secs);
+            cpu.push(m.cpu_secs);
             *rss = (*rss).max(m.peak_rss_kb);
         }
     }
@@ -466,7 +500,7 @@ fn run() -> Res<()> {
         None,
         Some(load_data),
     ));
-    for (pair, ch, secs, rss) in &runs {
+    for (pair, ch, secs, rss, _) in &runs {
         let base = if pair.ends_with("pg") {
             copy_pipe
         } else {
@@ -484,6 +518,12 @@ fn run() -> Res<()> {
     let mut peer_secs = Vec::new();
     if a.peers {
         peer_secs = peers(&a, &mut lines, &row, copy_pipe, load_data)?;
+    }
+    lines.push(String::new());
+    lines.push("| pair | channels | Ferry CPU seconds (user + system) |".into());
+    lines.push("|---|---|---|".into());
+    for (pair, ch, _, _, cpu) in &runs {
+        lines.push(format!("| {pair} | {ch} | {:.2} |", median(cpu)));
     }
     // The targets the sync-engine issue sets, from the medians above.
     let best = |pair: &str| {

@@ -1,6 +1,7 @@
 //! The pipeline that binds one reader to one writer: splits, channels of row batches,
 //! backpressure, cancellation and the end-of-run error limits. It knows plugins only through
-//! [`super::plugin`] and gets them from [`super::registry`].
+//! [`super::plugin`] and gets them from [`super::registry`]. Every worker is a task on the
+//! runtime; blocking connectors reach the blocking pool through the plugin adapters.
 
 use super::plugin::{
     Batch, ReadSplit, Reader, Result, RowSink, Shared, Summary, SyncError, Writer,
@@ -12,12 +13,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| SyncError::Internal(format!("worker panicked: {e}")))?
-}
 
 /// The throttle a job's `speed` settings ask for.
 pub fn throttle_for(job: &JobSpec) -> Throttle {
@@ -65,10 +60,7 @@ pub async fn run_plugins(
 
     // The source is checked (split) before the writer runs preSql, so a missing source never
     // costs the target its rows.
-    let splits = {
-        let (r, s) = (reader.clone(), shared.clone());
-        blocking(move || r.splits(channels, &s.log)).await?
-    };
+    let splits = reader.splits(channels, &shared.log).await?;
     shared.log.info(format!(
         "reader cut the source into {} split(s)",
         splits.len()
@@ -80,23 +72,16 @@ pub async fn run_plugins(
     if let Some(path) = setting.dirty.as_ref().and_then(|d| d.path.as_deref()) {
         shared.open_dirty_file(path)?;
     }
-    {
-        let (w, s) = (writer.clone(), shared.clone());
-        blocking(move || w.prepare(&s.log)).await?;
-    }
+    writer.prepare(&shared.log).await?;
 
     let result = pump(splits, channels, writer.clone(), shared.clone()).await;
     shared.close_dirty_file();
     let result = match result {
-        Ok(()) => {
-            let (w, s) = (writer.clone(), shared.clone());
-            blocking(move || w.finish(&s.log)).await
-        }
+        Ok(()) => writer.finish(&shared.log).await,
         Err(e) => Err(e),
     };
     if let Err(e) = result {
-        let (w, s) = (writer.clone(), shared.clone());
-        let _ = tokio::task::spawn_blocking(move || w.abort(&s.log)).await;
+        writer.abort(&shared.log).await;
         return Err(e);
     }
 
@@ -136,22 +121,23 @@ async fn pump(
     for _ in 0..readers {
         let (tx, queue, shared, target) =
             (tx.clone(), queue.clone(), shared.clone(), target.clone());
-        handles.push(tokio::task::spawn_blocking(move || {
-            let result = (|| {
+        handles.push(tokio::spawn(async move {
+            let result = async {
                 loop {
                     let split = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                     let Some(split) = split else { return Ok(()) };
                     let what = split.describe();
-                    let mut sink = RowSink::new(&tx, &shared);
-                    split.run(&mut sink, &target)?;
-                    sink.flush()?;
+                    let mut sink = RowSink::new(tx.clone(), shared.clone());
+                    split.run(&mut sink, &target).await?;
+                    sink.flush().await?;
                     let done = shared.counters.splits_done.fetch_add(1, Ordering::Relaxed) + 1;
                     shared.log.info(format!(
                         "split {done}/{} done: {what}",
                         shared.counters.splits_total.load(Ordering::Relaxed)
                     ));
                 }
-            })();
+            }
+            .await;
             if result.is_err() {
                 shared.cancel.cancel();
             }
@@ -161,19 +147,20 @@ async fn pump(
     drop(tx);
     for index in 0..writers {
         let (rx, writer, shared) = (rx.clone(), writer.clone(), shared.clone());
-        handles.push(tokio::task::spawn_blocking(move || {
-            let result = (|| {
-                let mut ch = writer.open(index)?;
-                while let Ok(batch) = rx.recv() {
+        handles.push(tokio::spawn(async move {
+            let result = async {
+                let mut ch = writer.open(index).await?;
+                while let Ok(batch) = rx.recv_async().await {
                     shared.check_cancel()?;
                     match batch {
-                        Batch::Rows(rows) => ch.write(rows, &shared)?,
-                        Batch::Raw(raw) => ch.write_raw(raw, &shared)?,
+                        Batch::Rows(rows) => ch.write(rows, &shared).await?,
+                        Batch::Raw(raw) => ch.write_raw(raw, &shared).await?,
                     }
                 }
                 shared.check_cancel()?;
-                ch.commit(&shared)
-            })();
+                ch.commit(&shared).await
+            }
+            .await;
             if result.is_err() {
                 shared.cancel.cancel();
             }

@@ -3,21 +3,24 @@
 //! A reader cuts its source into splits (files, generator slices, later key ranges); up to
 //! `job.setting.speed.channel` reader workers take splits from a queue and push batches into one
 //! bounded channel; writer workers drain it. The bound is what keeps memory flat whatever the
-//! table size: a slow writer stops the readers instead of piling rows up. Connectors are
-//! blocking code run on tokio's blocking pool, so a slow disk or database never stalls the
-//! agent's session with the scheduler.
+//! table size: a slow writer stops the readers instead of piling rows up. Workers are tasks on
+//! the runtime and database drivers are async; connectors built on blocking libraries (SQLite,
+//! files) run on tokio's blocking pool, so a slow disk or database never stalls the agent's
+//! session with the scheduler.
 //!
 //! A row a reader cannot convert or a writer cannot take is a dirty record: counted, the first
 //! ones logged with their values and reason, and the job fails once `errorLimit` is passed.
 //!
 //! # Layout
-//! - [`plugin`]: the boundary: `Reader`/`Writer` traits, row batches, shared counters and the
-//!   dirty-record accounting. Connectors depend on it alone.
+//! - [`plugin`]: the boundary: the async `Reader`/`Writer` traits (and blocking twins), row
+//!   batches, shared counters and the dirty-record accounting. Connectors depend on it alone.
 //! - [`registry`]: plugin names and their constructors; the only module that names connectors.
 //! - [`engine`]: splits, channels, backpressure, cancellation, error limits.
 //! - [`value`]: the column model and its text forms.
-//! - connectors: [`postgres`], [`mysql`] (sharing [`rdbms`]: splits and identifier quoting),
-//!   [`sqlite`], [`txtfile`], [`stream`]; [`throttle`] for speed limits.
+//! - [`rdbms`]: the database reader and writer skeleton (splits, sessions, preSql/postSql,
+//!   segments, dirty-row replay) over a per-database `Driver`.
+//! - connectors: the [`postgres`] and [`mysql`] drivers, [`sqlite`], [`txtfile`], [`stream`];
+//!   [`throttle`] for speed limits.
 
 pub mod engine;
 pub mod mysql;

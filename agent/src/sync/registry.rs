@@ -2,8 +2,11 @@
 //! connector. The engine asks it for a reader and a writer; a new connector is one line in each
 //! table here.
 
-use super::plugin::{Reader, Writer};
-use super::{mysql, postgres, sqlite, stream, txtfile};
+use super::mysql::My;
+use super::plugin::{Reader, Writer, blocking_reader, blocking_writer};
+use super::postgres::Pg;
+use super::rdbms::{DbReader, DbWriter};
+use super::{sqlite, stream, txtfile};
 use ferry_common::job::{ReaderConfig, WriterConfig};
 
 type ReaderCtor = fn(&ReaderConfig) -> Option<Box<dyn Reader>>;
@@ -16,19 +19,19 @@ const READERS: &[(&str, ReaderCtor)] = &[
         _ => None,
     }),
     ("sqlitereader", |c| match c {
-        ReaderConfig::Sqlite(p) => Some(Box::new(sqlite::SqliteReader::new(p.clone()))),
+        ReaderConfig::Sqlite(p) => Some(blocking_reader(sqlite::SqliteReader::new(p.clone()))),
         _ => None,
     }),
     ("txtfilereader", |c| match c {
-        ReaderConfig::TxtFile(p) => Some(Box::new(txtfile::TxtFileReader::new(p.clone()))),
+        ReaderConfig::TxtFile(p) => Some(blocking_reader(txtfile::TxtFileReader::new(p.clone()))),
         _ => None,
     }),
     ("mysqlreader", |c| match c {
-        ReaderConfig::Mysql(p) => Some(Box::new(mysql::MysqlReader::new(p.clone()))),
+        ReaderConfig::Mysql(p) => Some(Box::new(DbReader::<My>::new(p.clone()))),
         _ => None,
     }),
     ("postgresqlreader", |c| match c {
-        ReaderConfig::Postgresql(p) => Some(Box::new(postgres::PgReader::new(p.clone()))),
+        ReaderConfig::Postgresql(p) => Some(Box::new(DbReader::<Pg>::new(p.clone()))),
         _ => None,
     }),
 ];
@@ -41,19 +44,22 @@ const WRITERS: &[(&str, WriterCtor)] = &[
         _ => None,
     }),
     ("sqlitewriter", |c, _| match c {
-        WriterConfig::Sqlite(p) => Some(Box::new(sqlite::SqliteWriter::new(p.clone()))),
+        WriterConfig::Sqlite(p) => Some(blocking_writer(sqlite::SqliteWriter::new(p.clone()))),
         _ => None,
     }),
     ("txtfilewriter", |c, attempt| match c {
-        WriterConfig::TxtFile(p) => Some(Box::new(txtfile::TxtFileWriter::new(p.clone(), attempt))),
+        WriterConfig::TxtFile(p) => Some(blocking_writer(txtfile::TxtFileWriter::new(
+            p.clone(),
+            attempt,
+        ))),
         _ => None,
     }),
     ("mysqlwriter", |c, _| match c {
-        WriterConfig::Mysql(p) => Some(Box::new(mysql::MysqlWriter::new(p.clone()))),
+        WriterConfig::Mysql(p) => Some(Box::new(DbWriter::<My>::new(p.clone()))),
         _ => None,
     }),
     ("postgresqlwriter", |c, _| match c {
-        WriterConfig::Postgresql(p) => Some(Box::new(postgres::PgWriter::new(p.clone()))),
+        WriterConfig::Postgresql(p) => Some(Box::new(DbWriter::<Pg>::new(p.clone()))),
         _ => None,
     }),
 ];

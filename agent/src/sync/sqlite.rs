@@ -5,7 +5,8 @@
 //! table as it was, and a rerun does not duplicate rows.
 
 use super::plugin::{
-    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
+    BlockingReadSplit, BlockingReader, BlockingSink, BlockingWriteChannel, BlockingWriter, JobLog,
+    Result, Shared, SyncError, TargetInfo,
 };
 use super::value::{Row, Value, row_size};
 use ferry_common::job::{SqliteReader as ReaderParams, SqliteWriter as WriterParams, WriteMode};
@@ -102,12 +103,12 @@ impl SqliteReader {
     }
 }
 
-impl Reader for SqliteReader {
+impl BlockingReader for SqliteReader {
     fn name(&self) -> &'static str {
         "sqlitereader"
     }
 
-    fn splits(&self, _channels: usize, _log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(&self, _channels: usize, _log: &JobLog) -> Result<Vec<Box<dyn BlockingReadSplit>>> {
         let path = self.params.path.clone().unwrap_or_default();
         let conn = open(&path, false).map_err(SyncError::Source)?;
         let sql = self.query();
@@ -136,12 +137,12 @@ fn to_value(v: ValueRef<'_>) -> Value {
     }
 }
 
-impl ReadSplit for Query {
+impl BlockingReadSplit for Query {
     fn describe(&self) -> String {
         format!("{}: {}", self.path, self.sql)
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>, _target: &TargetInfo) -> Result<()> {
+    fn run(self: Box<Self>, sink: &mut BlockingSink, _target: &TargetInfo) -> Result<()> {
         let err = |e: rusqlite::Error| SyncError::Source(format!("{}: {e}", self.path));
         let conn = open(&self.path, false).map_err(SyncError::Source)?;
         let mut stmt = conn.prepare(&self.sql).map_err(err)?;
@@ -216,7 +217,7 @@ fn to_sql(v: Value) -> Result<SqlValue, String> {
     })
 }
 
-impl Writer for SqliteWriter {
+impl BlockingWriter for SqliteWriter {
     fn name(&self) -> &'static str {
         "sqlitewriter"
     }
@@ -283,7 +284,7 @@ impl Writer for SqliteWriter {
         1
     }
 
-    fn open(&self, _index: usize) -> Result<Box<dyn WriteChannel>> {
+    fn open(&self, _index: usize) -> Result<Box<dyn BlockingWriteChannel>> {
         let conn = open(self.path(), true).map_err(SyncError::Target)?;
         let columns = self.columns.get().cloned().unwrap_or_default();
         let verb = match self.params.write_mode {
@@ -336,7 +337,7 @@ struct SqliteChannel {
     columns: Vec<String>,
 }
 
-impl WriteChannel for SqliteChannel {
+impl BlockingWriteChannel for SqliteChannel {
     fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
         let mut stmt = self
             .conn

@@ -3,7 +3,8 @@
 //! `sliceRecordCount` rows.
 
 use super::plugin::{
-    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
+    BoxFuture, JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo,
+    WriteChannel, Writer,
 };
 use super::value::{Row, TextSpelling, Value, parse_typed, row_size};
 use ferry_common::job::{StreamColumn, StreamReader as Params, StreamWriter as WriterParams};
@@ -42,22 +43,28 @@ impl Reader for StreamReader {
         "streamreader"
     }
 
-    fn splits(&self, channels: usize, _log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
-        let row: Row = self
-            .params
-            .column
-            .iter()
-            .map(column_value)
-            .collect::<Result<_>>()?;
-        Ok((0..channels)
-            .map(|i| {
-                Box::new(Slice {
-                    index: i,
-                    row: row.clone(),
-                    count: self.params.slice_record_count,
-                }) as Box<dyn ReadSplit>
-            })
-            .collect())
+    fn splits<'a>(
+        &'a self,
+        channels: usize,
+        _log: &'a JobLog,
+    ) -> BoxFuture<'a, Result<Vec<Box<dyn ReadSplit>>>> {
+        Box::pin(async move {
+            let row: Row = self
+                .params
+                .column
+                .iter()
+                .map(column_value)
+                .collect::<Result<_>>()?;
+            Ok((0..channels)
+                .map(|i| {
+                    Box::new(Slice {
+                        index: i,
+                        row: row.clone(),
+                        count: self.params.slice_record_count,
+                    }) as Box<dyn ReadSplit>
+                })
+                .collect())
+        })
     }
 }
 
@@ -72,11 +79,17 @@ impl ReadSplit for Slice {
         format!("slice {} ({} records)", self.index, self.count)
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>, _target: &TargetInfo) -> Result<()> {
-        for _ in 0..self.count {
-            sink.push(self.row.clone())?;
-        }
-        Ok(())
+    fn run<'a>(
+        self: Box<Self>,
+        sink: &'a mut RowSink,
+        _target: &'a TargetInfo,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for _ in 0..self.count {
+                sink.push(self.row.clone()).await?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -101,28 +114,34 @@ impl Writer for StreamWriter {
     fn name(&self) -> &'static str {
         "streamwriter"
     }
-    fn prepare(&self, _log: &JobLog) -> Result<()> {
-        Ok(())
+    fn prepare<'a>(&'a self, _log: &'a JobLog) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
     fn parallelism(&self) -> usize {
         usize::MAX
     }
-    fn open(&self, _index: usize) -> Result<Box<dyn WriteChannel>> {
-        Ok(Box::new(StreamChannel {
-            print: self.params.print,
-            printed: self.printed.clone(),
-        }))
+    fn open(&self, _index: usize) -> BoxFuture<'_, Result<Box<dyn WriteChannel>>> {
+        Box::pin(async move {
+            Ok(Box::new(StreamChannel {
+                print: self.params.print,
+                printed: self.printed.clone(),
+            }) as Box<dyn WriteChannel>)
+        })
     }
-    fn finish(&self, log: &JobLog) -> Result<()> {
-        let printed = self.printed.load(Ordering::Relaxed);
-        if printed > PRINT_LIMIT {
-            log.info(format!(
-                "streamwriter printed the first {PRINT_LIMIT} records of {printed}"
-            ));
-        }
-        Ok(())
+    fn finish<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let printed = self.printed.load(Ordering::Relaxed);
+            if printed > PRINT_LIMIT {
+                log.info(format!(
+                    "streamwriter printed the first {PRINT_LIMIT} records of {printed}"
+                ));
+            }
+            Ok(())
+        })
     }
-    fn abort(&self, _log: &JobLog) {}
+    fn abort<'a>(&'a self, _log: &'a JobLog) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 struct StreamChannel {
@@ -131,7 +150,11 @@ struct StreamChannel {
 }
 
 impl WriteChannel for StreamChannel {
-    fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
+    fn write<'a>(
+        &'a mut self,
+        rows: Vec<Row>,
+        shared: &'a Arc<Shared>,
+    ) -> BoxFuture<'a, Result<()>> {
         let bytes: usize = rows.iter().map(row_size).sum();
         if self.print {
             for row in &rows {
@@ -143,10 +166,10 @@ impl WriteChannel for StreamChannel {
             }
         }
         shared.written(rows.len() as u64, bytes as u64);
-        Ok(())
+        Box::pin(async { Ok(()) })
     }
 
-    fn commit(self: Box<Self>, _shared: &Shared) -> Result<()> {
-        Ok(())
+    fn commit(self: Box<Self>, _shared: &Arc<Shared>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
     }
 }

@@ -91,17 +91,30 @@ impl Throttle {
         self.records.is_some() || self.bytes.is_some()
     }
 
-    /// Waits until `records` records of `bytes` bytes fit the limits.
-    pub fn acquire(&self, records: u64, bytes: u64) {
+    /// Books `records` records of `bytes` bytes; answers when the caller may go on, on the
+    /// clock, if it must wait.
+    fn book(&self, records: u64, bytes: u64) -> Option<Duration> {
         if !self.is_limited() {
-            return;
+            return None;
         }
         let now = self.clock.now().as_secs_f64();
         let wait_r = self.records.as_ref().map_or(0.0, |s| s.book(records, now));
         let wait_b = self.bytes.as_ref().map_or(0.0, |s| s.book(bytes, now));
         let wait = wait_r.max(wait_b);
-        if wait > 0.0 {
-            self.clock.sleep_until(Duration::from_secs_f64(now + wait));
+        (wait > 0.0).then(|| Duration::from_secs_f64(now + wait))
+    }
+
+    /// Waits until `records` records of `bytes` bytes fit the limits, blocking the thread.
+    pub fn acquire(&self, records: u64, bytes: u64) {
+        if let Some(deadline) = self.book(records, bytes) {
+            self.clock.sleep_until(deadline);
+        }
+    }
+
+    /// [`Throttle::acquire`] for async code: the task sleeps, not the thread.
+    pub async fn acquire_async(&self, records: u64, bytes: u64) {
+        if let Some(deadline) = self.book(records, bytes) {
+            tokio::time::sleep(deadline.saturating_sub(self.clock.now())).await;
         }
     }
 }

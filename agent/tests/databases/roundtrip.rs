@@ -12,7 +12,10 @@
 
 use crate::support::*;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc};
-use ferry_agent::sync::plugin::{ReadSplit, Reader, RowSink, TargetInfo, WriteChannel, Writer};
+use ferry_agent::sync::plugin::{
+    BlockingReadSplit, BlockingReader, BlockingSink, BlockingWriteChannel, BlockingWriter,
+    TargetInfo, Writer, blocking_reader, blocking_writer,
+};
 use ferry_agent::sync::value::{Row, Value, parse_date};
 use ferry_agent::sync::{JobLog, Shared, build_reader, build_writer, run_plugins};
 use ferry_common::job::{DirtySetting, ErrorLimit, JobSpec, Setting, Speed};
@@ -158,7 +161,7 @@ struct MemReader(Vec<Row>);
 
 struct MemSplit(Vec<Row>);
 
-impl Reader for MemReader {
+impl BlockingReader for MemReader {
     fn name(&self) -> &'static str {
         "memoryreader"
     }
@@ -166,18 +169,18 @@ impl Reader for MemReader {
         &self,
         _: usize,
         _: &JobLog,
-    ) -> Result<Vec<Box<dyn ReadSplit>>, ferry_agent::sync::SyncError> {
+    ) -> Result<Vec<Box<dyn BlockingReadSplit>>, ferry_agent::sync::SyncError> {
         Ok(vec![Box::new(MemSplit(self.0.clone()))])
     }
 }
 
-impl ReadSplit for MemSplit {
+impl BlockingReadSplit for MemSplit {
     fn describe(&self) -> String {
         "memory".into()
     }
     fn run(
         self: Box<Self>,
-        sink: &mut RowSink<'_>,
+        sink: &mut BlockingSink,
         _: &TargetInfo,
     ) -> Result<(), ferry_agent::sync::SyncError> {
         for r in self.0 {
@@ -191,7 +194,7 @@ impl ReadSplit for MemSplit {
 #[derive(Clone, Default)]
 struct MemWriter(Arc<Mutex<Vec<Row>>>);
 
-impl Writer for MemWriter {
+impl BlockingWriter for MemWriter {
     fn name(&self) -> &'static str {
         "memorywriter"
     }
@@ -201,7 +204,10 @@ impl Writer for MemWriter {
     fn parallelism(&self) -> usize {
         1
     }
-    fn open(&self, _: usize) -> Result<Box<dyn WriteChannel>, ferry_agent::sync::SyncError> {
+    fn open(
+        &self,
+        _: usize,
+    ) -> Result<Box<dyn BlockingWriteChannel>, ferry_agent::sync::SyncError> {
         Ok(Box::new(self.clone()))
     }
     fn finish(&self, _: &JobLog) -> Result<(), ferry_agent::sync::SyncError> {
@@ -210,7 +216,7 @@ impl Writer for MemWriter {
     fn abort(&self, _: &JobLog) {}
 }
 
-impl WriteChannel for MemWriter {
+impl BlockingWriteChannel for MemWriter {
     fn write(
         &mut self,
         rows: Vec<Row>,
@@ -295,7 +301,7 @@ async fn load(env: &Env, store: Store, table: &str, rows: &[Row]) -> anyhow::Res
     let writer: Arc<dyn Writer> =
         Arc::from(build_writer(&cfg.writer, table).ok_or_else(|| anyhow::anyhow!("no writer"))?);
     run_plugins(
-        Arc::new(MemReader(rows.to_vec())),
+        Arc::from(blocking_reader(MemReader(rows.to_vec()))),
         writer,
         &setting(&dirty, 2),
         shared(),
@@ -315,7 +321,7 @@ async fn collect(env: &Env, store: Store, table: &str) -> anyhow::Result<Vec<Row
     let out = MemWriter::default();
     run_plugins(
         Arc::from(build_reader(&cfg.reader).ok_or_else(|| anyhow::anyhow!("no reader"))?),
-        Arc::new(out.clone()),
+        Arc::from(blocking_writer(out.clone())),
         &setting(&dirty, 2),
         shared(),
     )

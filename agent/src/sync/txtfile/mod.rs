@@ -13,7 +13,8 @@
 pub mod format;
 
 use super::plugin::{
-    JobLog, ReadSplit, Reader, Result, RowSink, Shared, SyncError, TargetInfo, WriteChannel, Writer,
+    BlockingReadSplit, BlockingReader, BlockingSink, BlockingWriteChannel, BlockingWriter, JobLog,
+    Result, Shared, SyncError, TargetInfo,
 };
 use super::value::{
     Row, TextSpelling, Value, decode_bytes, encode_bytes, format_date, parse_typed, row_size,
@@ -30,7 +31,6 @@ use std::io::BufWriter;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 
 /// The files a path list names: files as given, folders expanded.
 pub fn expand(paths: &[String]) -> Result<Vec<PathBuf>, String> {
@@ -73,12 +73,12 @@ impl TxtFileReader {
     }
 }
 
-impl Reader for TxtFileReader {
+impl BlockingReader for TxtFileReader {
     fn name(&self) -> &'static str {
         "txtfilereader"
     }
 
-    fn splits(&self, _channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>> {
+    fn splits(&self, _channels: usize, log: &JobLog) -> Result<Vec<Box<dyn BlockingReadSplit>>> {
         let delim =
             field_delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Source)?;
         let files = expand(&self.params.path).map_err(SyncError::Source)?;
@@ -103,7 +103,7 @@ impl Reader for TxtFileReader {
                             .unwrap_or_else(|| DEFAULT_NULL_FORMAT.to_string()),
                     },
                     params: self.params.clone(),
-                }) as Box<dyn ReadSplit>
+                }) as Box<dyn BlockingReadSplit>
             })
             .collect())
     }
@@ -196,12 +196,12 @@ impl FileSplit {
     }
 }
 
-impl ReadSplit for FileSplit {
+impl BlockingReadSplit for FileSplit {
     fn describe(&self) -> String {
         self.file.display().to_string()
     }
 
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>, target: &TargetInfo) -> Result<()> {
+    fn run(self: Box<Self>, sink: &mut BlockingSink, target: &TargetInfo) -> Result<()> {
         let name = self.file.display().to_string();
         let f = File::open(&self.file)
             .map_err(|e| SyncError::Source(format!("cannot open {name}: {e}")))?;
@@ -258,12 +258,7 @@ impl ReadSplit for FileSplit {
             match decoded {
                 Ok(row) => sink.push(row)?,
                 Err((column, reason)) => {
-                    sink.shared()
-                        .counters
-                        .records_read
-                        .fetch_add(1, Ordering::Relaxed);
-                    sink.shared().dirty(
-                        "reader",
+                    sink.dirty(
                         &record.raw(),
                         column.as_deref(),
                         &format!("{name} line {}: {reason}", record.line),
@@ -304,7 +299,7 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> SyncError {
     SyncError::Target(format!("{what} {}: {e}", path.display()))
 }
 
-impl Writer for TxtFileWriter {
+impl BlockingWriter for TxtFileWriter {
     fn name(&self) -> &'static str {
         "txtfilewriter"
     }
@@ -347,7 +342,7 @@ impl Writer for TxtFileWriter {
         1
     }
 
-    fn open(&self, _index: usize) -> Result<Box<dyn WriteChannel>> {
+    fn open(&self, _index: usize) -> Result<Box<dyn BlockingWriteChannel>> {
         let file = self
             .file
             .lock()
@@ -505,7 +500,7 @@ impl FileChannel {
     }
 }
 
-impl WriteChannel for FileChannel {
+impl BlockingWriteChannel for FileChannel {
     fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()> {
         let (mut written, mut bytes) = (0u64, 0u64);
         for row in &rows {

@@ -2,11 +2,22 @@
 //! engine (the column model's rows travel in batches; counters, the attempt's log and dirty-record
 //! accounting live in [`Shared`]). Connectors depend on this module only, never on the engine or
 //! on each other; the engine depends on it and on [`super::registry`], never on a connector.
+//!
+//! The traits are async: database drivers run on the runtime like the rest of the agent.
+//! Connectors built on blocking libraries implement the `Blocking*` twins instead, and
+//! [`blocking_reader`] / [`blocking_writer`] run them on tokio's blocking pool ([`blocking`]).
+
+mod blocking;
+
+pub use blocking::{
+    BlockingReadSplit, BlockingReader, BlockingSink, BlockingWriteChannel, BlockingWriter,
+    blocking_reader, blocking_writer,
+};
 
 use super::throttle::Throttle;
 use super::value::{Row, Value, clip, row_size};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -251,6 +262,10 @@ impl Shared {
 /// `channels x queue depth x batch` stays a few MB.
 pub const BATCH_ROWS: usize = 1024;
 
+/// A boxed future that may move between threads: what the plugin traits return, so the engine
+/// can hold any plugin behind `dyn`.
+pub type BoxFuture<'a, T> = futures_util::future::BoxFuture<'a, T>;
+
 /// What travels from readers to writers.
 pub enum Batch {
     Rows(Vec<Row>),
@@ -269,15 +284,15 @@ pub struct RawBatch {
 }
 
 /// Where a reader puts its rows; batches them onto the channel and counts them.
-pub struct RowSink<'a> {
-    tx: &'a flume::Sender<Batch>,
-    shared: &'a Shared,
+pub struct RowSink {
+    tx: flume::Sender<Batch>,
+    shared: Arc<Shared>,
     batch: Vec<Row>,
     batch_bytes: u64,
 }
 
-impl<'a> RowSink<'a> {
-    pub(crate) fn new(tx: &'a flume::Sender<Batch>, shared: &'a Shared) -> Self {
+impl RowSink {
+    pub(crate) fn new(tx: flume::Sender<Batch>, shared: Arc<Shared>) -> Self {
         Self {
             tx,
             shared,
@@ -287,10 +302,11 @@ impl<'a> RowSink<'a> {
     }
 
     pub fn shared(&self) -> &Shared {
-        self.shared
+        &self.shared
     }
 
-    pub fn push(&mut self, row: Row) -> Result<()> {
+    /// Counts a row and adds it to the batch; answers whether the batch is full.
+    pub(super) fn add(&mut self, row: Row) -> bool {
         let size = row_size(&row) as u64;
         self.batch_bytes += size;
         self.shared
@@ -302,30 +318,53 @@ impl<'a> RowSink<'a> {
             .records_read
             .fetch_add(1, Ordering::Relaxed);
         self.batch.push(row);
-        if self.batch.len() >= BATCH_ROWS {
-            self.flush()?;
+        self.batch.len() >= BATCH_ROWS
+    }
+
+    /// The batch to send, with its size, if there is one.
+    pub(super) fn take(&mut self) -> Result<Option<(Vec<Row>, u64)>> {
+        self.shared.check_cancel()?;
+        if self.batch.is_empty() {
+            return Ok(None);
+        }
+        let bytes = std::mem::take(&mut self.batch_bytes);
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+        Ok(Some((batch, bytes)))
+    }
+
+    pub async fn push(&mut self, row: Row) -> Result<()> {
+        if self.add(row) {
+            self.flush().await?;
         }
         Ok(())
     }
 
-    pub(crate) fn flush(&mut self) -> Result<()> {
-        self.shared.check_cancel()?;
-        if self.batch.is_empty() {
+    /// A row the reader cannot convert: counted as read, and as a dirty record.
+    pub fn dirty(&self, row: &Row, column: Option<&str>, reason: &str) -> Result<()> {
+        self.shared
+            .counters
+            .records_read
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.dirty("reader", row, column, reason)
+    }
+
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        let Some((batch, bytes)) = self.take()? else {
             return Ok(());
-        }
+        };
         self.shared
             .throttle
-            .acquire(self.batch.len() as u64, self.batch_bytes);
-        self.batch_bytes = 0;
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+            .acquire_async(batch.len() as u64, bytes)
+            .await;
         self.tx
-            .send(Batch::Rows(batch))
+            .send_async(Batch::Rows(batch))
+            .await
             .map_err(|_| SyncError::Killed("the writer stopped".into()))
     }
 
     /// Sends rows in the target's own format (see [`Batch::Raw`]).
-    pub fn push_raw(&mut self, batch: RawBatch) -> Result<()> {
-        self.flush()?;
+    pub async fn push_raw(&mut self, batch: RawBatch) -> Result<()> {
+        self.flush().await?;
         let rows = batch.starts.len() as u64;
         let bytes = batch.data.len() as u64;
         self.shared
@@ -336,10 +375,16 @@ impl<'a> RowSink<'a> {
             .counters
             .bytes_read
             .fetch_add(bytes, Ordering::Relaxed);
-        self.shared.throttle.acquire(rows, bytes);
+        self.shared.throttle.acquire_async(rows, bytes).await;
         self.tx
-            .send(Batch::Raw(batch))
+            .send_async(Batch::Raw(batch))
+            .await
             .map_err(|_| SyncError::Killed("the writer stopped".into()))
+    }
+
+    /// A sink of its own onto the same channel, for a split that runs on the blocking pool.
+    pub(super) fn fork(&self) -> Self {
+        Self::new(self.tx.clone(), self.shared.clone())
     }
 }
 
@@ -348,29 +393,47 @@ pub trait ReadSplit: Send {
     fn describe(&self) -> String;
     /// Reads the split. `target` describes the writer (known once it has prepared), so a
     /// reader can pick a pass-through path.
-    fn run(self: Box<Self>, sink: &mut RowSink<'_>, target: &TargetInfo) -> Result<()>;
+    fn run<'a>(
+        self: Box<Self>,
+        sink: &'a mut RowSink,
+        target: &'a TargetInfo,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// A reader cuts its source into splits.
 pub trait Reader: Send + Sync {
     fn name(&self) -> &'static str;
     /// Cuts the source; this checks the source is there before the writer touches the target.
-    fn splits(&self, channels: usize, log: &JobLog) -> Result<Vec<Box<dyn ReadSplit>>>;
+    fn splits<'a>(
+        &'a self,
+        channels: usize,
+        log: &'a JobLog,
+    ) -> BoxFuture<'a, Result<Vec<Box<dyn ReadSplit>>>>;
 }
 
 /// One writer worker's connection or file.
 pub trait WriteChannel: Send {
     /// Writes a batch; rows the target refuses are reported with [`Shared::dirty`].
-    fn write(&mut self, rows: Vec<Row>, shared: &Shared) -> Result<()>;
+    fn write<'a>(
+        &'a mut self,
+        rows: Vec<Row>,
+        shared: &'a Arc<Shared>,
+    ) -> BoxFuture<'a, Result<()>>;
     /// Writes rows in the writer's own format; only writers that announce
     /// [`TargetInfo::raw`] receive them.
-    fn write_raw(&mut self, batch: RawBatch, _shared: &Shared) -> Result<()> {
-        Err(SyncError::Internal(format!(
-            "this writer cannot take raw {} rows",
-            batch.format
-        )))
+    fn write_raw<'a>(
+        &'a mut self,
+        batch: RawBatch,
+        _shared: &'a Arc<Shared>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            Err(SyncError::Internal(format!(
+                "this writer cannot take raw {} rows",
+                batch.format
+            )))
+        })
     }
-    fn commit(self: Box<Self>, shared: &Shared) -> Result<()>;
+    fn commit(self: Box<Self>, shared: &Arc<Shared>) -> BoxFuture<'_, Result<()>>;
 }
 
 /// What a writer tells readers about itself after `prepare`.
@@ -408,15 +471,15 @@ impl TargetInfo {
 /// A writer: prepares the target, opens channels, and finishes (or cleans up) at the end.
 pub trait Writer: Send + Sync {
     fn name(&self) -> &'static str;
-    fn prepare(&self, log: &JobLog) -> Result<()>;
+    fn prepare<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, Result<()>>;
     /// Facts readers may use, known after `prepare`.
     fn target_info(&self) -> TargetInfo {
         TargetInfo::default()
     }
     /// How many channels may write at once (1 for a single file or SQLite database).
     fn parallelism(&self) -> usize;
-    fn open(&self, index: usize) -> Result<Box<dyn WriteChannel>>;
-    fn finish(&self, log: &JobLog) -> Result<()>;
+    fn open(&self, index: usize) -> BoxFuture<'_, Result<Box<dyn WriteChannel>>>;
+    fn finish<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, Result<()>>;
     /// Undo what a failed run left behind where that is possible (temporary files).
-    fn abort(&self, log: &JobLog);
+    fn abort<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, ()>;
 }

@@ -1,88 +1,34 @@
-//! What the MySQL and PostgreSQL connectors share: identifier quoting rules, splitting a table
-//! by `splitPk`, and running async drivers from the engine's blocking workers.
+//! Cutting a table into splits by `splitPk`, as DataX does.
 //!
-//! Splitting follows DataX: an integer key is cut into ranges between its MIN and MAX; any other
-//! key is cut at quantiles the database itself picks with `ORDER BY key OFFSET k`, so boundaries
-//! and the range predicates use the same collation and no row is read twice or missed. Rows whose
-//! key is NULL get a split of their own. Boundary values are turned into SQL literals by the
-//! database (`quote_literal`, `QUOTE`), never by pasting text here.
+//! An integer key is cut into ranges between its MIN and MAX; any other key is cut at quantiles
+//! the database itself picks with `ORDER BY key OFFSET k`, so boundaries and the range predicates
+//! use the same collation and no row is read twice or missed. Rows whose key is NULL get a split
+//! of their own. Boundary values are turned into SQL literals by the database (`quote_literal`,
+//! `QUOTE`), never by pasting text here.
 
+use super::{Dialect, is_plain, select_list, sql_name};
+use crate::sync::plugin::SyncError;
 use std::future::Future;
 
-/// Runs async driver code on the current runtime from a blocking worker thread.
-pub fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Handle::current().block_on(f)
-}
-
-/// Connects to the first of DataX's `jdbcUrl[]` that answers; the error lists every attempt.
-pub async fn connect_first<C, F, Fut>(urls: &[String], connect: F) -> Result<(C, String), String>
-where
-    F: Fn(String) -> Fut,
-    Fut: Future<Output = Result<C, String>>,
-{
-    let mut errors = Vec::new();
-    for url in urls {
-        match connect(url.clone()).await {
-            Ok(c) => return Ok((c, url.clone())),
-            Err(e) => errors.push(e),
-        }
-    }
-    Err(errors.join("; "))
-}
-
-/// Quotes one identifier part for a dialect.
-pub trait Dialect {
-    fn quote_part(&self, part: &str) -> String;
-}
-
-fn is_plain(name: &str) -> bool {
-    name.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-}
-
-/// A column or table name from a job: plain (possibly dotted) names are quoted per dialect so
-/// reserved words work; anything else (`"Mixed"`, `count(*)`, `'const'`) is the job author's SQL
-/// and passes through unchanged, as in DataX.
-pub fn sql_name(d: &impl Dialect, name: &str) -> String {
-    let parts: Vec<&str> = name.split('.').collect();
-    if parts.iter().all(|p| is_plain(p)) {
-        parts
-            .iter()
-            .map(|p| d.quote_part(p))
-            .collect::<Vec<_>>()
-            .join(".")
-    } else {
-        name.to_string()
-    }
-}
-
-/// The select list of a reader.
-pub fn select_list(d: &impl Dialect, columns: &[String]) -> String {
-    if columns.is_empty() || columns == ["*"] {
-        "*".to_string()
-    } else {
-        columns
-            .iter()
-            .map(|c| sql_name(d, c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-/// The queries a dialect answers so a table can be split.
-pub(crate) trait SplitQueries {
+/// The queries a database answers so a table can be split; a driver's connection implements it.
+pub trait SplitQueries {
     /// Whether `column` of `table` has an integer type.
-    async fn is_integer(&mut self, table: &str, column: &str) -> Result<bool, String>;
+    fn is_integer(
+        &mut self,
+        table: &str,
+        column: &str,
+    ) -> impl Future<Output = Result<bool, String>> + Send;
     /// MIN and MAX of integer column `qpk` over `from_where` (`FROM t WHERE …`); `None` when
     /// there is no row.
-    async fn min_max(&mut self, qpk: &str, from_where: &str) -> Result<Option<(i64, i64)>, String>;
-    async fn count(&mut self, sql: &str) -> Result<i64, String>;
+    fn min_max(
+        &mut self,
+        qpk: &str,
+        from_where: &str,
+    ) -> impl Future<Output = Result<Option<(i64, i64)>, String>> + Send;
+    fn count(&mut self, sql: &str) -> impl Future<Output = Result<i64, String>> + Send;
     /// The first column of the first row, as a SQL literal made by the database; `None` if no row.
-    async fn literal(&mut self, sql: &str) -> Result<Option<String>, String>;
+    fn literal(&mut self, sql: &str)
+    -> impl Future<Output = Result<Option<String>, String>> + Send;
     /// How the database makes a SQL literal of an expression (`quote_literal(x)`, `QUOTE(x)`).
     fn quote_literal_expr(&self, expr: &str) -> String;
 }
@@ -95,6 +41,13 @@ pub struct TableSplit {
     /// `table (columns)` when the split is the whole table with plain column names, so a
     /// database that can copy a table directly (PostgreSQL `COPY t TO`) may skip the executor.
     pub whole_table: Option<String>,
+}
+
+impl TableSplit {
+    /// A reader error about this split.
+    pub fn fail(&self, e: impl std::fmt::Display) -> SyncError {
+        SyncError::Source(format!("{}: {e}", self.label))
+    }
 }
 
 fn and_where(filter: Option<&str>, extra: &str) -> String {
@@ -112,9 +65,9 @@ fn only_where(filter: Option<&str>) -> String {
 }
 
 /// Cuts `table` into splits for `channels` channels.
-pub(crate) async fn plan_table<Q: SplitQueries>(
+pub async fn plan_table<Q: SplitQueries + Send>(
     q: &mut Q,
-    d: &impl Dialect,
+    d: &(impl Dialect + Sync),
     table: &str,
     columns: &[String],
     filter: Option<&str>,
