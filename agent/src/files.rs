@@ -122,8 +122,12 @@ impl Roots {
             .filter(|c| *c != Component::CurDir)
             .collect();
         // The root may be named through a link (/tmp -> /private/tmp): compare the canonical
-        // form of the longest existing ancestor.
-        let canon = canonical_prefix(&absolute)?;
+        // form of the longest existing ancestor of the folder. The last component is left as
+        // named, so a link there is reported as one by the caller.
+        let canon = match (absolute.parent(), absolute.file_name()) {
+            (Some(parent), Some(name)) => canonical_prefix(parent)?.join(name),
+            _ => canonical_prefix(&absolute)?,
+        };
         if !self.inside(&canon) {
             return Err(self.outside(path, "is"));
         }
