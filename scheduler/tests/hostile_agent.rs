@@ -11,8 +11,8 @@ use ferry_scheduler::context::{Config, Context};
 use ferry_scheduler::hub::Hub;
 use ferry_scheduler::secrets::SecretBox;
 use ferry_scheduler::state::Store;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use std::sync::Arc;
 
 fn config() -> ProptestConfig {
@@ -43,7 +43,10 @@ fn context(dir: &std::path::Path) -> Arc<Context> {
 fn text(max: usize) -> impl Strategy<Value = String> {
     prop_oneof![
         ".{0,16}",
-        (0..max, prop::sample::select(vec!['a', '\u{1F600}', '\0', '\n']))
+        (
+            0..max,
+            prop::sample::select(vec!['a', '\u{1F600}', '\0', '\n'])
+        )
             .prop_map(|(n, c)| std::iter::repeat_n(c, n / c.len_utf8().max(1)).collect()),
     ]
 }
@@ -68,14 +71,19 @@ fn stats() -> impl Strategy<Value = Option<pb::SyncStats>> {
 fn body() -> impl Strategy<Value = pb::agent_message::Body> {
     use pb::agent_message::Body;
     prop_oneof![
-        (any::<u32>(), any::<f64>(), prop::collection::vec(text(64), 0..2000)).prop_map(
-            |(free_slots, load1, running_attempts)| Body::Heartbeat(pb::Heartbeat {
-                free_slots,
-                running: free_slots,
-                load1,
-                running_attempts,
-            })
-        ),
+        (
+            any::<u32>(),
+            any::<f64>(),
+            prop::collection::vec(text(64), 0..2000)
+        )
+            .prop_map(|(free_slots, load1, running_attempts)| Body::Heartbeat(
+                pb::Heartbeat {
+                    free_slots,
+                    running: free_slots,
+                    load1,
+                    running_attempts,
+                }
+            )),
         (text(1 << 16), any::<u64>()).prop_map(|(attempt_id, fencing_token)| {
             Body::Started(pb::AttemptStarted {
                 attempt_id,
@@ -94,19 +102,21 @@ fn body() -> impl Strategy<Value = pb::agent_message::Body> {
             any::<u64>(),
             prop::collection::vec((any::<u64>(), any::<i64>(), text(16), text(1 << 20)), 0..8)
         )
-            .prop_map(|(attempt_id, fencing_token, lines)| Body::Log(pb::AttemptLog {
-                attempt_id,
-                fencing_token,
-                lines: lines
-                    .into_iter()
-                    .map(|(index, ts_ms, level, message)| pb::LogLine {
-                        index,
-                        ts_ms,
-                        level,
-                        message,
-                    })
-                    .collect(),
-            })),
+            .prop_map(
+                |(attempt_id, fencing_token, lines)| Body::Log(pb::AttemptLog {
+                    attempt_id,
+                    fencing_token,
+                    lines: lines
+                        .into_iter()
+                        .map(|(index, ts_ms, level, message)| pb::LogLine {
+                            index,
+                            ts_ms,
+                            level,
+                            message,
+                        })
+                        .collect(),
+                })
+            ),
         (text(64), any::<u64>(), any::<i32>(), stats(), text(1 << 20)).prop_map(
             |(attempt_id, fencing_token, status, stats, error)| Body::Finished(
                 pb::AttemptFinished {
@@ -118,17 +128,22 @@ fn body() -> impl Strategy<Value = pb::agent_message::Body> {
                 }
             )
         ),
-        (text(64), any::<bool>(), any::<u64>(), text(64), text(1 << 16)).prop_map(
-            |(request_id, reachable, latency_ms, error_kind, message)| Body::Connectivity(
-                pb::ConnectivityResult {
+        (
+            text(64),
+            any::<bool>(),
+            any::<u64>(),
+            text(64),
+            text(1 << 16)
+        )
+            .prop_map(|(request_id, reachable, latency_ms, error_kind, message)| {
+                Body::Connectivity(pb::ConnectivityResult {
                     request_id,
                     reachable,
                     latency_ms,
                     error_kind,
                     message,
-                }
-            )
-        ),
+                })
+            }),
     ]
 }
 
