@@ -41,6 +41,8 @@ pub struct Executor {
     progress_every: Duration,
     draining: AtomicBool,
     shell: ShellConfig,
+    /// `--file-root`: canonical folders every file path of a job must stay inside.
+    file_roots: Vec<std::path::PathBuf>,
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, saying how much was cut.
@@ -65,7 +67,15 @@ impl Executor {
             progress_every,
             draining: AtomicBool::new(false),
             shell: ShellConfig::default(),
+            file_roots: Vec::new(),
         }
+    }
+
+    /// Confines every file path of every job to these folders (canonical; see
+    /// [`crate::files::agent_roots`]).
+    pub fn with_file_roots(mut self, roots: Vec<std::path::PathBuf>) -> Self {
+        self.file_roots = roots;
+        self
     }
 
     /// Lets this agent run shell tasks as `shell` says.
@@ -218,7 +228,14 @@ impl Executor {
         let parsed = if start.kind == "shell" {
             None
         } else {
-            Some(JobSpec::parse(&start.job_json))
+            // File paths outside the agent's roots fail the attempt before anything is opened.
+            Some(
+                JobSpec::parse(&start.job_json)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut job| {
+                        crate::files::confine_job(&mut job, &self.file_roots).map(|()| job)
+                    }),
+            )
         };
         let (status, summary, error) = match parsed {
             None => {

@@ -8,11 +8,13 @@
 //! - [`install`]: `ferry-agent install` / `uninstall` (settings, systemd unit).
 //! - [`executor`]: runs attempts, streams their progress and logs, kills them.
 //! - [`connectivity`]: tests whether a data source is reachable from here.
+//! - [`files`]: file roots: the folders a job's file paths must stay inside.
 //! - [`shell`]: shell tasks, when the group and this agent allow them.
 //! - [`sync`]: the sync engine and its connectors.
 
 pub mod connectivity;
 pub mod executor;
+pub mod files;
 pub mod identity;
 pub mod install;
 pub mod session;

@@ -111,6 +111,15 @@ struct RunArgs {
     /// Run shell tasks as this OS user instead (the agent must run as root).
     #[arg(long, env = "FERRY_AGENT_SHELL_USER")]
     shell_user: Option<String>,
+    /// A folder jobs may read and write files in (repeatable). Given, every file path a job
+    /// names (txtfile, SQLite; data source or not) must stay inside one; `..`, paths elsewhere
+    /// and symbolic links leading out are refused.
+    #[arg(
+        long = "file-root",
+        env = "FERRY_AGENT_FILE_ROOTS",
+        value_delimiter = ','
+    )]
+    file_roots: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -289,6 +298,11 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         &identity.agent_id,
         args.spool_max_mb.max(1) << 20,
     )?);
+    let file_roots =
+        ferry_agent::files::agent_roots(&args.file_roots).map_err(anyhow::Error::msg)?;
+    if !file_roots.is_empty() {
+        info!(roots = ?file_roots, "jobs confined to file roots");
+    }
     let shell = ferry_agent::shell::ShellConfig {
         enabled: args.shell || args.shell_user.is_some(),
         run_as: args.shell_user.clone(),
@@ -301,7 +315,8 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
             boot_id.clone(),
             Duration::from_millis(args.progress_ms.max(100)),
         )
-        .with_shell(shell),
+        .with_shell(shell)
+        .with_file_roots(file_roots),
     );
     executor.report_orphans().await?;
     let cfg = SessionConfig {

@@ -232,6 +232,19 @@ impl<'de> Deserialize<'de> for WriteMode {
 pub struct TxtFileReader {
     #[serde(default, deserialize_with = "de::opt_string")]
     pub datasource: Option<String>,
+    /// Ferry: the folder every path must stay inside. The scheduler sets it from the data
+    /// source, so a job naming `../..`, an absolute path elsewhere or a link leading out of the
+    /// data source's folder is refused on the agent before a byte is touched.
+    #[serde(
+        default,
+        deserialize_with = "de::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub root: Option<String>,
+    /// Folders the agent may touch at all (its `--file-root`); set by the agent, never read
+    /// from the job text.
+    #[serde(skip)]
+    pub agent_roots: Vec<std::path::PathBuf>,
     #[serde(default, deserialize_with = "de::string_or_vec")]
     pub path: Vec<String>,
     #[serde(default, deserialize_with = "de::opt_string")]
@@ -284,6 +297,19 @@ pub struct TxtColumnSpec {
 pub struct TxtFileWriter {
     #[serde(default, deserialize_with = "de::opt_string")]
     pub datasource: Option<String>,
+    /// Ferry: the folder every path must stay inside. The scheduler sets it from the data
+    /// source, so a job naming `../..`, an absolute path elsewhere or a link leading out of the
+    /// data source's folder is refused on the agent before a byte is touched.
+    #[serde(
+        default,
+        deserialize_with = "de::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub root: Option<String>,
+    /// Folders the agent may touch at all (its `--file-root`); set by the agent, never read
+    /// from the job text.
+    #[serde(skip)]
+    pub agent_roots: Vec<std::path::PathBuf>,
     #[serde(default, deserialize_with = "de::opt_string")]
     pub path: Option<String>,
     pub file_name: String,
@@ -655,10 +681,11 @@ impl JobSpec {
                     match find(name)? {
                         DataSourceConfig::Csv(f) => {
                             r.path = if r.path.is_empty() {
-                                vec![f.path]
+                                vec![f.path.clone()]
                             } else {
                                 r.path.iter().map(|p| join(&f.path, p)).collect()
                             };
+                            r.root = Some(f.path);
                         }
                         other => return Err(mismatch(name, &other, "csv", RP)),
                     }
@@ -694,8 +721,9 @@ impl JobSpec {
                         DataSourceConfig::Csv(f) => {
                             w.path = Some(match &w.path {
                                 Some(p) => join(&f.path, p),
-                                None => f.path,
+                                None => f.path.clone(),
                             });
+                            w.root = Some(f.path);
                         }
                         other => return Err(mismatch(name, &other, "csv", WP)),
                     }

@@ -449,7 +449,9 @@ async fn finish_reported(
     changed(ctx, &f.attempt_id, &applied)
 }
 
-async fn on_message(
+/// Applies one report of an agent whose session said hello: what a session does with every
+/// message after the first. Public so hostile-input tests can feed it without a network.
+pub async fn on_message(
     ctx: &Context,
     agent_id: &str,
     body: pb::agent_message::Body,

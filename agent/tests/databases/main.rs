@@ -6,6 +6,7 @@ mod connectivity;
 mod exact;
 mod files;
 mod idempotent;
+mod injection;
 mod matrix;
 mod roundtrip;
 mod splits;

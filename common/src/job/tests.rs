@@ -145,6 +145,10 @@ fn resolves_datasources_and_relative_paths() -> Result<()> {
         panic!("expected txtfile reader")
     };
     assert_eq!(r.path, vec!["/data/in/orders.csv".to_string()]);
+    // The agent confines every path to the data source's folder; the root travels with the job.
+    assert_eq!(r.root.as_deref(), Some("/data/in"));
+    let again = JobSpec::parse(&resolved.to_json())?;
+    assert_eq!(again.reader, resolved.reader);
     assert!(r.skip_header);
     let WriterConfig::Sqlite(w) = &resolved.writer else {
         panic!("expected sqlite writer")

@@ -5,6 +5,7 @@ mod access;
 mod agents;
 mod databases;
 mod errors;
+mod files;
 mod metrics;
 mod private_network;
 mod replication;

@@ -19,6 +19,7 @@ use super::plugin::{
 use super::value::{
     Row, TextSpelling, Value, decode_bytes, encode_bytes, format_date, parse_typed, row_size,
 };
+use crate::files::{self, Roots};
 use ferry_common::job::{
     BytesEncoding, DEFAULT_NULL_FORMAT, DatePattern, FileWriteMode, TxtColumn,
     TxtFileReader as ReaderParams, TxtFileWriter as WriterParams, field_delimiter, is_gzip,
@@ -34,20 +35,25 @@ use std::sync::Mutex;
 
 /// The files a path list names: files as given, folders expanded.
 pub fn expand(paths: &[String]) -> Result<Vec<PathBuf>, String> {
+    expand_within(paths, &Roots::default())
+}
+
+/// The files a path list names, each inside `roots` (canonical when confined): a path or a
+/// folder entry that leaves them is an error, not a skipped file.
+pub fn expand_within(paths: &[String], roots: &Roots) -> Result<Vec<PathBuf>, String> {
     let mut files = Vec::new();
     for p in paths {
-        let path = Path::new(p);
-        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        let path = roots.existing(Path::new(p))?;
+        let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => format!("source file {p} does not exist"),
             std::io::ErrorKind::PermissionDenied => format!("no permission to read {p}"),
             _ => format!("cannot read {p}: {e}"),
         })?;
         if meta.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&path)
                 .map_err(|e| format!("cannot list folder {p}: {e}"))?
                 .filter_map(|e| e.ok())
                 .map(|e| e.path())
-                .filter(|f| f.is_file())
                 .filter(|f| {
                     f.file_name()
                         .and_then(|n| n.to_str())
@@ -55,9 +61,15 @@ pub fn expand(paths: &[String]) -> Result<Vec<PathBuf>, String> {
                 })
                 .collect();
             entries.sort();
-            files.extend(entries);
+            for entry in entries {
+                // A link in the folder leading out is refused like a path naming the target.
+                let entry = roots.existing(&entry)?;
+                if entry.is_file() {
+                    files.push(entry);
+                }
+            }
         } else {
-            files.push(path.to_path_buf());
+            files.push(path);
         }
     }
     Ok(files)
@@ -81,7 +93,9 @@ impl BlockingReader for TxtFileReader {
     fn splits(&self, _channels: usize, log: &JobLog) -> Result<Vec<Box<dyn BlockingReadSplit>>> {
         let delim =
             field_delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Source)?;
-        let files = expand(&self.params.path).map_err(SyncError::Source)?;
+        let roots = Roots::new(self.params.root.as_deref(), &self.params.agent_roots)
+            .map_err(SyncError::Source)?;
+        let files = expand_within(&self.params.path, &roots).map_err(SyncError::Source)?;
         if files.is_empty() {
             log.warn(format!(
                 "no files under {}; nothing to read",
@@ -93,6 +107,7 @@ impl BlockingReader for TxtFileReader {
             .map(|file| {
                 Box::new(FileSplit {
                     file,
+                    confined: roots.confined(),
                     spelling: Spelling {
                         format: self.params.file_format,
                         delim,
@@ -111,6 +126,9 @@ impl BlockingReader for TxtFileReader {
 
 struct FileSplit {
     file: PathBuf,
+    /// The path was checked against file roots (and is canonical): open it without following
+    /// a link swapped in since.
+    confined: bool,
     spelling: Spelling,
     params: ReaderParams,
 }
@@ -203,8 +221,12 @@ impl BlockingReadSplit for FileSplit {
 
     fn run(self: Box<Self>, sink: &mut BlockingSink, target: &TargetInfo) -> Result<()> {
         let name = self.file.display().to_string();
-        let f = File::open(&self.file)
-            .map_err(|e| SyncError::Source(format!("cannot open {name}: {e}")))?;
+        let opened = if self.confined {
+            files::open_for_read(&self.file)
+        } else {
+            File::open(&self.file)
+        };
+        let f = opened.map_err(|e| SyncError::Source(format!("cannot open {name}: {e}")))?;
         let mut input: Box<dyn Read + Send> = Box::new(f);
         if is_gzip(self.params.compress.as_deref()) {
             input = Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
@@ -306,10 +328,22 @@ impl BlockingWriter for TxtFileWriter {
 
     fn prepare(&self, log: &JobLog) -> Result<()> {
         field_delimiter(self.params.field_delimiter.as_deref()).map_err(SyncError::Target)?;
-        if let Some(dir) = self.final_path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create folder", dir, e))?;
+        // Confined to the data source's folder and the agent's roots before anything exists.
+        let roots = Roots::new(self.params.root.as_deref(), &self.params.agent_roots)
+            .map_err(SyncError::Target)?;
+        if roots.confined() {
+            files::plain_file_name(&self.params.file_name).map_err(SyncError::Target)?;
         }
-        let exists = self.final_path.exists();
+        if let Some(dir) = self.final_path.parent() {
+            roots.folder_to_write(dir).map_err(SyncError::Target)?;
+        }
+        if files::is_symlink(&self.final_path) {
+            return Err(SyncError::Target(format!(
+                "{} is a symbolic link; Ferry does not write through links",
+                self.final_path.display()
+            )));
+        }
+        let exists = std::fs::symlink_metadata(&self.final_path).is_ok();
         if self.params.write_mode == FileWriteMode::NonConflict && exists {
             return Err(SyncError::Target(format!(
                 "{} exists and writeMode is nonConflict; remove it or use truncate",
@@ -317,15 +351,15 @@ impl BlockingWriter for TxtFileWriter {
             )));
         }
         let (path, file) = if self.via_temp() {
-            let f = File::create(&self.temp_path)
-                .map_err(|e| io_err("cannot create", &self.temp_path, e))?;
+            // A leftover of the same attempt (or a planted link) goes; the link, not its target.
+            if std::fs::symlink_metadata(&self.temp_path).is_ok() {
+                std::fs::remove_file(&self.temp_path)
+                    .map_err(|e| io_err("cannot remove", &self.temp_path, e))?;
+            }
+            let f = files::open_for_write(&self.temp_path, true).map_err(SyncError::Target)?;
             (&self.temp_path, f)
         } else {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.final_path)
-                .map_err(|e| io_err("cannot open", &self.final_path, e))?;
+            let f = files::open_for_write(&self.final_path, false).map_err(SyncError::Target)?;
             (&self.final_path, f)
         };
         log.info(format!(
@@ -394,7 +428,9 @@ impl BlockingWriter for TxtFileWriter {
 
     fn finish(&self, log: &JobLog) -> Result<()> {
         if self.via_temp() {
-            if self.params.write_mode == FileWriteMode::NonConflict && self.final_path.exists() {
+            if self.params.write_mode == FileWriteMode::NonConflict
+                && std::fs::symlink_metadata(&self.final_path).is_ok()
+            {
                 return Err(SyncError::Target(format!(
                     "{} appeared while writing and writeMode is nonConflict",
                     self.final_path.display()

@@ -1,0 +1,231 @@
+//! Identifier injection through table, column and data source names against the real
+//! PostgreSQL and MariaDB: each odd name either works as a name (quoted) or is refused with an
+//! error; it is never executed as SQL. A `victim` table beside each test's tables must survive
+//! every job, and a `DROP`/`INSERT` smuggled into a name must leave no trace.
+
+use crate::support::*;
+use ferry_common::job::JobSpec;
+use mysql_async::prelude::Queryable;
+use serde_json::json;
+
+/// Names a hostile job author might write, each trying to end the statement and run another.
+const HOSTILE_TABLES: &[&str] = &[
+    "t\"; DROP TABLE victim; --",
+    "t`; DROP TABLE victim; --",
+    "t; DROP TABLE victim",
+    "t' OR '1'='1",
+    "victim; DROP TABLE victim",
+    "t /* */ UNION SELECT 1",
+];
+
+const HOSTILE_COLUMNS: &[&str] = &[
+    "id\"; DROP TABLE victim; --",
+    "id`; DROP TABLE victim; --",
+    "id FROM victim; DROP TABLE victim; --",
+    "1; DROP TABLE victim",
+];
+
+fn reader_with(mut r: serde_json::Value, table: &str, column: &str) -> serde_json::Value {
+    r["parameter"]["connection"][0]["table"] = json!([table]);
+    r["parameter"]["column"] = json!([column]);
+    r
+}
+
+fn writer_with(mut w: serde_json::Value, table: &str, column: &str) -> serde_json::Value {
+    w["parameter"]["connection"][0]["table"] = json!([table]);
+    w["parameter"]["column"] = json!([column]);
+    w
+}
+
+fn stream_one() -> serde_json::Value {
+    json!({"name": "streamreader", "parameter": {"column": [{"type": "long", "value": "7"}], "sliceRecordCount": 1}})
+}
+
+fn stream_out() -> serde_json::Value {
+    json!({"name": "streamwriter", "parameter": {}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_names_are_never_sql() -> anyhow::Result<()> {
+    let pg = PgDb::create().await?;
+    let result = async {
+        let c = pg.client().await?;
+        c.batch_execute(
+            "CREATE TABLE victim (id integer); INSERT INTO victim VALUES (1);
+             CREATE TABLE \"odd\"\"; DROP TABLE victim; --\" (\"c\"\"x`y\" integer);",
+        )
+        .await?;
+        let victim_left = || async {
+            let rows = pg
+                .client()
+                .await?
+                .query("SELECT count(*) FROM victim", &[])
+                .await?;
+            anyhow::Ok(rows[0].get::<_, i64>(0))
+        };
+        let mut outcomes = Vec::new();
+        for name in HOSTILE_TABLES {
+            let (r, log) = run_job(&job(
+                1,
+                Some(0),
+                reader_with(pg_reader(&pg, "x", &["id"], None), name, "id"),
+                stream_out(),
+            ))
+            .await;
+            outcomes.push(format!(
+                "read table {name:?}: {:?}",
+                r.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            ));
+            let (w, _) = run_job(&job(
+                1,
+                Some(0),
+                stream_one(),
+                writer_with(pg_writer(&pg, "x", &["id"], json!({})), name, "id"),
+            ))
+            .await;
+            outcomes.push(format!(
+                "write table {name:?}: {:?}",
+                w.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            ));
+            assert_eq!(victim_left().await?, 1, "{name}: {log:?}");
+        }
+        for col in HOSTILE_COLUMNS {
+            let (r, _) = run_job(&job(
+                1,
+                Some(0),
+                reader_with(pg_reader(&pg, "x", &["id"], None), "victim", col),
+                stream_out(),
+            ))
+            .await;
+            outcomes.push(format!(
+                "read column {col:?}: {:?}",
+                r.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            ));
+            let (w, _) = run_job(&job(
+                1,
+                Some(0),
+                stream_one(),
+                writer_with(pg_writer(&pg, "x", &["id"], json!({})), "victim", col),
+            ))
+            .await;
+            outcomes.push(format!(
+                "write column {col:?}: {:?}",
+                w.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            ));
+            assert_eq!(victim_left().await?, 1, "{col}");
+        }
+        // A table literally named with quotes and a semicolon works as a name.
+        let (w, log) = run_job(&job(
+            1,
+            Some(0),
+            stream_one(),
+            writer_with(
+                pg_writer(&pg, "x", &["id"], json!({})),
+                "odd\"; DROP TABLE victim; --",
+                "c\"x`y",
+            ),
+        ))
+        .await;
+        eprintln!("{}", outcomes.join("\n"));
+        eprintln!(
+            "odd-name write: {:?} {log:?}",
+            w.as_ref().map(|_| ()).map_err(|e| e.to_string())
+        );
+        assert_eq!(victim_left().await?, 1);
+        anyhow::Ok(())
+    }
+    .await;
+    pg.drop_db().await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_names_are_never_sql() -> anyhow::Result<()> {
+    let my = MyDb::create().await?;
+    let result = async {
+        let mut c = my.conn().await?;
+        c.query_drop("CREATE TABLE victim (id integer)").await?;
+        c.query_drop("INSERT INTO victim VALUES (1)").await?;
+        c.query_drop("CREATE TABLE `odd\"; DROP TABLE victim; --` (`c\"x``y` integer)")
+            .await?;
+        let victim_left = || async {
+            let n: Option<i64> = my
+                .conn()
+                .await?
+                .query_first("SELECT count(*) FROM victim")
+                .await?;
+            anyhow::Ok(n.unwrap_or_default())
+        };
+        let mut outcomes = Vec::new();
+        for name in HOSTILE_TABLES {
+            let (r, log) = run_job(&job(
+                1,
+                Some(0),
+                reader_with(my_reader(&my, "x", &["id"], None), name, "id"),
+                stream_out(),
+            ))
+            .await;
+            outcomes.push(format!(
+                "read table {name:?}: {:?}",
+                r.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            ));
+            let (w, _) = run_job(&job(
+                1,
+                Some(0),
+                stream_one(),
+                writer_with(my_writer(&my, "x", &["id"], json!({})), name, "id"),
+            ))
+            .await;
+            outcomes.push(format!(
+                "write table {name:?}: {:?}",
+                w.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            ));
+            assert_eq!(victim_left().await?, 1, "{name}: {log:?}");
+        }
+        for col in HOSTILE_COLUMNS {
+            let (r, _) = run_job(&job(
+                1,
+                Some(0),
+                reader_with(my_reader(&my, "x", &["id"], None), "victim", col),
+                stream_out(),
+            ))
+            .await;
+            outcomes.push(format!(
+                "read column {col:?}: {:?}",
+                r.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            ));
+            let (w, _) = run_job(&job(
+                1,
+                Some(0),
+                stream_one(),
+                writer_with(my_writer(&my, "x", &["id"], json!({})), "victim", col),
+            ))
+            .await;
+            outcomes.push(format!(
+                "write column {col:?}: {:?}",
+                w.as_ref().map(|_| ()).map_err(|e| e.to_string())
+            ));
+            assert_eq!(victim_left().await?, 1, "{col}");
+        }
+        eprintln!("{}", outcomes.join("\n"));
+        anyhow::Ok(())
+    }
+    .await;
+    my.drop_db().await?;
+    result
+}
+
+/// A data source name is looked up in the catalog, never pasted into SQL: a hostile one is
+/// simply not found.
+#[test]
+fn datasource_names_are_only_looked_up() {
+    let text = json!({"job": {"content": [{
+        "reader": {"name": "mysqlreader", "parameter": {"datasource": "db'; DROP TABLE victim; --", "column": ["id"], "connection": [{"table": ["t"]}]}},
+        "writer": {"name": "streamwriter", "parameter": {}}}]}});
+    let err = JobSpec::parse(&text.to_string())
+        .and_then(|j| j.resolve(|_| None))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("not found"), "{err}");
+}
