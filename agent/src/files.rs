@@ -48,8 +48,7 @@ impl Roots {
                 what: agent_names(agent),
             });
         };
-        let ds_canon = Path::new(ds)
-            .canonicalize()
+        let ds_canon = planned_canonical(Path::new(ds))
             .map_err(|e| format!("data source folder {ds}: {e}"))?;
         if agent.is_empty() {
             return Ok(Self {
@@ -297,3 +296,35 @@ fn o_nofollow() -> i32 {
 
 #[cfg(test)]
 mod tests;
+
+/// The canonical form of `p`, also when it does not exist yet (a writer's data source folder
+/// is made by its first job): its longest existing ancestor canonicalized, with the missing
+/// components after it, which may not be `..`.
+fn planned_canonical(p: &Path) -> std::io::Result<PathBuf> {
+    if let Ok(c) = p.canonicalize() {
+        return Ok(c);
+    }
+    let mut missing = Vec::new();
+    let mut cur = p;
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            let mut out = c;
+            for part in missing.iter().rev() {
+                out.push(part);
+            }
+            return Ok(out);
+        }
+        match (cur.file_name(), cur.parent()) {
+            (Some(name), Some(parent)) => {
+                missing.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no part of it exists, and it holds `..` or is relative",
+                ));
+            }
+        }
+    }
+}

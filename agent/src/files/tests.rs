@@ -3,7 +3,8 @@
 //! created; an allowed one resolves inside the root.
 
 use super::*;
-use crate::sync::plugin::{JobLog, Reader, Writer};
+use crate::sync::plugin::JobLog;
+use crate::sync::plugin::{BlockingReader, BlockingWriter};
 use crate::sync::txtfile::{TxtFileReader, TxtFileWriter};
 use ferry_common::datasource::{CsvFolder, DataSourceConfig};
 use proptest::prelude::*;

@@ -132,6 +132,29 @@ async fn postgresql_names_are_never_sql() -> anyhow::Result<()> {
             w.as_ref().map(|_| ()).map_err(|e| e.to_string())
         );
         assert_eq!(victim_left().await?, 1);
+        // Table names and writer columns are only ever names: the odd ones are quoted (so the
+        // server says the table does not exist, never a syntax error), and the table really
+        // named with a quote and a semicolon takes the row.
+        assert!(
+            w.is_ok(),
+            "the odd-name table must work as a name: {w:?} {log:?}"
+        );
+        let odd = c
+            .query(
+                "SELECT count(*) FROM \"odd\"\"; DROP TABLE victim; --\"",
+                &[],
+            )
+            .await?;
+        assert_eq!(odd[0].get::<_, i64>(0), 1);
+        for o in outcomes
+            .iter()
+            .filter(|o| o.starts_with("read table") || o.starts_with("write"))
+        {
+            assert!(
+                !o.contains("syntax"),
+                "a name reached the SQL parser as SQL: {o}"
+            );
+        }
         anyhow::Ok(())
     }
     .await;

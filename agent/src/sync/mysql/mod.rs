@@ -15,7 +15,7 @@ mod write;
 pub use write::to_mysql;
 
 use super::plugin::{JobLog, Result, RowSink, SyncError, TargetInfo};
-use super::rdbms::{Dialect, Driver, SplitQueries, TableSplit, select_list, sql_name};
+use super::rdbms::{Dialect, Driver, SplitQueries, TableSplit, column_list, sql_name};
 use super::value::{Row, Value, parse_date};
 use chrono::{Datelike, NaiveDate, NaiveTime, Utc};
 use ferry_common::job::{JdbcUrl, RdbmsWriter, WriteMode};
@@ -29,6 +29,9 @@ use write::MyChannel;
 pub struct My;
 
 impl Dialect for My {
+    fn quote_char(&self) -> char {
+        '`'
+    }
     fn quote_part(&self, part: &str) -> String {
         format!("`{}`", part.replace('`', "``"))
     }
@@ -300,7 +303,7 @@ impl Driver for My {
         table: &str,
         log: &JobLog,
     ) -> Result<Target> {
-        let cols = select_list(&My, &params.column);
+        let cols = column_list(&My, &params.column);
         let stmt = conn
             .prep(format!("SELECT {cols} FROM {table} LIMIT 0"))
             .await

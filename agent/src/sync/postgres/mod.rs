@@ -18,7 +18,7 @@ mod read;
 mod write;
 
 use super::plugin::{JobLog, RawFormat, Result, RowSink, SyncError, TargetInfo};
-use super::rdbms::{Dialect, Driver, SplitQueries, TableSplit, select_list, sql_name};
+use super::rdbms::{Dialect, Driver, SplitQueries, TableSplit, column_list, sql_name};
 use codec::writable;
 use ferry_common::job::{JdbcUrl, RdbmsWriter, WriteMode};
 use ferry_common::secret::Secret;
@@ -34,6 +34,9 @@ const RAW_FORMAT: &str = "postgresql-binary-copy";
 pub struct Pg;
 
 impl Dialect for Pg {
+    fn quote_char(&self) -> char {
+        '"'
+    }
     fn quote_part(&self, part: &str) -> String {
         // Unquoted names fold to lower case in PostgreSQL; quote only names that are already
         // lower case, which protects reserved words (`user`, `order`) without changing meaning.
@@ -196,7 +199,7 @@ impl Driver for Pg {
         table: &str,
         log: &JobLog,
     ) -> Result<Target> {
-        let cols = select_list(&Pg, &params.column);
+        let cols = column_list(&Pg, &params.column);
         let stmt = conn
             .prepare(&format!("SELECT {cols} FROM {table} LIMIT 0"))
             .await

@@ -169,7 +169,16 @@ pub trait BulkChannel: Send + 'static {
 
 /// Quotes one identifier part for a dialect.
 pub trait Dialect {
+    /// Quotes a plain name part the dialect's usual way (PostgreSQL keeps mixed-case ones as
+    /// written, so they fold as the author expects).
     fn quote_part(&self, part: &str) -> String;
+    /// The identifier quote character (`"` or `` ` ``).
+    fn quote_char(&self) -> char;
+    /// Quotes `name` as exactly one identifier, whatever it holds.
+    fn quote_exact(&self, name: &str) -> String {
+        let q = self.quote_char();
+        format!("{q}{}{q}", name.replace(q, &format!("{q}{q}")))
+    }
 }
 
 pub(crate) fn is_plain(name: &str) -> bool {
@@ -181,10 +190,75 @@ pub(crate) fn is_plain(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
 }
 
-/// A column or table name from a job: plain (possibly dotted) names are quoted per dialect so
-/// reserved words work; anything else (`"Mixed"`, `count(*)`, `'const'`) is the job author's SQL
-/// and passes through unchanged, as in DataX.
+/// One part of a dotted name as written: plain, or already quoted (kept as written).
+enum Part<'a> {
+    Plain(&'a str),
+    Quoted(&'a str),
+}
+
+/// Splits `schema.table`, `"Mixed"."T.x"` and the like into parts; `None` when the text is not
+/// a well-formed sequence of plain or quoted parts joined by dots.
+fn parts(name: &str, q: char) -> Option<Vec<Part<'_>>> {
+    let mut out = Vec::new();
+    let mut rest = name;
+    loop {
+        if let Some(after) = rest.strip_prefix(q) {
+            // A quoted part ends at a quote not doubled.
+            let mut end = None;
+            let mut chars = after.char_indices().peekable();
+            while let Some((i, c)) = chars.next() {
+                if c == q {
+                    if chars.peek().is_some_and(|&(_, n)| n == q) {
+                        chars.next();
+                    } else {
+                        end = Some(i);
+                        break;
+                    }
+                }
+            }
+            let end = end?;
+            let len = q.len_utf8() * 2 + end;
+            out.push(Part::Quoted(&rest[..len]));
+            rest = &rest[len..];
+        } else {
+            let end = rest.find('.').unwrap_or(rest.len());
+            let p = &rest[..end];
+            if !is_plain(p) {
+                return None;
+            }
+            out.push(Part::Plain(p));
+            rest = &rest[end..];
+        }
+        match rest.strip_prefix('.') {
+            Some(r) => rest = r,
+            None if rest.is_empty() => return Some(out),
+            None => return None,
+        }
+    }
+}
+
+/// A table or a writer's column: always a name, never SQL. Plain (possibly dotted) parts are
+/// quoted per dialect so reserved words work, parts already written quoted are kept, and any
+/// other text is quoted as one identifier, so a name like `t"; DROP TABLE x; --` can only ever
+/// name a table.
 pub fn sql_name(d: &impl Dialect, name: &str) -> String {
+    match parts(name, d.quote_char()) {
+        Some(ps) => ps
+            .iter()
+            .map(|p| match p {
+                Part::Plain(p) => d.quote_part(p),
+                Part::Quoted(q) => (*q).to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("."),
+        None => d.quote_exact(name),
+    }
+}
+
+/// A reader's column: plain (possibly dotted) names are quoted per dialect; anything else
+/// (`"Mixed"`, `count(*)`, `'const'`) is the job author's select expression and passes
+/// through unchanged, as in DataX (the reader only ever runs it as one SELECT).
+fn select_item(d: &impl Dialect, name: &str) -> String {
     let parts: Vec<&str> = name.split('.').collect();
     if parts.iter().all(|p| is_plain(p)) {
         parts
@@ -197,6 +271,19 @@ pub fn sql_name(d: &impl Dialect, name: &str) -> String {
     }
 }
 
+/// A writer's column list: names only (see [`sql_name`]).
+pub fn column_list(d: &impl Dialect, columns: &[String]) -> String {
+    if columns.is_empty() || columns == ["*"] {
+        "*".to_string()
+    } else {
+        columns
+            .iter()
+            .map(|c| sql_name(d, c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// The select list of a reader.
 pub fn select_list(d: &impl Dialect, columns: &[String]) -> String {
     if columns.is_empty() || columns == ["*"] {
@@ -204,7 +291,7 @@ pub fn select_list(d: &impl Dialect, columns: &[String]) -> String {
     } else {
         columns
             .iter()
-            .map(|c| sql_name(d, c))
+            .map(|c| select_item(d, c))
             .collect::<Vec<_>>()
             .join(", ")
     }

@@ -170,17 +170,57 @@ mod tests {
 
     struct Pg;
     impl Dialect for Pg {
+        fn quote_char(&self) -> char {
+            '"'
+        }
         fn quote_part(&self, p: &str) -> String {
             format!("\"{p}\"")
         }
     }
 
     #[test]
-    fn names_are_quoted_only_when_plain() {
+    fn names_are_names_and_select_items_pass_through() {
         assert_eq!(sql_name(&Pg, "orders"), "\"orders\"");
         assert_eq!(sql_name(&Pg, "public.orders"), "\"public\".\"orders\"");
-        assert_eq!(sql_name(&Pg, "count(*)"), "count(*)");
+        // Already quoted parts are kept as written.
+        assert_eq!(
+            sql_name(&Pg, "\"Mixed\".\"a.b\"\"c\""),
+            "\"Mixed\".\"a.b\"\"c\""
+        );
+        assert_eq!(sql_name(&Pg, "public.\"T\""), "\"public\".\"T\"");
+        // Anything else is one quoted name, never SQL.
+        assert_eq!(sql_name(&Pg, "count(*)"), "\"count(*)\"");
+        assert_eq!(
+            sql_name(&Pg, "t\"; DROP TABLE x; --"),
+            "\"t\"\"; DROP TABLE x; --\""
+        );
+        assert_eq!(sql_name(&Pg, "\"unclosed"), "\"\"\"unclosed\"");
+        assert_eq!(sql_name(&Pg, "a..b"), "\"a..b\"");
+        // A reader's select list keeps DataX's pass-through of expressions.
         assert_eq!(select_list(&Pg, &["*".into()]), "*");
+        assert_eq!(
+            select_list(&Pg, &["id".into(), "count(*)".into()]),
+            "\"id\", count(*)"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever the text, a name quoted whole parses back as exactly that one name: the
+        /// quoted form has balanced, doubled quotes and nothing outside them.
+        #[test]
+        fn any_text_quotes_to_one_identifier(name in "\\PC{0,40}") {
+            let q = sql_name(&Pg, &name);
+            if let Some(ps) = super::super::parts(&q, '"') {
+                for p in ps {
+                    if let super::super::Part::Quoted(inner) = p {
+                        let body = &inner[1..inner.len() - 1];
+                        proptest::prop_assert!(!body.replace("\"\"", "").contains('"'));
+                    }
+                }
+            } else {
+                proptest::prop_assert!(false, "{q} is not a well-formed name");
+            }
+        }
     }
 
     struct Fake {
