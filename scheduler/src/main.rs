@@ -69,6 +69,15 @@ struct Args {
     /// Applied commands between two raft snapshots.
     #[arg(long, default_value_t = 10_000)]
     snapshot_every: u64,
+    /// Shift the scheduler's clock by this many seconds (may be negative): for benchmarks and
+    /// drills that replay a chosen day at real speed. Every scheduler of a cluster needs the same.
+    #[arg(
+        long,
+        env = "FERRY_CLOCK_OFFSET_SECS",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    clock_offset_secs: i64,
 }
 
 #[tokio::main]
@@ -139,7 +148,14 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         signal.cancel();
     });
-    server::run(listener, config, shutdown).await?;
+    let clock = ferry_scheduler::clock::shifted(args.clock_offset_secs.saturating_mul(1000));
+    if args.clock_offset_secs != 0 {
+        tracing::warn!(
+            offset_secs = args.clock_offset_secs,
+            "the scheduler's clock is shifted from the system's"
+        );
+    }
+    server::run_with_clock(listener, config, clock, shutdown).await?;
     Ok(())
 }
 
