@@ -79,6 +79,11 @@ pub struct Store {
     write: Mutex<()>,
     raft: std::sync::OnceLock<crate::raft::RaftHandle>,
     applied: std::sync::atomic::AtomicU64,
+    /// Bumped whenever an apply (or a restore) changes a task or a task version, so what is
+    /// derived from every task can be cached until the next change.
+    tasks_epoch: std::sync::atomic::AtomicU64,
+    /// The time zones of scheduled tasks as of a `tasks_epoch`.
+    zones: std::sync::Mutex<Option<(u64, std::collections::BTreeSet<String>)>>,
 }
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
@@ -169,6 +174,14 @@ impl Writes {
         self.undo.push((key, before));
     }
 
+    /// Whether a key under `prefix` is written or removed.
+    fn touches(&self, prefix: &str) -> bool {
+        self.overlay
+            .range(prefix.as_bytes().to_vec()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(prefix.as_bytes()))
+    }
+
     fn mark(&self) -> usize {
         self.undo.len()
     }
@@ -212,6 +225,8 @@ impl Store {
             write: Mutex::new(()),
             raft: std::sync::OnceLock::new(),
             applied: std::sync::atomic::AtomicU64::new(applied),
+            tasks_epoch: std::sync::atomic::AtomicU64::new(0),
+            zones: std::sync::Mutex::new(None),
         })
     }
 
@@ -353,9 +368,13 @@ impl Store {
         if last > before {
             w.put(APPLIED.as_bytes().to_vec(), &last)?;
         }
+        let tasks_changed = w.touches(TASK) || w.touches(VERSION);
         self.tree.apply_batch(w.into_batch())?;
         self.applied
             .store(last, std::sync::atomic::Ordering::SeqCst);
+        if tasks_changed {
+            self.tasks_changed();
+        }
         Ok(out)
     }
 
@@ -455,6 +474,39 @@ impl Store {
     pub fn all_versions(&self) -> Result<Vec<TaskVersion>> {
         self.scan(VERSION)
     }
+    /// Notes that tasks changed (an apply or a restore): caches of them are stale.
+    pub(crate) fn tasks_changed(&self) {
+        self.tasks_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The time zones of every scheduled task's latest version. Cached until a task changes: the
+    /// leader asks before every dispatch round, and reading 20,000 tasks each time would cost
+    /// more than the round.
+    pub fn schedule_zones(&self) -> Result<std::collections::BTreeSet<String>> {
+        let epoch = self.tasks_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((at, zones)) = self.zones_cache().as_ref()
+            && *at == epoch
+        {
+            return Ok(zones.clone());
+        }
+        let mut zones = std::collections::BTreeSet::new();
+        for v in self.latest_versions()? {
+            if let Some(s) = v.schedule {
+                zones.insert(s.timezone);
+            }
+        }
+        *self.zones_cache() = Some((epoch, zones.clone()));
+        Ok(zones)
+    }
+
+    fn zones_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(u64, std::collections::BTreeSet<String>)>> {
+        // A panic while holding it leaves a plain value behind; keep serving.
+        self.zones.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The latest version of every task.
     pub fn latest_versions(&self) -> Result<Vec<TaskVersion>> {
         let mut out = Vec::new();
