@@ -420,6 +420,9 @@ async fn finish_reported(
         })
         .await?;
     ctx.announce(&applied);
+    if !matches!(applied, Applied::Stale(_)) {
+        ctx.hub.slot_freed(agent_id);
+    }
     ctx.hub.dispatch.notify_one();
     changed(ctx, &f.attempt_id, &applied)
 }
