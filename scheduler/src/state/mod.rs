@@ -50,6 +50,10 @@ const TOKEN: &str = "k/";
 const WORKSPACE: &str = "w/";
 const AUDIT: &str = "z/";
 const BACKFILL: &str = "b/";
+/// Index: each instance's state alone, so settling downstream instances (which asks the state
+/// of every upstream) does not decode whole instances. Stores made before it fall back to the
+/// instance record.
+const STATE: &str = "s/";
 /// Index: instances waiting for resources, so the dispatcher does not scan every instance.
 const WAITING: &str = "q/";
 /// Index: attempts not yet finished, for slot counts, leases and agent reconciliation.
@@ -213,7 +217,12 @@ impl Writes {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(dir.join("state")).open()?;
+        // sled's page cache defaults to 1 GiB, which alone would take a scheduler of 100,000
+        // instances a day past a gigabyte; what falls out of it is still in the OS page cache.
+        let db = sled::Config::new()
+            .path(dir.join("state"))
+            .cache_capacity(256 << 20)
+            .open()?;
         let tree = db.open_tree("state")?;
         let applied = tree
             .get(APPLIED)?
@@ -561,6 +570,33 @@ impl Store {
                 && i.state == InstanceState::WaitingResources
             {
                 out.push(i);
+            }
+        }
+        out.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.ready_ms.cmp(&b.ready_ms))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+    /// The dispatch queue as [`Store::waiting_instances`] orders it, without decoding the
+    /// instances. An entry written before queue entries carried their fields is read from its
+    /// instance.
+    pub fn waiting_queue(&self) -> Result<Vec<model::Queued>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(WAITING.as_bytes()) {
+            let (k, v) = item?;
+            match serde_json::from_slice::<model::Queued>(&v) {
+                Ok(q) => out.push(q),
+                Err(_) => {
+                    let id = String::from_utf8_lossy(&k[WAITING.len()..]).into_owned();
+                    if let Some(i) = self.instance(&id)?
+                        && i.state == InstanceState::WaitingResources
+                    {
+                        out.push(model::Queued::of(&i));
+                    }
+                }
             }
         }
         out.sort_by(|a, b| {
