@@ -46,13 +46,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 /// made first, on one snapshot of the agents' sessions, and then proposed together, so raft
 /// packs them into one log entry (one write, one flush) instead of one per instance.
 pub async fn tick(ctx: &Context) -> Result<()> {
-    expire(ctx).await?;
+    let live = ctx.store.live_attempts()?;
+    let expired = expire(ctx, &live).await?;
     let waiting = ctx.store.waiting_queue()?;
     if waiting.is_empty() {
         return Ok(());
     }
     // Slots in use per agent, from the durable state (dispatched or running attempts).
-    let mut busy = ctx.store.running_per_agent()?;
+    let mut busy: HashMap<String, u32> = HashMap::new();
+    for a in live.iter().filter(|a| !expired.contains(&a.id)) {
+        *busy.entry(a.agent_id.clone()).or_default() += 1;
+    }
     let agents = ctx.store.agents()?;
     let groups: HashMap<String, Group> = ctx
         .store
@@ -386,12 +390,13 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
     Ok(())
 }
 
-/// Ends attempts the scheduler must give up on: the agent has had no session for longer than
-/// the lease, or never reported the attempt started within the start timeout. The agent, if it
-/// is still there, is told to stop.
-async fn expire(ctx: &Context) -> Result<()> {
+/// Ends attempts of `live` the scheduler must give up on: the agent has had no session for
+/// longer than the lease, or never reported the attempt started within the start timeout. The
+/// agent, if it is still there, is told to stop. Returns the ended attempts' ids.
+async fn expire(ctx: &Context, live: &[Attempt]) -> Result<Vec<String>> {
     let now = ctx.now_ms();
-    for a in ctx.store.live_attempts()? {
+    let mut expired = Vec::new();
+    for a in live.iter().cloned() {
         if a.agent_id.is_empty() {
             continue;
         }
@@ -414,9 +419,10 @@ async fn expire(ctx: &Context) -> Result<()> {
         } else {
             continue;
         };
+        expired.push(a.id.clone());
         give_up(ctx, a, why).await?;
     }
-    Ok(())
+    Ok(expired)
 }
 
 /// Fails an attempt by the scheduler's decision and tells its agent to stop it.
