@@ -231,7 +231,8 @@ async fn run_session(
             // Reports that arrived together are stored together (see `on_batch`) and
             // acknowledged with one ack.
             let (batch, end) = drain(msg, &mut inbound);
-            let seq = batch.last().map(|m| m.seq).unwrap_or_default();
+            // Ephemeral messages (heartbeats) carry seq 0: acknowledge the highest.
+            let seq = batch.iter().map(|m| m.seq).max().unwrap_or_default();
             if let Err(e) = on_batch(&ctx, &agent_id, batch).await {
                 // Not acknowledged: the agent resends them on its next session.
                 warn!(error = %e, seq, "could not store an agent report");
