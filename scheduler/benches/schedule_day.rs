@@ -3,7 +3,8 @@
 //! and (with `--airflow`) a small DAG against Apache Airflow 3.
 //!
 //! `cargo bench -p ferry-scheduler --bench schedule_day -- [--schedulers 1,3] [--nodes 20000]
-//! [--layers 30] [--hourly 174] [--virtual-every 10] [--agents 8] [--slots 32] [--airflow]`
+//! [--layers 30] [--hourly 174] [--virtual-every 10] [--agents 8] [--slots 32]
+//! [--probe-rate 500] [--probe-secs 5] [--snapshot-every N] [--airflow] [--keep]`
 //!
 //! The day: the 20,000-node shape of `support/plan_shape.rs` (30 layers, each node after one to
 //! three nodes of earlier layers, 174 in 1,000 hourly and the rest daily, one in ten also after
@@ -13,7 +14,7 @@
 //!
 //! How a whole day runs in minutes: the schedulers run with `--clock-offset-secs`. The tasks are
 //! submitted on day D (their first day is D+1, the T+1 rule); then the schedulers restart with
-//! their clocks at D+1 23:09:40, which is a day never generated, so the leader generates all of
+//! their clocks 30 s (90 s for three schedulers) before D+1 23:10:00, a day never generated, so the leader generates all of
 //! D+1 at once (timed from its log line) and every cycle of it is already due — except the gate,
 //! at 23:10:00, which holds the day back until the agents are connected. Then the whole day runs
 //! as fast as the dependencies and the scheduler allow. Afterwards the benchmark reads every
@@ -64,6 +65,8 @@ struct Opts {
     /// Manual runs offered per second after the day, and for how many seconds.
     probe_rate: usize,
     probe_secs: usize,
+    /// `--snapshot-every` for the schedulers (their default when not given).
+    snapshot_every: Option<usize>,
 }
 
 impl Opts {
@@ -84,6 +87,7 @@ impl Opts {
         let schedulers = match value("--schedulers") {
             Some(v) => v
                 .split(',')
+                .filter(|n| !n.trim().is_empty() && n.trim() != "none")
                 .map(|n| {
                     n.trim()
                         .parse()
@@ -104,6 +108,9 @@ impl Opts {
             keep: args.iter().any(|a| a == "--keep"),
             probe_rate: num("--probe-rate", 500)?,
             probe_secs: num("--probe-secs", 5)?,
+            snapshot_every: value("--snapshot-every")
+                .map(|v| v.parse().with_context(|| format!("--snapshot-every {v}")))
+                .transpose()?,
         })
     }
 }
@@ -341,6 +348,9 @@ async fn day(o: &Opts, count: usize) -> Result<DayResult> {
 
     // Day D: submit everything.
     let mut s = Schedulers::new(&dir, count)?;
+    if let Some(n) = o.snapshot_every {
+        s.extra = vec!["--snapshot-every".into(), n.to_string()];
+    }
     s.start(offset_to(d.and_hms_opt(10, 0, 0).unwrap_or_default())?)?;
     let leader = s.leader(Duration::from_secs(60)).await?;
     let url = s.urls[leader].clone();
@@ -356,8 +366,11 @@ async fn day(o: &Opts, count: usize) -> Result<DayResult> {
     println!("  submitted {} tasks in {submit_secs:.1} s", nodes.len());
     s.stop()?;
 
-    // Day D+1 at 23:09:40: generated at once, held by the gate until 23:10:00.
-    let offset = offset_to(d1.and_hms_opt(23, 9, 40).unwrap_or_default())?;
+    // Day D+1 shortly before 23:10: generated at once, held by the gate until 23:10:00. A
+    // cluster replicates the day to every scheduler, so it gets longer.
+    let hold = 30 * count as u32;
+    let gate_at = d1.and_hms_opt(23, 10, 0).unwrap_or_default();
+    let offset = offset_to(gate_at - chrono::Duration::seconds(hold.into()))?;
     s.start(offset)?;
     let leader = s.leader(Duration::from_secs(60)).await?;
     let url = s.urls[leader].clone();
@@ -367,13 +380,20 @@ async fn day(o: &Opts, count: usize) -> Result<DayResult> {
     for a in &noop {
         sessions.push(a.run(&url, seen.clone(), stop.clone()).await?);
     }
+    // The leader generates; leadership may have moved since it was found, so look at every log.
     let marker = "instances generated";
-    let log = s.proc(leader)?.log.clone();
-    let logged = procs::wait_for(Duration::from_secs(60), "the day's generation", || {
-        let text = std::fs::read_to_string(&log).ok()?;
-        let day = procs::log_field(&text, marker, "day")?;
-        (day == d1.to_string()).then_some(text)
-    })?;
+    let logs: Vec<std::path::PathBuf> = (0..count)
+        .map(|i| s.proc(i).map(|p| p.log.clone()))
+        .collect::<Result<_>>()?;
+    let (leader, logged) =
+        procs::wait_for(Duration::from_secs(600), "the day's generation", || {
+            logs.iter().enumerate().find_map(|(i, log)| {
+                let text = std::fs::read_to_string(log).ok()?;
+                let day = procs::log_field(&text, marker, "day")?;
+                (day == d1.to_string()).then_some((i, text))
+            })
+        })?;
+    let log = logs[leader].clone();
     let field = |k: &str| -> Result<u64> {
         procs::log_field(&logged, marker, k)
             .and_then(|v| v.parse().ok())
@@ -521,8 +541,16 @@ async fn day(o: &Opts, count: usize) -> Result<DayResult> {
 fn report(o: &Opts, results: &[DayResult]) {
     println!();
     println!(
-        "nodes: {} ({} layers, {} in 1,000 hourly, every {}th virtual, plus the gate); no-op agents: {} x {} slots",
-        o.nodes, o.layers, o.hourly, o.virtual_every, o.agents, o.slots
+        "nodes: {} ({} layers, {} in 1,000 hourly, every {}th virtual, plus the gate); no-op agents: {} x {} slots; snapshot every {} entries",
+        o.nodes,
+        o.layers,
+        o.hourly,
+        o.virtual_every,
+        o.agents,
+        o.slots,
+        o.snapshot_every
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "10000 (default)".into())
     );
     println!();
     println!(
@@ -630,7 +658,10 @@ fn main() -> Result<()> {
     rt.block_on(async {
         let mut results = Vec::new();
         for &n in &o.schedulers {
-            results.push(day(&o, n).await?);
+            let r = day(&o, n).await?;
+            // Each run's figures as soon as they are known; the whole table at the end.
+            report(&o, std::slice::from_ref(&r));
+            results.push(r);
         }
         if !results.is_empty() {
             report(&o, &results);

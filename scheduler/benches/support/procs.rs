@@ -13,9 +13,13 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// The scheduler binary cargo built for this benchmark.
+/// The scheduler binary: from `FERRY_BIN_DIR` when set (a copy no other build can replace
+/// mid-run), else the one cargo built for this benchmark.
 pub fn scheduler_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ferry-scheduler"))
+    match std::env::var_os("FERRY_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir).join("ferry-scheduler"),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_ferry-scheduler")),
+    }
 }
 
 /// A workspace binary next to the scheduler's (built by `cargo build --release --bins`).
@@ -119,6 +123,8 @@ pub struct Schedulers {
     pub procs: Vec<Option<Proc>>,
     starts: usize,
     pub token: String,
+    /// Flags every scheduler gets besides the ones set here.
+    pub extra: Vec<String>,
 }
 
 impl Schedulers {
@@ -142,6 +148,7 @@ impl Schedulers {
             procs: (0..n).map(|_| None).collect(),
             starts: 0,
             token: String::new(),
+            extra: Vec::new(),
         })
     }
 
@@ -184,6 +191,7 @@ impl Schedulers {
                 "--clock-offset-secs".into(),
                 offset_secs.to_string(),
             ];
+            args.extend(self.extra.iter().cloned());
             if n > 1 {
                 args.extend(["--peers".into(), peers.clone()]);
                 args.extend(["--advertise-url".into(), self.urls[i].clone()]);
