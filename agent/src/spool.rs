@@ -74,6 +74,9 @@ pub struct Spool {
     inner: Mutex<Inner>,
     notify: Notify,
     limit_bytes: u64,
+    /// One flush at a time: sled 0.34's `flush_async` deadlocks its I/O threads when many run
+    /// at once (ten attempts starting and finishing together hung an agent for good).
+    flushing: tokio::sync::Mutex<()>,
 }
 
 const META_AGENT: &[u8] = b"agent_id";
@@ -136,6 +139,7 @@ impl Spool {
                 dropped: HashMap::new(),
             }),
             notify: Notify::new(),
+            flushing: tokio::sync::Mutex::new(()),
             limit_bytes,
         })
     }
@@ -173,7 +177,7 @@ impl Spool {
         };
         self.put_record(&record)?;
         self.enqueue(Body::Started(start))?;
-        self.db.flush_async().await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -217,6 +221,14 @@ impl Spool {
             finished: Some(encoded),
             finished_seq: seq,
         })?;
+        self.durable().await?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable; flushes run one at a time (see `flushing`), and
+    /// one flush covers every write made before it started.
+    async fn durable(&self) -> Result<()> {
+        let _one = self.flushing.lock().await;
         self.db.flush_async().await?;
         Ok(())
     }
@@ -351,7 +363,7 @@ impl Spool {
 
     /// Writes everything to disk (shutdown).
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        self.durable().await?;
         Ok(())
     }
 }

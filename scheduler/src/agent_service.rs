@@ -14,7 +14,8 @@ use ferry_common::secret::{hash_token, random_token, token_matches};
 use ferry_proto::agent::v1 as pb;
 use ferry_proto::agent::v1::agent_service_server::AgentService;
 use ferry_proto::{AGENT_CREDENTIAL_HEADER, AGENT_ID_HEADER};
-use std::collections::HashSet;
+use futures_util::FutureExt as _;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -226,6 +227,32 @@ async fn run_session(
             }
             None => break,
         };
+        if session.is_some() {
+            // Reports that arrived together are stored together (see `on_batch`) and
+            // acknowledged with one ack.
+            let (batch, end) = drain(msg, &mut inbound);
+            // Ephemeral messages (heartbeats) carry seq 0: acknowledge the highest.
+            let seq = batch.iter().map(|m| m.seq).max().unwrap_or_default();
+            if let Err(e) = on_batch(&ctx, &agent_id, batch).await {
+                // Not acknowledged: the agent resends them on its next session.
+                warn!(error = %e, seq, "could not store an agent report");
+                break;
+            }
+            let ack = pb::SchedulerMessage {
+                body: Some(pb::scheduler_message::Body::Ack(pb::Ack { up_to: seq })),
+            };
+            if tx.send(Ok(ack)).await.is_err() {
+                break;
+            }
+            match end {
+                Some(Some(status)) => {
+                    info!(error = %status.message(), "session stream broke");
+                    break;
+                }
+                Some(None) => break,
+                None => continue,
+            }
+        }
         let seq = msg.seq;
         let handled = match msg.body {
             Some(pb::agent_message::Body::Hello(hello)) => {
@@ -282,6 +309,75 @@ async fn run_session(
             })
             .await;
     }
+}
+
+/// Most reports handled as one batch.
+const BATCH: usize = 256;
+
+/// `first` and the messages that already arrived after it, up to [`BATCH`]; and whether the
+/// stream ended meanwhile (`Some(Some(status))` broke, `Some(None)` closed).
+fn drain(
+    first: pb::AgentMessage,
+    inbound: &mut Streaming<pb::AgentMessage>,
+) -> (Vec<pb::AgentMessage>, Option<Option<Status>>) {
+    let mut batch = vec![first];
+    while batch.len() < BATCH {
+        match inbound.next().now_or_never() {
+            Some(Some(Ok(m))) => batch.push(m),
+            Some(Some(Err(status))) => return (batch, Some(Some(status))),
+            Some(None) => return (batch, Some(None)),
+            None => break,
+        }
+    }
+    (batch, None)
+}
+
+/// The attempt a report is about.
+fn attempt_of(body: &pb::agent_message::Body) -> Option<&str> {
+    use pb::agent_message::Body;
+    match body {
+        Body::Started(s) => Some(&s.attempt_id),
+        Body::Progress(p) => Some(&p.attempt_id),
+        Body::Log(l) => Some(&l.attempt_id),
+        Body::Finished(f) => Some(&f.attempt_id),
+        _ => None,
+    }
+}
+
+/// Handles reports that arrived together. Reports on different attempts do not depend on each
+/// other, so they are proposed at once and raft packs them into one log entry; an attempt's own
+/// reports keep their order (its n-th report goes in the n-th wave). A busy agent then costs a
+/// few raft writes per batch instead of two per attempt.
+async fn on_batch(
+    ctx: &Context,
+    agent_id: &str,
+    batch: Vec<pb::AgentMessage>,
+) -> Result<(), Error> {
+    let mut waves: Vec<Vec<pb::agent_message::Body>> = Vec::new();
+    let mut reports: HashMap<String, usize> = HashMap::new();
+    for body in batch.into_iter().filter_map(|m| m.body) {
+        let wave = match attempt_of(&body) {
+            Some(id) => {
+                let n = reports.entry(id.to_string()).or_default();
+                *n += 1;
+                *n - 1
+            }
+            None => 0,
+        };
+        if waves.len() <= wave {
+            waves.resize_with(wave + 1, Vec::new);
+        }
+        waves[wave].push(body);
+    }
+    for wave in waves {
+        let handled =
+            futures_util::future::join_all(wave.into_iter().map(|b| on_message(ctx, agent_id, b)))
+                .await;
+        for r in handled {
+            r?;
+        }
+    }
+    Ok(())
 }
 
 /// Settles everything the scheduler believes about this agent against what the agent says, then
@@ -445,6 +541,9 @@ async fn finish_reported(
         ctx.hub.metrics.attempt_finished(state.as_str(), &stats);
     }
     ctx.announce(&applied);
+    if !matches!(applied, Applied::Stale(_)) {
+        ctx.hub.slot_freed(agent_id);
+    }
     ctx.hub.dispatch.notify_one();
     changed(ctx, &f.attempt_id, &applied)
 }

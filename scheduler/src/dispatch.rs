@@ -11,7 +11,9 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::hub::{InstanceEvent, Session};
 use crate::state::command::{Applied, Command, Reporter};
-use crate::state::model::{Agent, Attempt, AttemptState, Group, Instance, Labels};
+use crate::state::model::{
+    Agent, Attempt, AttemptState, Group, Instance, InstanceState, Labels, Queued,
+};
 use ferry_common::job::JobSpec;
 use ferry_common::params::{self, ParamContext};
 use ferry_proto::agent::v1 as pb;
@@ -40,15 +42,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
 }
 
-/// One round: give up on lost attempts, then dispatch what waits.
+/// One round: give up on lost attempts, then dispatch what waits. The round's choices are
+/// made first, on one snapshot of the agents' sessions, and then proposed together, so raft
+/// packs them into one log entry (one write, one flush) instead of one per instance.
 pub async fn tick(ctx: &Context) -> Result<()> {
-    expire(ctx).await?;
-    let waiting = ctx.store.waiting_instances()?;
+    let live = ctx.store.live_attempts()?;
+    let expired = expire(ctx, &live).await?;
+    let waiting = ctx.store.waiting_queue()?;
     if waiting.is_empty() {
         return Ok(());
     }
     // Slots in use per agent, from the durable state (dispatched or running attempts).
-    let mut busy = ctx.store.running_per_agent()?;
+    let mut busy: HashMap<String, u32> = HashMap::new();
+    for a in live.iter().filter(|a| !expired.contains(&a.id)) {
+        *busy.entry(a.agent_id.clone()).or_default() += 1;
+    }
     let agents = ctx.store.agents()?;
     let groups: HashMap<String, Group> = ctx
         .store
@@ -60,9 +68,17 @@ pub async fn tick(ctx: &Context) -> Result<()> {
     for a in &agents {
         *group_busy.entry(a.group.clone()).or_default() += busy.get(&a.id).copied().unwrap_or(0);
     }
+    let mut sessions: HashMap<String, Online> = agents
+        .iter()
+        .filter_map(|a| {
+            ctx.hub
+                .online(&a.id, ctx.config.offline_after)
+                .map(|s| (a.id.clone(), Online::new(s)))
+        })
+        .collect();
     let mut labels_of: HashMap<(String, u32), Labels> = HashMap::new();
+    let mut picks: Vec<(Queued, String, Session)> = Vec::new();
     for inst in waiting {
-        let span = info_span!("instance", instance = %inst.id, task = %inst.task);
         let key = (inst.task.clone(), inst.version);
         if !labels_of.contains_key(&key) {
             let labels = ctx
@@ -84,32 +100,64 @@ pub async fn tick(ctx: &Context) -> Result<()> {
                 inst.group, inst.group
             ))
         } else {
-            choose(ctx, &inst, &required, &agents, &busy)
+            choose(&inst, &required, &agents, &sessions, &busy)
         };
-        async {
-            match chosen {
-                Ok((agent_id, session)) => {
-                    ctx.hub.set_waiting(&inst.id, None);
-                    *busy.entry(agent_id.clone()).or_default() += 1;
-                    *group_busy.entry(inst.group.clone()).or_default() += 1;
-                    ctx.hub.dispatched_to(&agent_id);
-                    dispatch(ctx, &inst, &agent_id, &session).await
-                }
-                Err(reason) => {
-                    if ctx.hub.set_waiting(&inst.id, Some(reason.clone())) {
-                        info!(%reason, "instance waits");
-                        ctx.hub.publish(InstanceEvent::Changed {
-                            instance_id: inst.id.clone(),
-                        });
-                    }
-                    Ok::<(), Error>(())
+        match chosen {
+            Ok(agent_id) => {
+                ctx.hub.set_waiting(&inst.id, None);
+                *busy.entry(agent_id.clone()).or_default() += 1;
+                *group_busy.entry(inst.group.clone()).or_default() += 1;
+                ctx.hub.dispatched_to(&agent_id);
+                let Some(online) = sessions.get_mut(&agent_id) else {
+                    continue;
+                };
+                online.session.free_slots = online.session.free_slots.saturating_sub(1);
+                online.session.last_dispatch_ms = ctx.now_ms();
+                online.room = online.room.saturating_sub(1);
+                picks.push((inst, agent_id, online.session.clone()));
+            }
+            Err(reason) => {
+                if ctx.hub.set_waiting(&inst.id, Some(reason.clone())) {
+                    info!(instance = %inst.id, task = %inst.task, %reason, "instance waits");
+                    ctx.hub.publish(InstanceEvent::Changed {
+                        instance_id: inst.id.clone(),
+                    });
                 }
             }
         }
-        .instrument(span)
-        .await?;
+    }
+    let mut chosen = Vec::with_capacity(picks.len());
+    for (q, agent_id, session) in picks {
+        // The whole record only for what goes out now.
+        match ctx.store.instance(&q.id)? {
+            Some(inst) if inst.state == InstanceState::WaitingResources => {
+                chosen.push((inst, agent_id, session));
+            }
+            _ => {}
+        }
+    }
+    let rounds = chosen.iter().map(|(inst, agent_id, session)| {
+        let span = info_span!("instance", instance = %inst.id, task = %inst.task);
+        dispatch(ctx, inst, agent_id, session).instrument(span)
+    });
+    for result in futures_util::future::join_all(rounds).await {
+        result?;
     }
     Ok(())
+}
+
+/// An online agent's session as one dispatch round sees it: its free slots and the room left
+/// in its session buffer go down with each instance the round gives it.
+struct Online {
+    session: Session,
+    room: usize,
+}
+
+impl Online {
+    fn new(session: Session) -> Self {
+        let room = session.tx.capacity();
+        Self { session, room }
+    }
 }
 
 /// Picks the agent for `inst`: online, in its group, not draining, carrying the labels the task
@@ -117,12 +165,12 @@ pub async fn tick(ctx: &Context) -> Result<()> {
 /// room in its session; the most free slots first, then the lowest load, then the one that got
 /// work longest ago. The error is why the instance waits.
 fn choose(
-    ctx: &Context,
-    inst: &Instance,
+    inst: &Queued,
     required: &Labels,
     agents: &[Agent],
+    sessions: &HashMap<String, Online>,
     busy: &HashMap<String, u32>,
-) -> std::result::Result<(String, Session), String> {
+) -> std::result::Result<String, String> {
     let in_group: Vec<&Agent> = agents
         .iter()
         .filter(|a| a.group == inst.group && !a.is_revoked())
@@ -133,13 +181,9 @@ fn choose(
             inst.group
         ));
     }
-    let online: Vec<(&Agent, Session)> = in_group
+    let online: Vec<(&Agent, &Online)> = in_group
         .iter()
-        .filter_map(|a| {
-            ctx.hub
-                .online(&a.id, ctx.config.offline_after)
-                .map(|s| (*a, s))
-        })
+        .filter_map(|a| sessions.get(&a.id).map(|s| (*a, s)))
         .collect();
     if online.is_empty() {
         return Err(format!(
@@ -148,14 +192,14 @@ fn choose(
             in_group.len()
         ));
     }
-    let serving: Vec<&(&Agent, Session)> = online.iter().filter(|(a, _)| !a.draining).collect();
+    let serving: Vec<&(&Agent, &Online)> = online.iter().filter(|(a, _)| !a.draining).collect();
     if serving.is_empty() {
         return Err(format!(
             "every online agent of resource group \"{}\" is draining; resume one with `ferry agent resume`",
             inst.group
         ));
     }
-    let fitting: Vec<&&(&Agent, Session)> = serving
+    let fitting: Vec<&&(&Agent, &Online)> = serving
         .iter()
         .filter(|(a, _)| a.has_labels(required))
         .collect();
@@ -169,10 +213,11 @@ fn choose(
     }
     let best = fitting
         .iter()
-        .filter_map(|(a, s)| {
+        .filter_map(|(a, o)| {
+            let s = &o.session;
             let used = busy.get(&a.id).copied().unwrap_or(0);
             let free = s.slots.max(1).saturating_sub(used).min(s.free_slots);
-            (free > 0 && s.tx.capacity() > 0).then_some((free, *a, s))
+            (free > 0 && o.room > 0).then_some((free, *a, s))
         })
         .max_by(|(fa, _, sa), (fb, _, sb)| {
             fa.cmp(fb)
@@ -180,7 +225,7 @@ fn choose(
                 .then(sb.last_dispatch_ms.cmp(&sa.last_dispatch_ms))
         });
     match best {
-        Some((_, a, s)) => Ok((a.id.clone(), s.clone())),
+        Some((_, a, _)) => Ok(a.id.clone()),
         None => Err(format!(
             "all {} eligible online agents of resource group \"{}\" are busy",
             fitting.len(),
@@ -351,12 +396,13 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
     Ok(())
 }
 
-/// Ends attempts the scheduler must give up on: the agent has had no session for longer than
-/// the lease, or never reported the attempt started within the start timeout. The agent, if it
-/// is still there, is told to stop.
-async fn expire(ctx: &Context) -> Result<()> {
+/// Ends attempts of `live` the scheduler must give up on: the agent has had no session for
+/// longer than the lease, or never reported the attempt started within the start timeout. The
+/// agent, if it is still there, is told to stop. Returns the ended attempts' ids.
+async fn expire(ctx: &Context, live: &[Attempt]) -> Result<Vec<String>> {
     let now = ctx.now_ms();
-    for a in ctx.store.live_attempts()? {
+    let mut expired = Vec::new();
+    for a in live.iter().cloned() {
         if a.agent_id.is_empty() {
             continue;
         }
@@ -379,9 +425,10 @@ async fn expire(ctx: &Context) -> Result<()> {
         } else {
             continue;
         };
+        expired.push(a.id.clone());
         give_up(ctx, a, why).await?;
     }
-    Ok(())
+    Ok(expired)
 }
 
 /// Fails an attempt by the scheduler's decision and tells its agent to stop it.

@@ -219,17 +219,6 @@ pub async fn store_instances(
     Ok(n)
 }
 
-/// The time zones of every scheduled task.
-fn zones(store: &Store) -> Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    for v in store.latest_versions()? {
-        if let Some(s) = v.schedule {
-            out.insert(s.timezone);
-        }
-    }
-    Ok(out)
-}
-
 /// Generates every zone's days that are due and not generated yet: today (when it never was)
 /// and, from the generation time on, tomorrow.
 pub async fn generate_due(ctx: &Context) -> Result<()> {
@@ -237,7 +226,7 @@ pub async fn generate_due(ctx: &Context) -> Result<()> {
     let Some(now) = DateTime::<Utc>::from_timestamp_millis(now_ms) else {
         return Ok(());
     };
-    for zone in zones(&ctx.store)? {
+    for zone in ctx.store.schedule_zones()? {
         let tz: chrono_tz::Tz = match zone.parse() {
             Ok(tz) => tz,
             Err(_) => continue,
@@ -254,6 +243,7 @@ pub async fn generate_due(ctx: &Context) -> Result<()> {
             if ctx.store.generated(&zone, day)? {
                 continue;
             }
+            let started = std::time::Instant::now();
             let instances = plan(
                 &ctx.store,
                 day,
@@ -264,8 +254,10 @@ pub async fn generate_due(ctx: &Context) -> Result<()> {
                 },
                 &format!("generated for {day} ({zone})"),
             )?;
+            let plan_ms = started.elapsed().as_millis() as u64;
             let n = store_instances(ctx, instances, Some((zone.clone(), day))).await?;
-            info!(%zone, %day, instances = n, "instances generated");
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            info!(%zone, %day, instances = n, plan_ms, elapsed_ms, "instances generated");
         }
     }
     Ok(())

@@ -225,6 +225,15 @@ impl Hub {
         }
     }
 
+    /// Notes that an attempt on the agent ended by its own report: its slot is free again, as
+    /// its next heartbeat would say. Without this an agent running short attempts would take
+    /// new work only once per heartbeat.
+    pub fn slot_freed(&self, agent_id: &str) {
+        if let Some(s) = lock(&self.sessions).get_mut(agent_id) {
+            s.free_slots = (s.free_slots + 1).min(s.slots);
+        }
+    }
+
     /// The session of an agent that heartbeat within `fresh`.
     pub fn online(&self, agent_id: &str, fresh: Duration) -> Option<Session> {
         let now = self.clock.now_ms();

@@ -72,6 +72,15 @@ struct Args {
     /// When, on each schedule's own wall clock, the next day's instances are generated (HH:MM).
     #[arg(long, env = "FERRY_GENERATE_AT", default_value = "23:30", value_parser = parse_time_of_day)]
     generate_at: chrono::NaiveTime,
+    /// Shift the scheduler's clock by this many seconds (may be negative): for benchmarks and
+    /// drills that replay a chosen day at real speed. Every scheduler of a cluster needs the same.
+    #[arg(
+        long,
+        env = "FERRY_CLOCK_OFFSET_SECS",
+        default_value_t = 0,
+        allow_hyphen_values = true
+    )]
+    clock_offset_secs: i64,
 }
 
 #[tokio::main]
@@ -143,7 +152,14 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         signal.cancel();
     });
-    server::run(listener, config, shutdown).await?;
+    let clock = ferry_scheduler::clock::shifted(args.clock_offset_secs.saturating_mul(1000));
+    if args.clock_offset_secs != 0 {
+        tracing::warn!(
+            offset_secs = args.clock_offset_secs,
+            "the scheduler's clock is shifted from the system's"
+        );
+    }
+    server::run_with_clock(listener, config, clock, shutdown).await?;
     Ok(())
 }
 

@@ -20,7 +20,7 @@ use super::model::{
     Attempt, AttemptState, Backfill, Instance, InstanceState, RerunPolicy, RunKind, TaskKind,
 };
 use super::{
-    ATTEMPT, BACKFILL, DOWN, INSTANCE, LIVE, Store, TASK, TIMEOUT, TIMEQ, WAITING, Writes,
+    ATTEMPT, BACKFILL, DOWN, INSTANCE, LIVE, STATE, Store, TASK, TIMEOUT, TIMEQ, WAITING, Writes,
     backfill_day_prefix, bizdate_prefix, down_key, generated_key, id_after_bar, key,
     task_day_prefix, timeq_key,
 };
@@ -363,10 +363,13 @@ impl Store {
             }
         }
         if inst.state == InstanceState::WaitingResources {
-            w.put(key(WAITING, id), id)?;
+            w.put(key(WAITING, id), &super::model::Queued::of(inst))?;
         }
         if inst.state == InstanceState::WaitingTime {
             w.put(timeq_key(inst.due_ms, id), id)?;
+        }
+        if before.is_none_or(|b| b.state != inst.state) {
+            w.put(key(STATE, id), &inst.state)?;
         }
         w.put(key(INSTANCE, id), inst)?;
         let mut wake = Vec::new();
@@ -437,9 +440,7 @@ impl Store {
             if inst.state.satisfies_downstream() && woke.insert(id.clone()) {
                 for k in self.keys_in(w, &format!("{DOWN}{id}|"))? {
                     let down = id_after_bar(&k);
-                    if let Some(d) = self.read_instance(w, &down)?
-                        && d.state == InstanceState::WaitingUpstream
-                    {
+                    if self.state_of(w, &down)? == Some(InstanceState::WaitingUpstream) {
                         work.push(down);
                     }
                 }
@@ -491,23 +492,19 @@ impl Store {
     /// Why an instance waiting for its upstreams cannot go yet; `None` when it can.
     fn blocker(&self, w: &Writes, inst: &Instance) -> Result<Option<String>> {
         for up in &inst.upstream {
-            match self.read_instance(w, up)? {
+            match self.state_of(w, up)? {
                 None => return Ok(Some(format!("upstream {up} has not been generated yet"))),
-                Some(u) if !u.state.satisfies_downstream() => {
-                    return Ok(Some(format!("upstream {} is {}", u.id, u.state.as_str())));
+                Some(s) if !s.satisfies_downstream() => {
+                    return Ok(Some(format!("upstream {up} is {}", s.as_str())));
                 }
                 Some(_) => {}
             }
         }
         for up in &inst.previous {
-            if let Some(u) = self.read_instance(w, up)?
-                && !u.state.satisfies_downstream()
+            if let Some(s) = self.state_of(w, up)?
+                && !s.satisfies_downstream()
             {
-                return Ok(Some(format!(
-                    "previous cycle {} is {}",
-                    u.id,
-                    u.state.as_str()
-                )));
+                return Ok(Some(format!("previous cycle {up} is {}", s.as_str())));
             }
         }
         if let RunKind::Backfill { id, day } = &inst.run
@@ -523,6 +520,15 @@ impl Store {
             )));
         }
         Ok(None)
+    }
+
+    /// An instance's state as the command being applied sees it, from the state index (or the
+    /// record itself in a store made before the index); `None` when there is no such instance.
+    fn state_of(&self, w: &Writes, id: &str) -> Result<Option<InstanceState>> {
+        match self.read::<InstanceState>(w, &key(STATE, id))? {
+            Some(s) => Ok(Some(s)),
+            None => Ok(self.read_instance(w, id)?.map(|i| i.state)),
+        }
     }
 
     /// Why an instance waits for its upstreams, for people.

@@ -50,6 +50,10 @@ const TOKEN: &str = "k/";
 const WORKSPACE: &str = "w/";
 const AUDIT: &str = "z/";
 const BACKFILL: &str = "b/";
+/// Index: each instance's state alone, so settling downstream instances (which asks the state
+/// of every upstream) does not decode whole instances. Stores made before it fall back to the
+/// instance record.
+const STATE: &str = "s/";
 /// Index: instances waiting for resources, so the dispatcher does not scan every instance.
 const WAITING: &str = "q/";
 /// Index: attempts not yet finished, for slot counts, leases and agent reconciliation.
@@ -79,6 +83,11 @@ pub struct Store {
     write: Mutex<()>,
     raft: std::sync::OnceLock<crate::raft::RaftHandle>,
     applied: std::sync::atomic::AtomicU64,
+    /// Bumped whenever an apply (or a restore) changes a task or a task version, so what is
+    /// derived from every task can be cached until the next change.
+    tasks_epoch: std::sync::atomic::AtomicU64,
+    /// The time zones of scheduled tasks as of a `tasks_epoch`.
+    zones: std::sync::Mutex<Option<(u64, std::collections::BTreeSet<String>)>>,
 }
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
@@ -169,6 +178,14 @@ impl Writes {
         self.undo.push((key, before));
     }
 
+    /// Whether a key under `prefix` is written or removed.
+    fn touches(&self, prefix: &str) -> bool {
+        self.overlay
+            .range(prefix.as_bytes().to_vec()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(prefix.as_bytes()))
+    }
+
     fn mark(&self) -> usize {
         self.undo.len()
     }
@@ -200,7 +217,12 @@ impl Writes {
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new().path(dir.join("state")).open()?;
+        // sled's page cache defaults to 1 GiB, which alone would take a scheduler of 100,000
+        // instances a day past a gigabyte; what falls out of it is still in the OS page cache.
+        let db = sled::Config::new()
+            .path(dir.join("state"))
+            .cache_capacity(256 << 20)
+            .open()?;
         let tree = db.open_tree("state")?;
         let applied = tree
             .get(APPLIED)?
@@ -212,6 +234,8 @@ impl Store {
             write: Mutex::new(()),
             raft: std::sync::OnceLock::new(),
             applied: std::sync::atomic::AtomicU64::new(applied),
+            tasks_epoch: std::sync::atomic::AtomicU64::new(0),
+            zones: std::sync::Mutex::new(None),
         })
     }
 
@@ -353,9 +377,13 @@ impl Store {
         if last > before {
             w.put(APPLIED.as_bytes().to_vec(), &last)?;
         }
+        let tasks_changed = w.touches(TASK) || w.touches(VERSION);
         self.tree.apply_batch(w.into_batch())?;
         self.applied
             .store(last, std::sync::atomic::Ordering::SeqCst);
+        if tasks_changed {
+            self.tasks_changed();
+        }
         Ok(out)
     }
 
@@ -456,6 +484,39 @@ impl Store {
     pub fn all_versions(&self) -> Result<Vec<TaskVersion>> {
         self.scan(VERSION)
     }
+    /// Notes that tasks changed (an apply or a restore): caches of them are stale.
+    pub(crate) fn tasks_changed(&self) {
+        self.tasks_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The time zones of every scheduled task's latest version. Cached until a task changes: the
+    /// leader asks before every dispatch round, and reading 20,000 tasks each time would cost
+    /// more than the round.
+    pub fn schedule_zones(&self) -> Result<std::collections::BTreeSet<String>> {
+        let epoch = self.tasks_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some((at, zones)) = self.zones_cache().as_ref()
+            && *at == epoch
+        {
+            return Ok(zones.clone());
+        }
+        let mut zones = std::collections::BTreeSet::new();
+        for v in self.latest_versions()? {
+            if let Some(s) = v.schedule {
+                zones.insert(s.timezone);
+            }
+        }
+        *self.zones_cache() = Some((epoch, zones.clone()));
+        Ok(zones)
+    }
+
+    fn zones_cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(u64, std::collections::BTreeSet<String>)>> {
+        // A panic while holding it leaves a plain value behind; keep serving.
+        self.zones.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The latest version of every task.
     pub fn latest_versions(&self) -> Result<Vec<TaskVersion>> {
         let mut out = Vec::new();
@@ -510,6 +571,33 @@ impl Store {
                 && i.state == InstanceState::WaitingResources
             {
                 out.push(i);
+            }
+        }
+        out.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.ready_ms.cmp(&b.ready_ms))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(out)
+    }
+    /// The dispatch queue as [`Store::waiting_instances`] orders it, without decoding the
+    /// instances. An entry written before queue entries carried their fields is read from its
+    /// instance.
+    pub fn waiting_queue(&self) -> Result<Vec<model::Queued>> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(WAITING.as_bytes()) {
+            let (k, v) = item?;
+            match serde_json::from_slice::<model::Queued>(&v) {
+                Ok(q) => out.push(q),
+                Err(_) => {
+                    let id = String::from_utf8_lossy(&k[WAITING.len()..]).into_owned();
+                    if let Some(i) = self.instance(&id)?
+                        && i.state == InstanceState::WaitingResources
+                    {
+                        out.push(model::Queued::of(&i));
+                    }
+                }
             }
         }
         out.sort_by(|a, b| {

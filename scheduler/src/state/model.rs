@@ -228,6 +228,32 @@ pub struct TaskVersion {
     pub retry_interval_secs: u64,
 }
 
+/// What the dispatch queue keeps of an instance waiting for resources (the value of its entry
+/// in the queue's index): enough to choose an agent and to order the queue without decoding the
+/// instance, which the dispatcher reads only once it picked one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Queued {
+    pub id: String,
+    pub task: String,
+    pub version: u32,
+    pub group: String,
+    pub priority: i32,
+    pub ready_ms: i64,
+}
+
+impl Queued {
+    pub fn of(inst: &Instance) -> Self {
+        Self {
+            id: inst.id.clone(),
+            task: inst.task.clone(),
+            version: inst.version,
+            group: inst.group.clone(),
+            priority: inst.priority,
+            ready_ms: inst.ready_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {

@@ -136,6 +136,7 @@ impl StateMachine for Store {
         self.db.flush()?;
         self.applied
             .store(index, std::sync::atomic::Ordering::SeqCst);
+        self.tasks_changed();
         Ok(())
     }
 }
