@@ -7,7 +7,10 @@
 
 use super::command::{Applied, Command, Reporter};
 use super::lifecycle::Changes;
-use super::model::{Agent, Attempt, AttemptState, InstanceState, Stats};
+use super::model::{
+    Agent, Attempt, AttemptState, InstanceState, LogRecord, MAX_LOG_BYTES_PER_ATTEMPT,
+    MAX_LOG_LINE_BYTES, Stats, cut_text,
+};
 use super::{AGENT, ATTEMPT, FENCING, INSTANCE, LIVE, Store, Writes, key, log_key, timeout_key};
 use crate::error::{Error, Result};
 
@@ -100,6 +103,7 @@ impl Store {
                     ended_by_scheduler: false,
                     late_report: String::new(),
                     deadline_ms,
+                    log_bytes: 0,
                 };
                 inst.attempts.push(id.clone());
                 let to = if agent_id.is_empty() {
@@ -153,7 +157,7 @@ impl Store {
                 fencing_token,
                 lines,
             } => {
-                let Some(a) = self.read::<Attempt>(w, &key(ATTEMPT, &attempt_id))? else {
+                let Some(mut a) = self.read::<Attempt>(w, &key(ATTEMPT, &attempt_id))? else {
                     return Ok(Applied::Stale(format!("unknown attempt {attempt_id}")));
                 };
                 if a.fencing_token != fencing_token {
@@ -172,9 +176,38 @@ impl Store {
                     return Ok(stale);
                 }
                 // Lines that arrive after the attempt finished (resent after a reconnect) are
-                // still the attempt's own log: keep them.
-                for line in lines {
-                    w.put(log_key(&attempt_id, line.index), &line)?;
+                // still the attempt's own log: keep them. A resent line (same index) is stored
+                // and counted once; past the attempt's budget lines are dropped, and the
+                // first one dropped leaves a line that says so.
+                let before = a.log_bytes;
+                for mut line in lines {
+                    let k = log_key(&attempt_id, line.index);
+                    if self.read::<LogRecord>(w, &k)?.is_some() {
+                        continue;
+                    }
+                    if let std::borrow::Cow::Owned(c) = cut_text(&line.message, MAX_LOG_LINE_BYTES)
+                    {
+                        line.message = c;
+                    }
+                    line.level = cut_text(&line.level, 16).into_owned();
+                    let size = line.message.len() as u64 + 64;
+                    if a.log_bytes.saturating_add(size) > MAX_LOG_BYTES_PER_ATTEMPT {
+                        if a.log_bytes < MAX_LOG_BYTES_PER_ATTEMPT {
+                            line.level = "error".into();
+                            line.message = format!(
+                                "log cut: the attempt printed more than {} MiB; later lines are not stored",
+                                MAX_LOG_BYTES_PER_ATTEMPT >> 20
+                            );
+                            w.put(k, &line)?;
+                            a.log_bytes = MAX_LOG_BYTES_PER_ATTEMPT;
+                        }
+                        continue;
+                    }
+                    a.log_bytes += size;
+                    w.put(k, &line)?;
+                }
+                if a.log_bytes != before {
+                    w.put(key(ATTEMPT, &attempt_id), &a)?;
                 }
                 Ok(Applied::Done)
             }
@@ -196,6 +229,7 @@ impl Store {
                         a.fencing_token
                     )));
                 }
+                let error = cut_text(&error, MAX_LOG_LINE_BYTES).into_owned();
                 let agent = match &by {
                     Reporter::Agent(agent) => {
                         if *agent != a.agent_id {

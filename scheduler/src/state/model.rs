@@ -520,6 +520,39 @@ pub struct Attempt {
     /// When it is killed for running too long (0: no limit).
     #[serde(default)]
     pub deadline_ms: i64,
+    /// Bytes of log stored for it, against [`MAX_LOG_BYTES_PER_ATTEMPT`].
+    #[serde(default)]
+    pub log_bytes: u64,
+}
+
+/// The longest log line the scheduler stores; longer ones are cut (agents cut them too, but the
+/// scheduler does not trust a report to be well-behaved). Above the agents' own 16 KiB plus
+/// their marker, so a line an agent already cut arrives unchanged.
+pub const MAX_LOG_LINE_BYTES: usize = 32 << 10;
+
+/// The log an attempt may store; lines beyond it are dropped and one line says so, so an
+/// attempt printing without end (or a hostile agent) cannot fill the scheduler's disk.
+pub const MAX_LOG_BYTES_PER_ATTEMPT: u64 = 64 << 20;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+pub fn cut_text(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    // Room for the marker (at most 45 bytes); too small a limit gets no marker.
+    let marked = max >= 64;
+    let mut end = if marked { max - 48 } else { max };
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if !marked {
+        return std::borrow::Cow::Owned(text[..end].to_string());
+    }
+    std::borrow::Cow::Owned(format!(
+        "{}… [cut, {} bytes in all]",
+        &text[..end],
+        text.len()
+    ))
 }
 
 /// One stored line of an attempt's log.

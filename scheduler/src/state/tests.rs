@@ -611,3 +611,87 @@ async fn a_dispatch_never_overwrites_an_attempt() -> Result<()> {
     );
     Ok(())
 }
+
+/// What an agent reports is bounded by the scheduler itself: a huge line is cut, an attempt's
+/// log stops at its budget with one line saying so, resent lines count once, and a huge error
+/// is cut.
+#[tokio::test]
+async fn reports_are_bounded_whatever_the_agent_sends() -> Result<()> {
+    use model::{MAX_LOG_BYTES_PER_ATTEMPT, MAX_LOG_LINE_BYTES};
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    setup(&store).await?;
+    let Applied::Dispatched { fencing_token } = store
+        .propose(Command::DispatchAttempt {
+            id: "a1".into(),
+            instance_id: "i1".into(),
+            agent_id: "ag".into(),
+            at_ms: 5,
+        })
+        .await?
+    else {
+        panic!("expected a dispatch")
+    };
+    // 64 KiB lines, 50 to a report: about what a 4 MiB gRPC message can carry.
+    let big = "é".repeat(32 << 10);
+    let lines = |from: u64, n: u64| Command::AppendLogs {
+        attempt_id: "a1".into(),
+        agent_id: "ag".into(),
+        fencing_token,
+        lines: (from..from + n)
+            .map(|i| LogRecord {
+                index: i,
+                ts_ms: 0,
+                level: "x".repeat(1000),
+                message: big.clone(),
+            })
+            .collect(),
+    };
+    // Each line is cut to 16 KiB; 64 MiB of budget holds a few thousand of them.
+    let per_line = (MAX_LOG_LINE_BYTES + 64) as u64;
+    let fits = MAX_LOG_BYTES_PER_ATTEMPT / per_line;
+    let mut sent = 0;
+    while sent < fits + 50 {
+        store.propose(lines(sent, 50)).await?;
+        sent += 50;
+    }
+    // Resending the first batch changes nothing.
+    store.propose(lines(0, 50)).await?;
+    let logs = store.logs("a1")?;
+    assert!(
+        logs.iter()
+            .all(|l| l.message.len() <= MAX_LOG_LINE_BYTES && l.level.len() <= 16)
+    );
+    assert!(logs.len() as u64 > fits, "{} lines stored", logs.len());
+    assert_eq!(
+        logs.iter()
+            .filter(|l| l.message.starts_with("log cut:"))
+            .count(),
+        1,
+        "one line says the rest was cut"
+    );
+    // More lines after the cut store nothing.
+    store.propose(lines(sent, 50)).await?;
+    assert_eq!(store.logs("a1")?.len(), logs.len());
+    let stored: u64 = logs.iter().map(|l| l.message.len() as u64 + 64).sum();
+    assert!(stored <= MAX_LOG_BYTES_PER_ATTEMPT + per_line, "{stored}");
+
+    store
+        .propose(Command::FinishAttempt {
+            id: "a1".into(),
+            by: Reporter::Agent("ag".into()),
+            fencing_token,
+            state: AttemptState::Failed,
+            stats: Stats::default(),
+            error: big.clone(),
+            at_ms: 9,
+        })
+        .await?;
+    let error = store.attempt("a1")?.map(|a| a.error).unwrap_or_default();
+    assert!(
+        error.len() <= MAX_LOG_LINE_BYTES && error.contains("[cut"),
+        "{}",
+        error.len()
+    );
+    Ok(())
+}
