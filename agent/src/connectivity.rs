@@ -57,6 +57,18 @@ pub async fn test(
     table: &str,
     access: &str,
 ) -> pb::ConnectivityResult {
+    test_within(request_id, config_json, table, access, &[]).await
+}
+
+/// [`test`] on an agent started with `--file-root`: file and SQLite data sources are tested
+/// only inside its roots, as their jobs would run.
+pub async fn test_within(
+    request_id: String,
+    config_json: &str,
+    table: &str,
+    access: &str,
+    file_roots: &[std::path::PathBuf],
+) -> pb::ConnectivityResult {
     let started = Instant::now();
     let probe = Probe::new(table, access);
     let outcome = match serde_json::from_str::<DataSourceConfig>(config_json) {
@@ -64,7 +76,10 @@ pub async fn test(
             OTHER,
             format!("agent cannot read the data source settings: {e}"),
         )),
-        Ok(config) => check(config, &probe).await,
+        Ok(config) => match within_roots(&config, file_roots) {
+            Err(m) => Err((PERMISSION, m)),
+            Ok(()) => check(config, &probe).await,
+        },
     };
     let latency_ms = started.elapsed().as_millis() as u64;
     match outcome {
@@ -83,6 +98,21 @@ pub async fn test(
             message,
         },
     }
+}
+
+/// Refuses a file or SQLite data source whose path lies outside the agent's file roots.
+fn within_roots(config: &DataSourceConfig, roots: &[std::path::PathBuf]) -> Result<(), String> {
+    let path = match config {
+        DataSourceConfig::Sqlite(f) => &f.path,
+        DataSourceConfig::Csv(f) => &f.path,
+        _ => return Ok(()),
+    };
+    if roots.is_empty() {
+        return Ok(());
+    }
+    crate::files::Roots::new(None, roots)?
+        .existing(std::path::Path::new(path))
+        .map(|_| ())
 }
 
 fn fs_kind(message: &str) -> &'static str {
@@ -351,13 +381,39 @@ async fn tcp(host: &str, port: u16) -> Result<u128, (&'static str, String)> {
 mod tests {
     use super::*;
 
+    /// An agent with file roots tests file and SQLite data sources only inside them.
+    #[tokio::test]
+    async fn file_sources_outside_the_roots_are_refused() -> std::io::Result<()> {
+        let root = tempfile::tempdir()?;
+        let outside = tempfile::tempdir()?;
+        let roots = vec![root.path().canonicalize()?];
+        let csv = |dir: &std::path::Path| {
+            serde_json::json!({"type": "csv", "path": dir.display().to_string()}).to_string()
+        };
+        let r = test_within("r3".into(), &csv(outside.path()), "", "", &roots).await;
+        assert!(!r.reachable);
+        assert_eq!(r.error_kind, "permission", "{}", r.message);
+        let db = outside.path().join("x.db");
+        std::fs::write(&db, b"")?;
+        let cfg = serde_json::json!({"type": "sqlite", "path": db.display().to_string()});
+        let r = test_within("r4".into(), &cfg.to_string(), "", "", &roots).await;
+        assert!(!r.reachable, "{}", r.message);
+        let r = test_within("r5".into(), &csv(root.path()), "", "", &roots).await;
+        assert!(r.reachable, "{}", r.message);
+        // Without roots the same folder outside is fine.
+        let r = test_within("r6".into(), &csv(outside.path()), "", "", &[]).await;
+        assert!(r.reachable, "{}", r.message);
+        Ok(())
+    }
+
     #[tokio::test]
     async fn missing_sqlite_file_is_not_found() {
-        let r = test(
+        let r = test_within(
             "r1".into(),
             r#"{"type":"sqlite","path":"/nonexistent/ferry-test.db"}"#,
             "",
             "",
+            &[],
         )
         .await;
         assert!(!r.reachable);
@@ -373,7 +429,7 @@ mod tests {
         let cfg = format!(
             r#"{{"type":"postgresql","host":"127.0.0.1","port":{port},"database":"d","username":"u"}}"#
         );
-        let r = test("r2".into(), &cfg, "", "").await;
+        let r = test_within("r2".into(), &cfg, "", "", &[]).await;
         assert!(!r.reachable);
         assert_eq!(r.error_kind, "refused", "{}", r.message);
         Ok(())
@@ -382,7 +438,7 @@ mod tests {
     #[tokio::test]
     async fn unresolvable_host_is_dns() {
         let cfg = r#"{"type":"mysql","host":"no-such-host.invalid","port":3306,"database":"d","username":"u"}"#;
-        let r = test("r3".into(), cfg, "", "").await;
+        let r = test_within("r3".into(), cfg, "", "", &[]).await;
         assert!(!r.reachable);
         assert_eq!(r.error_kind, "dns", "{}", r.message);
     }

@@ -73,6 +73,11 @@ impl Executor {
 
     /// Confines every file path of every job to these folders (canonical; see
     /// [`crate::files::agent_roots`]).
+    /// The folders this agent's jobs and tests may touch (empty: no limit).
+    pub fn file_roots(&self) -> &[std::path::PathBuf] {
+        &self.file_roots
+    }
+
     pub fn with_file_roots(mut self, roots: Vec<std::path::PathBuf>) -> Self {
         self.file_roots = roots;
         self

@@ -393,10 +393,17 @@ fn handle(
         Some(S::Kill(k)) => executor.kill(&k.attempt_id, &k.reason),
         Some(S::Test(t)) => {
             let spool = spool.clone();
+            let roots = executor.file_roots().to_vec();
             tokio::spawn(async move {
                 info!(datasource = %t.datasource, table = %t.table, access = %t.access, "testing connectivity");
-                let result =
-                    connectivity::test(t.request_id, &t.config_json, &t.table, &t.access).await;
+                let result = connectivity::test_within(
+                    t.request_id,
+                    &t.config_json,
+                    &t.table,
+                    &t.access,
+                    &roots,
+                )
+                .await;
                 spool.send_live(Body::Connectivity(result));
             });
         }
