@@ -140,16 +140,12 @@ pub async fn render(ctx: &Context) -> crate::Result<String> {
 
     let by_state: Family<StateLabel, Gauge> = Family::default();
     let queue: Family<GroupLabel, Gauge> = Family::default();
-    let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
-    for i in ctx.store.instances()? {
-        *counts.entry(i.state.as_str()).or_default() += 1;
-    }
-    for (state, n) in counts {
+    for (state, n) in ctx.store.instance_counts()? {
         by_state
             .get_or_create(&StateLabel {
-                state: state.to_string(),
+                state: state.as_str().to_string(),
             })
-            .set(n);
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     r.register(
         "ferry_instances",

@@ -531,6 +531,28 @@ impl Store {
         self.get(&key(INSTANCE, id))
     }
     /// Every instance, oldest first.
+    /// How many instances are in each state, read from the state index without decoding the
+    /// instances (those of a store older than the index are decoded).
+    pub fn instance_counts(&self) -> Result<BTreeMap<InstanceState, u64>> {
+        let mut counts = BTreeMap::new();
+        let mut indexed = std::collections::HashSet::new();
+        for item in self.tree.scan_prefix(STATE.as_bytes()) {
+            let (k, v) = item?;
+            *counts
+                .entry(serde_json::from_slice::<InstanceState>(&v)?)
+                .or_default() += 1;
+            indexed.insert(k[STATE.len()..].to_vec());
+        }
+        for item in self.tree.scan_prefix(INSTANCE.as_bytes()) {
+            let (k, v) = item?;
+            if !indexed.contains(&k[INSTANCE.len()..]) {
+                let i: Instance = serde_json::from_slice(&v)?;
+                *counts.entry(i.state).or_default() += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     pub fn instances(&self) -> Result<Vec<Instance>> {
         let mut all: Vec<Instance> = self.scan(INSTANCE)?;
         all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
