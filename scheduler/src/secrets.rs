@@ -330,6 +330,7 @@ mod tests {
             database: "d".into(),
             username: "u".into(),
             password: Secret::new(pw),
+            ..Default::default()
         })
     }
 

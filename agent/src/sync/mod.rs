@@ -22,6 +22,7 @@
 //! - connectors: the [`postgres`] and [`mysql`] drivers, [`sqlite`], [`txtfile`], [`stream`];
 //!   [`throttle`] for speed limits.
 
+pub mod dbtls;
 pub mod engine;
 pub mod mysql;
 pub mod plugin;
