@@ -223,6 +223,7 @@ pub async fn run(
         TopCommand::Secrets(c) => crate::access::secrets(&mut admin, c).await,
         TopCommand::Group(c) => group(&mut admin, c).await,
         TopCommand::Agent(c) => crate::agents::run(&mut admin, out, c).await,
+        TopCommand::Alert(c) => crate::alerts::run(&mut admin, out, c).await,
         TopCommand::Datasource(c) => datasource(&mut admin, c).await,
         TopCommand::Task(c) => crate::tasks::run(&mut admin, out, c).await,
         TopCommand::Instance(c) => crate::instances::run(&mut admin, out, c).await,
