@@ -102,6 +102,7 @@ pub async fn test_within(
             latency_ms,
             error_kind: String::new(),
             message,
+            columns: Vec::new(),
         },
         Err((kind, message)) => pb::ConnectivityResult {
             request_id,
@@ -109,7 +110,119 @@ pub async fn test_within(
             latency_ms,
             error_kind: kind.to_string(),
             message,
+            columns: Vec::new(),
         },
+    }
+}
+
+/// [`test_within`], then, when it reached the table and `describe` is set, the table's columns
+/// (a failure to list them fails the test, saying why).
+pub async fn test_and_describe(
+    request_id: String,
+    config_json: &str,
+    table: &str,
+    access: &str,
+    describe: bool,
+    file_roots: &[std::path::PathBuf],
+) -> pb::ConnectivityResult {
+    let mut result = test_within(request_id, config_json, table, access, file_roots).await;
+    if !describe || !result.reachable || table.trim().is_empty() {
+        return result;
+    }
+    match describe_table(config_json, table.trim()).await {
+        Ok(columns) if columns.is_empty() => {
+            result.reachable = false;
+            result.error_kind = MISSING_TABLE.into();
+            result.message = format!("table {table} has no columns this user can see");
+        }
+        Ok(columns) => result.columns = columns,
+        Err(m) => {
+            result.reachable = false;
+            result.error_kind = OTHER.into();
+            result.message = format!("cannot list the columns of {table}: {m}");
+        }
+    }
+    result
+}
+
+fn column(name: String, ty: String, nullable: bool, primary_key: bool) -> pb::TableColumn {
+    pb::TableColumn {
+        name,
+        r#type: ty,
+        nullable,
+        primary_key,
+    }
+}
+
+/// The columns of a database table, in order, with their types as the database names them.
+async fn describe_table(config_json: &str, table: &str) -> Result<Vec<pb::TableColumn>, String> {
+    let config: DataSourceConfig = serde_json::from_str(config_json).map_err(|e| e.to_string())?;
+    match config {
+        DataSourceConfig::Postgresql(c) => {
+            let url = JdbcUrl::of(DbKind::Postgresql, &c);
+            let client = postgres::connect(&url, &c.username, &c.password).await?;
+            let rows = client
+                .query(
+                    "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull, \
+                     EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid \
+                             AND i.indisprimary AND a.attnum = ANY(i.indkey)) \
+                     FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
+                     AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                    &[&table],
+                )
+                .await
+                .map_err(|e| postgres::describe(&e))?;
+            rows.iter()
+                .map(|r| {
+                    Ok(column(
+                        r.try_get(0).map_err(|e| postgres::describe(&e))?,
+                        r.try_get(1).map_err(|e| postgres::describe(&e))?,
+                        r.try_get(2).map_err(|e| postgres::describe(&e))?,
+                        r.try_get(3).map_err(|e| postgres::describe(&e))?,
+                    ))
+                })
+                .collect()
+        }
+        DataSourceConfig::Mysql(c) => {
+            use mysql_async::prelude::Queryable;
+            let url = JdbcUrl::of(DbKind::Mysql, &c);
+            let mut conn = mysql::connect(&url, &c.username, &c.password, &[]).await?;
+            let (schema, name) = match table.split_once('.') {
+                Some((s, n)) => (Some(s.trim_matches('`').to_string()), n.trim_matches('`')),
+                None => (None, table.trim_matches('`')),
+            };
+            let rows: Vec<(String, String, String, String)> = conn
+                .exec(
+                    "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY \
+                     FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? \
+                     ORDER BY ORDINAL_POSITION",
+                    (schema, name.to_string()),
+                )
+                .await
+                .map_err(|e| mysql::describe(&e))?;
+            let _ = conn.disconnect().await;
+            Ok(rows
+                .into_iter()
+                .map(|(n, t, null, key)| column(n, t, null == "YES", key == "PRI"))
+                .collect())
+        }
+        DataSourceConfig::Sqlite(f) => {
+            let table = table.to_string();
+            tokio::task::spawn_blocking(move || sqlite::columns(&f.path, &table))
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|cols| {
+                    cols.into_iter()
+                        .map(|(n, t, null, pk)| column(n, t, null, pk))
+                        .collect()
+                })
+        }
+        DataSourceConfig::Csv(_) | DataSourceConfig::Stream {} => Err(
+            "only database tables have columns to list (csv and stream data sources name \
+             theirs in the job)"
+                .into(),
+        ),
     }
 }
 

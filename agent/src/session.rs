@@ -396,11 +396,12 @@ fn handle(
             let roots = executor.file_roots().to_vec();
             tokio::spawn(async move {
                 info!(datasource = %t.datasource, table = %t.table, access = %t.access, "testing connectivity");
-                let result = connectivity::test_within(
+                let result = connectivity::test_and_describe(
                     t.request_id,
                     &t.config_json,
                     &t.table,
                     &t.access,
+                    t.describe,
                     &roots,
                 )
                 .await;

@@ -63,6 +63,9 @@ pub struct TestDatasource {
     /// read | write | both (with --table).
     #[arg(long, requires = "table")]
     access: Option<String>,
+    /// Also list the table's columns as the agents see them.
+    #[arg(long, requires = "table")]
+    describe: bool,
     /// Seconds to wait for agents.
     #[arg(long, default_value_t = 15)]
     timeout: u64,
@@ -463,6 +466,7 @@ async fn datasource(admin: &mut Admin, cmd: DatasourceCmd) -> anyhow::Result<i32
                     inline,
                     table: t.table.unwrap_or_default(),
                     access: t.access.unwrap_or_default(),
+                    describe: t.describe,
                 })
                 .await
                 .map_err(status)?
@@ -490,6 +494,22 @@ async fn datasource(admin: &mut Admin, cmd: DatasourceCmd) -> anyhow::Result<i32
                 &["AGENT", "HOST", "RESULT", "LATENCY", "ERROR", "DETAIL"],
                 &rows,
             );
+            if let Some(first) = r.reports.iter().find(|x| !x.columns.is_empty()) {
+                println!();
+                let cols: Vec<Vec<String>> = first
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            c.r#type.clone(),
+                            if c.nullable { "yes" } else { "no" }.into(),
+                            if c.primary_key { "yes" } else { "" }.into(),
+                        ]
+                    })
+                    .collect();
+                table(&["COLUMN", "TYPE", "NULLABLE", "KEY"], &cols);
+            }
             let failed = r.reports.iter().filter(|x| !x.reachable).count();
             if failed == r.reports.len() {
                 println!("{shown} is unreachable from group {}", r.group);

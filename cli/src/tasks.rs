@@ -59,8 +59,33 @@ pub struct Submit {
     #[arg(long)]
     group: String,
     /// The job file (DataX job JSON) of a sync task, or the script of a shell task.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["from", "to"])]
     file: Option<PathBuf>,
+    /// Wizard mode: the source as datasource.table; the job is written from the two tables'
+    /// columns, read through an agent of the group.
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// Wizard mode: the target as datasource.table.
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+    /// Wizard: the columns to copy (`a,b` or `src:dst` pairs); default every shared name.
+    #[arg(long, value_delimiter = ',', requires = "from")]
+    columns: Vec<String>,
+    /// Wizard: a filter on the source (`day = '${bizdate}'`).
+    #[arg(long = "where", requires = "from")]
+    where_clause: Option<String>,
+    /// Wizard: insert | replace | update.
+    #[arg(long, requires = "from")]
+    write_mode: Option<String>,
+    /// Wizard: concurrent channels (split on the source's integer primary key).
+    #[arg(long, requires = "from")]
+    channels: Option<u32>,
+    /// Wizard: a statement run on the target before writing (repeatable).
+    #[arg(long = "pre-sql", requires = "from")]
+    pre_sql: Vec<String>,
+    /// Wizard: print the job file it would submit ("show as script") and submit nothing.
+    #[arg(long, requires = "from")]
+    show_script: bool,
     /// sync | shell | virtual
     #[arg(long = "type", default_value = "sync")]
     kind: String,
@@ -105,6 +130,108 @@ pub struct Submit {
     /// Run only on agents carrying these labels (k=v, repeatable or comma separated).
     #[arg(long = "agent-label", value_delimiter = ',', value_parser = crate::commands::parse_kv)]
     agent_labels: Vec<(String, String)>,
+}
+
+/// The columns of `side`'s table as the first agent of `group` that reaches it sees them.
+async fn describe(
+    admin: &mut Admin,
+    group: &str,
+    side: &ferry_common::job::wizard::Side,
+    access: &str,
+) -> anyhow::Result<Vec<ferry_common::job::wizard::Column>> {
+    let r = admin
+        .test_data_source(pb::TestDataSourceRequest {
+            name: side.datasource.clone(),
+            group: group.to_string(),
+            timeout_ms: 0,
+            inline: None,
+            table: side.table.clone(),
+            access: access.into(),
+            describe: true,
+        })
+        .await
+        .map_err(status)?
+        .into_inner();
+    match r
+        .reports
+        .iter()
+        .find(|x| x.reachable && !x.columns.is_empty())
+    {
+        Some(x) => Ok(x
+            .columns
+            .iter()
+            .map(|c| ferry_common::job::wizard::Column {
+                name: c.name.clone(),
+                type_name: c.r#type.clone(),
+                nullable: c.nullable,
+                primary_key: c.primary_key,
+            })
+            .collect()),
+        None => {
+            let why: Vec<String> = r
+                .reports
+                .iter()
+                .map(|x| format!("{}: {} {}", x.agent_id, x.error_kind, x.message))
+                .collect();
+            bail!(
+                "no agent of group {group} could read the columns of {}.{}: {}",
+                side.datasource,
+                side.table,
+                why.join("; ")
+            )
+        }
+    }
+}
+
+/// Wizard mode: reads both tables' columns through the group's agents, maps them and writes
+/// the job file (the mapping and what it left out go to stderr).
+async fn wizard(admin: &mut Admin, s: &Submit, from: &str, to: &str) -> anyhow::Result<String> {
+    use ferry_common::job::wizard::{self, Options, Side};
+    let kind = |text: &str| text.split_once('.').map(|(d, _)| d.to_string());
+    let mut sides = Vec::new();
+    for text in [from, to] {
+        let ds = kind(text).ok_or_else(|| anyhow::anyhow!("\"{text}\" is not datasource.table"))?;
+        let info = admin
+            .get_data_source(pb::GetDataSourceRequest { name: ds })
+            .await
+            .map_err(status)?
+            .into_inner();
+        sides.push(Side::parse(text, &info.r#type)?);
+    }
+    let (src, dst) = (&sides[0], &sides[1]);
+    let src_cols = describe(admin, &s.group, src, "read").await?;
+    let dst_cols = describe(admin, &s.group, dst, "write").await?;
+    let mapping = wizard::map_columns(&src_cols, &dst_cols, &s.columns)?;
+    let opts = Options {
+        columns: s.columns.clone(),
+        where_clause: s.where_clause.clone(),
+        write_mode: s.write_mode.clone(),
+        channels: s.channels,
+        pre_sql: s.pre_sql.clone(),
+    };
+    let job = wizard::build(src, &src_cols, dst, &mapping, &opts)?;
+    let pairs: Vec<String> = mapping
+        .pairs
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.clone()
+            } else {
+                format!("{a} -> {b}")
+            }
+        })
+        .collect();
+    eprintln!("columns: {}", pairs.join(", "));
+    if !mapping.source_only.is_empty() {
+        eprintln!(
+            "not copied (no such target column): {}",
+            mapping.source_only.join(", ")
+        );
+    }
+    if !mapping.target_only.is_empty() {
+        eprintln!("left to their defaults: {}", mapping.target_only.join(", "));
+    }
+    Ok(serde_json::to_string_pretty(&job)?)
 }
 
 /// `90d` / `12h` / `30m` / `45s` -> seconds.
@@ -181,11 +308,21 @@ pub async fn run(admin: &mut Admin, out: Output, cmd: TaskCmd) -> anyhow::Result
             template(&reader, &writer)?;
         }
         TaskCmd::Create(s) => {
-            let job_json = match &s.file {
-                Some(f) => std::fs::read_to_string(f)
+            let job_json = match (&s.file, &s.from, &s.to) {
+                (Some(f), _, _) => std::fs::read_to_string(f)
                     .with_context(|| format!("cannot read job file {}", f.display()))?,
-                None if s.kind == "virtual" => String::new(),
-                None => bail!("give the job file (or the script of a shell task) with --file"),
+                (None, Some(from), Some(to)) => {
+                    let job = wizard(admin, &s, from, to).await?;
+                    if s.show_script {
+                        println!("{job}");
+                        return Ok(0);
+                    }
+                    job
+                }
+                _ if s.kind == "virtual" => String::new(),
+                _ => bail!(
+                    "give the job file (or the script of a shell task) with --file, or the tables with --from ds.table --to ds.table"
+                ),
             };
             let mut dependencies: Vec<pb::Dependency> = s
                 .after

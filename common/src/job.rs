@@ -14,6 +14,7 @@ mod datefmt;
 mod dbtls;
 mod rdbms;
 pub mod template;
+pub mod wizard;
 
 pub use datefmt::DatePattern;
 pub use dbtls::{DbTls, Pem, TlsMode};

@@ -133,17 +133,29 @@ fn body() -> impl Strategy<Value = pb::agent_message::Body> {
             any::<bool>(),
             any::<u64>(),
             text(64),
-            text(1 << 16)
+            text(1 << 16),
+            proptest::collection::vec((text(300), text(300), any::<bool>()), 0..50)
         )
-            .prop_map(|(request_id, reachable, latency_ms, error_kind, message)| {
-                Body::Connectivity(pb::ConnectivityResult {
-                    request_id,
-                    reachable,
-                    latency_ms,
-                    error_kind,
-                    message,
-                })
-            }),
+            .prop_map(
+                |(request_id, reachable, latency_ms, error_kind, message, cols)| {
+                    Body::Connectivity(pb::ConnectivityResult {
+                        request_id,
+                        reachable,
+                        latency_ms,
+                        error_kind,
+                        message,
+                        columns: cols
+                            .into_iter()
+                            .map(|(name, r#type, flag)| pb::TableColumn {
+                                name,
+                                r#type,
+                                nullable: flag,
+                                primary_key: !flag,
+                            })
+                            .collect(),
+                    })
+                }
+            ),
     ]
 }
 

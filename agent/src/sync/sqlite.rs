@@ -71,6 +71,26 @@ pub fn probe_table(path: &str, table: &str) -> Result<(), String> {
     .map_err(|e| format!("table {table} in {path}: {e}"))
 }
 
+/// The columns of `table`: name, declared type, nullable, primary key.
+pub fn columns(path: &str, table: &str) -> Result<Vec<(String, String, bool, bool)>, String> {
+    let conn = open(path, false)?;
+    let mut stmt = conn
+        .prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1)")
+        .map_err(|e| format!("table {table} in {path}: {e}"))?;
+    let rows = stmt
+        .query_map([table], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)? == 0,
+                r.get::<_, i64>(3)? > 0,
+            ))
+        })
+        .map_err(|e| format!("table {table} in {path}: {e}"))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("table {table} in {path}: {e}"))
+}
+
 pub struct SqliteReader {
     params: ReaderParams,
 }

@@ -7,7 +7,7 @@ use crate::convert::agent_info;
 use crate::error::{Error, Result};
 use crate::hub::InstanceEvent;
 use crate::state::command::Command;
-use crate::state::model::{Agent, DataSourceRecord, Group};
+use crate::state::model::{Agent, DataSourceRecord, Group, cut_text};
 use ferry_common::datasource::DataSourceConfig;
 use ferry_common::job::JobSpec;
 use ferry_common::params::{self, ParamContext};
@@ -444,6 +444,9 @@ pub async fn remove_data_source(
     Ok(pb::RemoveDataSourceResponse {})
 }
 
+/// Columns of a described table passed on to the caller (more than any database allows).
+const MAX_DESCRIBED_COLUMNS: usize = 4096;
+
 pub async fn test_data_source(
     api: &AdminApi,
     p: &Principal,
@@ -532,6 +535,7 @@ pub async fn test_data_source(
                     config_json: config_json.clone(),
                     table: req.table.clone(),
                     access: req.access.clone(),
+                    describe: req.describe,
                 },
             )),
         };
@@ -557,6 +561,18 @@ pub async fn test_data_source(
                         latency_ms: r.latency_ms,
                         error_kind: r.error_kind,
                         message: r.message,
+                        // Whatever an agent sends: a table's worth of columns, names cut.
+                        columns: r
+                            .columns
+                            .into_iter()
+                            .take(MAX_DESCRIBED_COLUMNS)
+                            .map(|c| pb::ColumnInfo {
+                                name: cut_text(&c.name, 256).into_owned(),
+                                r#type: cut_text(&c.r#type, 256).into_owned(),
+                                nullable: c.nullable,
+                                primary_key: c.primary_key,
+                            })
+                            .collect(),
                     });
                 }
             }
@@ -572,6 +588,7 @@ pub async fn test_data_source(
             latency_ms: 0,
             error_kind: "timeout".into(),
             message: format!("the agent did not answer within {}s", timeout.as_secs()),
+            columns: Vec::new(),
         });
     }
     reports.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));

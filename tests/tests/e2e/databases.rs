@@ -190,3 +190,123 @@ fn catalog_tls_settings_reach_every_connection() -> Result<()> {
     drop(db);
     Ok(())
 }
+
+/// Wizard mode: a task from two tables, the column mapping read through an agent, shown as
+/// script, then run.
+#[test]
+fn wizard_builds_a_sync_from_two_tables() -> Result<()> {
+    let dbs = ScratchDb::both("ferry_wiz")?;
+    let name = dbs.name.clone();
+    psql(
+        &name,
+        "CREATE TABLE orders (id bigint PRIMARY KEY, \"Customer\" text, amount numeric(20,4), internal text);
+         INSERT INTO orders SELECT g, 'c' || g, g / 7.0, 'x' FROM generate_series(1, 1000) g;",
+    )?;
+    mysql(&format!(
+        "CREATE TABLE {name}.orders_copy (id BIGINT PRIMARY KEY, customer VARCHAR(32), amount DECIMAL(20,4),
+         loaded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+    ))?;
+    let (c, _) = Cluster::start_with_agent("rg")?;
+    for (ds, kind, port, user) in [
+        ("src", "postgresql", "5432", "postgres"),
+        ("dst", "mysql", "3306", "root"),
+    ] {
+        c.ferry(&[
+            "datasource",
+            "add",
+            ds,
+            "--type",
+            kind,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--database",
+            &name,
+            "--user",
+            user,
+        ])?
+        .ok()?;
+    }
+    let described = c
+        .ferry(&[
+            "datasource",
+            "test",
+            "src",
+            "--group",
+            "rg",
+            "--table",
+            "orders",
+            "--describe",
+        ])?
+        .ok()?;
+    assert!(
+        described.stdout.contains("COLUMN") && described.stdout.contains("numeric(20,4)"),
+        "{}",
+        described.stdout
+    );
+    let wizard = [
+        "task",
+        "create",
+        "copy_orders",
+        "--group",
+        "rg",
+        "--from",
+        "src.orders",
+        "--to",
+        "dst.orders_copy",
+        "--channels",
+        "3",
+    ];
+    let shown = c.ferry(&[&wizard[..], &["--show-script"]].concat())?.ok()?;
+    let job: serde_json::Value = serde_json::from_str(&shown.stdout)?;
+    let reader = &job["job"]["content"][0]["reader"];
+    assert_eq!(reader["name"], "postgresqlreader");
+    assert_eq!(reader["parameter"]["splitPk"], "id");
+    assert_eq!(
+        reader["parameter"]["column"],
+        serde_json::json!(["id", "\"Customer\"", "amount"])
+    );
+    assert_eq!(
+        job["job"]["content"][0]["writer"]["parameter"]["column"],
+        serde_json::json!(["id", "customer", "amount"])
+    );
+    assert!(
+        shown
+            .stderr
+            .contains("not copied (no such target column): internal"),
+        "{}",
+        shown.stderr
+    );
+    assert!(
+        shown.stderr.contains("left to their defaults: loaded_at"),
+        "{}",
+        shown.stderr
+    );
+    // Nothing was submitted.
+    assert!(
+        !c.ferry(&["task", "list"])?
+            .ok()?
+            .stdout
+            .contains("copy_orders")
+    );
+
+    c.ferry(&wizard)?.ok()?;
+    let run = c.ferry(&["task", "run", "copy_orders", "--follow"])?.ok()?;
+    assert!(run.stdout.contains("written 1,000"), "{}", run.stdout);
+    assert_eq!(
+        mysql(&format!(
+            "SELECT COUNT(*), CAST(SUM(amount) AS CHAR) FROM {name}.orders_copy WHERE customer = CONCAT('c', id)"
+        ))?,
+        format!(
+            "1000\t{}",
+            psql(&name, "SELECT sum(round(amount, 4))::text FROM orders")?
+        )
+    );
+    // A column that is not there is refused with the ones that are.
+    let bad = c.ferry(&[&wizard[..], &["--columns", "id,nope", "--show-script"]].concat())?;
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("no column \"nope\""), "{}", bad.stderr);
+    drop(dbs);
+    Ok(())
+}
