@@ -416,6 +416,7 @@ impl SnapshotJob {
     /// Writes and stores the snapshot, flushes (so it and the state up to it are durable
     /// before the node compacts the log behind it), and tells the node.
     fn run(self) -> Result<()> {
+        lower_priority(self.raft_id);
         let started = std::time::Instant::now();
         let Self {
             source,
@@ -452,6 +453,20 @@ impl SnapshotJob {
         Ok(())
     }
 }
+
+/// Gives the snapshot thread the lowest CPU priority (Linux: a thread's own nice value), so
+/// on a busy machine the applier and the node get the cores first: the snapshot only has to
+/// be done before the log grows too long, applying is what proposers wait for.
+#[cfg(target_os = "linux")]
+fn lower_priority(raft_id: u64) {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+        debug!(raft_id, error = %e, "cannot lower the snapshot thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_raft_id: u64) {}
 
 /// A writer that fails once `cancel` is set, so an abandoned snapshot stops at its next write.
 struct Cancellable<W> {
