@@ -1,20 +1,25 @@
 //! The applier: a thread that applies committed entries to the [`StateMachine`] in log order,
-//! answers the proposers waiting on them, and writes snapshots.
+//! answers the proposers waiting on them, and starts snapshots.
 //!
-//! It runs apart from the node task so that applying a large batch or writing a snapshot of
-//! hundreds of MB (while nothing may change the state, since sled has no point-in-time view)
-//! never stops raft from ticking and heartbeating. The node hands it entries in commit order and
-//! learns the applied index back, which it passes to raft (`advance_apply_to`).
+//! It runs apart from the node task so that applying a large batch never stops raft from
+//! ticking and heartbeating. The node hands it entries in commit order and learns the applied
+//! index back, which it passes to raft (`advance_apply_to`). A snapshot of hundreds of MB takes
+//! seconds to write, so the applier only fixes its index (between two applies) and a snapshot
+//! thread writes it while applies go on; the node hears of it once it is stored and flushed,
+//! and only then compacts the log. One snapshot is written at a time; a restore (or a stop)
+//! abandons the one in progress.
 
 use super::error::{RaftError, Result};
 use super::node::NodeMsg;
-use super::snapshot::SnapshotStore;
-use super::{Committed, StateMachine};
+use super::snapshot::{ChunkWriter, SnapshotStore};
+use super::{Committed, SnapshotSource, StateMachine};
 use raft::prelude::{ConfState, Entry, EntryType, SnapshotMetadata};
 use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 /// A proposal's identity, carried in its entry's context: a random number of this node's run
 /// and a sequence, so a result reaches exactly its own proposer, even across restarts.
@@ -134,32 +139,45 @@ pub(crate) struct Applier<S> {
     /// Below this index `conf_state` may be ahead of `applied` (after a restart, entries between
     /// the state's applied index and the stored conf state are replayed): no snapshot until then.
     pub conf_valid_from: u64,
+    /// The index of the last snapshot stored or being written.
     pub last_snapshot: u64,
     pub snapshot_every: u64,
     pub id: u64,
+    /// The snapshot being written, if any.
+    pub writing: Option<Writing>,
+}
+
+/// A snapshot being written by its own thread.
+pub(crate) struct Writing {
+    index: u64,
+    cancel: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<()>>,
 }
 
 impl<S: StateMachine> Applier<S> {
     /// Runs until the node drops its sender; a state machine or storage error stops the node.
     pub fn run(mut self, mut tasks: mpsc::UnboundedReceiver<ApplyTask>) {
         while let Some(task) = tasks.blocking_recv() {
-            let done = match task {
+            let done = self.reap_snapshot().and_then(|()| match task {
                 ApplyTask::Entries(entries) => self.apply(entries),
                 ApplyTask::Restore(meta) => self.restore(meta),
                 ApplyTask::MakeSnapshot => {
                     if self.applied > self.last_snapshot {
-                        self.make_snapshot()
+                        self.start_snapshot()
                     } else {
                         Ok(())
                     }
                 }
-            };
+            });
             if let Err(e) = done {
                 error!(raft_id = self.id, error = %e, applied = self.applied, "applier stopped");
+                self.abandon_snapshot();
                 let _ = self.node.blocking_send(NodeMsg::Fatal(e.to_string()));
                 return;
             }
         }
+        // A snapshot in progress is abandoned (the next one is made after the restart).
+        self.abandon_snapshot();
         // A graceful stop leaves the applied state on disk (after a crash the log replays it).
         if let Err(e) = self.db.flush() {
             error!(raft_id = self.id, error = %e, "flush of the applied state failed");
@@ -236,8 +254,9 @@ impl<S: StateMachine> Applier<S> {
             .blocking_send(NodeMsg::Applied { index: last_index });
         if self.applied - self.last_snapshot >= self.snapshot_every
             && self.applied >= self.conf_valid_from
+            && self.writing.is_none()
         {
-            self.make_snapshot()?;
+            self.start_snapshot()?;
         }
         Ok(())
     }
@@ -252,6 +271,8 @@ impl<S: StateMachine> Applier<S> {
             );
             return Ok(());
         }
+        // The state the snapshot in progress reads is about to be replaced.
+        self.abandon_snapshot();
         let mut reader = self.snaps.reader(meta.index)?;
         self.sm
             .restore(meta.index, &mut reader)
@@ -275,39 +296,196 @@ impl<S: StateMachine> Applier<S> {
         Ok(())
     }
 
-    /// Writes the state at the applied index as a snapshot and flushes, so the state is durable
-    /// at least up to the snapshot before the node compacts the log behind it.
-    fn make_snapshot(&mut self) -> Result<()> {
-        let started = std::time::Instant::now();
-        let mut writer = self.snaps.writer(self.applied)?;
-        let at = self
+    /// Starts a snapshot of the state at the applied index, written by its own thread while
+    /// applies go on; the thread tells the node once the snapshot is stored and flushed. Does
+    /// nothing while another snapshot is being written (raft asks again if it still needs one).
+    fn start_snapshot(&mut self) -> Result<()> {
+        if let Some(w) = &self.writing {
+            debug!(
+                raft_id = self.id,
+                writing = w.index,
+                applied = self.applied,
+                "a snapshot is being written; not starting another"
+            );
+            return Ok(());
+        }
+        let source = self
             .sm
-            .snapshot(&mut writer)
+            .begin_snapshot()
             .map_err(|e| RaftError::StateMachine(e.to_string()))?;
-        if at != self.applied {
+        if source.index() != self.applied {
             return Err(RaftError::StateMachine(format!(
-                "snapshot is at index {at} but {} entries were applied",
+                "snapshot is at index {} but {} entries were applied",
+                source.index(),
                 self.applied
             )));
         }
-        let size = writer.finish()?;
-        self.db.flush()?;
         let mut meta = SnapshotMetadata {
             index: self.applied,
             term: self.applied_term,
             ..Default::default()
         };
         meta.set_conf_state(self.conf_state.clone());
+        let cancel = Arc::new(AtomicBool::new(false));
+        let job = SnapshotJob {
+            source,
+            out: Cancellable {
+                inner: self.snaps.writer(self.applied)?,
+                cancel: cancel.clone(),
+            },
+            meta,
+            db: self.db.clone(),
+            node: self.node.clone(),
+            raft_id: self.id,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-snapshot-{}", self.id))
+            .spawn(move || job.run())
+            .map_err(|e| {
+                RaftError::StateMachine(format!("cannot start the snapshot thread: {e}"))
+            })?;
+        debug!(raft_id = self.id, index = self.applied, "snapshot started");
+        self.writing = Some(Writing {
+            index: self.applied,
+            cancel,
+            thread,
+        });
         self.last_snapshot = self.applied;
+        Ok(())
+    }
+
+    /// Collects the snapshot thread once it is done; its storage error stops the node as a
+    /// failed apply would.
+    fn reap_snapshot(&mut self) -> Result<()> {
+        if !self
+            .writing
+            .as_ref()
+            .is_some_and(|w| w.thread.is_finished())
+        {
+            return Ok(());
+        }
+        let Some(w) = self.writing.take() else {
+            return Ok(());
+        };
+        match w.thread.join() {
+            Ok(Ok(())) | Ok(Err(RaftError::SnapshotCancelled)) => Ok(()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(RaftError::StateMachine(format!(
+                "the thread writing the snapshot at index {} panicked",
+                w.index
+            ))),
+        }
+    }
+
+    /// Stops the snapshot in progress and waits for its thread (it stops at its next write).
+    fn abandon_snapshot(&mut self) {
+        let Some(w) = self.writing.take() else {
+            return;
+        };
+        w.cancel.store(true, Ordering::SeqCst);
+        match w.thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(RaftError::SnapshotCancelled)) => {
+                info!(raft_id = self.id, index = w.index, "snapshot abandoned");
+            }
+            Ok(Err(e)) => {
+                warn!(raft_id = self.id, index = w.index, error = %e, "abandoned snapshot had failed");
+            }
+            Err(_) => {
+                warn!(
+                    raft_id = self.id,
+                    index = w.index,
+                    "abandoned snapshot thread panicked"
+                );
+            }
+        }
+    }
+}
+
+/// What the snapshot thread needs: the state fixed at `meta.index` and where it goes.
+struct SnapshotJob {
+    source: Box<dyn SnapshotSource>,
+    out: Cancellable<ChunkWriter>,
+    meta: SnapshotMetadata,
+    db: sled::Db,
+    node: mpsc::Sender<NodeMsg>,
+    raft_id: u64,
+}
+
+impl SnapshotJob {
+    /// Writes and stores the snapshot, flushes (so it and the state up to it are durable
+    /// before the node compacts the log behind it), and tells the node.
+    fn run(self) -> Result<()> {
+        lower_priority(self.raft_id);
+        let started = std::time::Instant::now();
+        let Self {
+            source,
+            mut out,
+            meta,
+            db,
+            node,
+            raft_id,
+        } = self;
+        if let Err(e) = source.write_to(&mut out) {
+            if out.cancel.load(Ordering::SeqCst) {
+                return Err(RaftError::SnapshotCancelled);
+            }
+            error!(raft_id, index = meta.index, error = %e, "writing the snapshot failed");
+            return Err(RaftError::StateMachine(format!(
+                "writing the snapshot at index {}: {e}",
+                meta.index
+            )));
+        }
+        if out.cancel.load(Ordering::SeqCst) {
+            return Err(RaftError::SnapshotCancelled);
+        }
+        let size = out.inner.finish()?;
+        db.flush()?;
         info!(
-            raft_id = self.id,
+            raft_id,
             index = meta.index,
             term = meta.term,
             bytes = size,
             ms = started.elapsed().as_millis() as u64,
             "snapshot written"
         );
-        let _ = self.node.blocking_send(NodeMsg::SnapshotMade(meta));
+        let _ = node.blocking_send(NodeMsg::SnapshotMade(meta));
         Ok(())
     }
 }
+
+/// Gives the snapshot thread the lowest CPU priority (Linux: a thread's own nice value), so
+/// on a busy machine the applier and the node get the cores first: the snapshot only has to
+/// be done before the log grows too long, applying is what proposers wait for.
+#[cfg(target_os = "linux")]
+fn lower_priority(raft_id: u64) {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+        debug!(raft_id, error = %e, "cannot lower the snapshot thread's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_raft_id: u64) {}
+
+/// A writer that fails once `cancel` is set, so an abandoned snapshot stops at its next write.
+struct Cancellable<W> {
+    inner: W,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<W: io::Write> io::Write for Cancellable<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("the snapshot was abandoned"));
+        }
+        self.inner.write(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests;

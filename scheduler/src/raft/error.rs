@@ -43,6 +43,14 @@ pub enum RaftError {
     Corrupt(String),
     #[error("state machine: {0}")]
     StateMachine(String),
+    #[error("a snapshot of the state is already being written; at most one is written at a time")]
+    SnapshotInProgress,
+    #[error(
+        "the snapshot being written was abandoned (the state was replaced or the node stopped)"
+    )]
+    SnapshotCancelled,
+    #[error("writing a snapshot: {0}")]
+    SnapshotIo(#[from] std::io::Error),
 }
 
 fn leader_text(leader: &Option<(u64, String)>) -> String {
@@ -84,7 +92,11 @@ impl From<RaftError> for Status {
             | RaftError::Codec(_)
             | RaftError::Corrupt(_)
             | RaftError::Refused(_)
-            | RaftError::StateMachine(_) => Status::internal(msg),
+            | RaftError::StateMachine(_)
+            | RaftError::SnapshotIo(_) => Status::internal(msg),
+            RaftError::SnapshotInProgress | RaftError::SnapshotCancelled => {
+                Status::unavailable(msg)
+            }
         }
     }
 }

@@ -8,8 +8,9 @@
 //! Committed entries go, in order, to an applier thread ([`apply`]) that hands them in batches
 //! to the [`StateMachine`] and answers each proposer with its own result, so a slow apply or a
 //! snapshot of a large state never stops the node from ticking and heartbeating (which would cost
-//! the leadership). Every N applied entries the applier writes a snapshot ([`snapshot`], chunks in
-//! sled) and the log before it is compacted; a follower too far behind gets that snapshot
+//! the leadership). Every N applied entries the applier starts a snapshot: a thread writes the
+//! state as of that index ([`tree_snapshot`]) into chunks in sled ([`snapshot`]) while the
+//! applier goes on applying, and once it is stored and flushed the log before it is compacted; a follower too far behind gets that snapshot
 //! streamed in chunks by the transport ([`transport`]), never inside a raft message. The leader
 //! pushes the chunks (rather than the follower fetching them) because raft-rs already tells the
 //! leader when and to whom a snapshot must go and wants its outcome back (`report_snapshot`);
@@ -38,6 +39,7 @@ pub mod snapshot;
 pub mod storage;
 pub mod testkit;
 pub mod transport;
+pub mod tree_snapshot;
 
 #[cfg(test)]
 mod tests;
@@ -70,7 +72,7 @@ pub struct Committed<'a> {
 /// The replicated state machine: the scheduler's `Store` implements it.
 ///
 /// Its trees must live in the `sled::Db` given to [`start`]: the node's flushes make applied
-/// state durable, and its snapshots are taken while nothing else writes.
+/// state durable, and its snapshots are stored there too.
 pub trait StateMachine: Send + Sync + 'static {
     /// Applies committed commands in log order and records the last one's index as applied, all
     /// in ONE atomic write (a sled transaction or batch): commands proposed together are packed
@@ -84,12 +86,34 @@ pub trait StateMachine: Send + Sync + 'static {
     /// The index of the last applied entry (0 for a new state).
     fn applied_index(&self) -> u64;
 
-    /// Writes the whole state to `out`; returns the applied index the snapshot is at. Called
-    /// between applies, so the state does not change while it writes.
-    fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64, StateMachineError>;
+    /// Fixes the state as it is now, at the applied index, for a snapshot. Called between
+    /// applies; the snapshot is then written on another thread while applies go on, and must
+    /// still be exactly the state at that index (see [`tree_snapshot`]). One at a time: a call
+    /// while another snapshot is being written fails.
+    fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, StateMachineError>;
 
-    /// Replaces the whole state by a snapshot at `index` and records `index` as applied.
+    /// Writes the whole state to `out` on this thread; returns the applied index the snapshot
+    /// is at.
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64, StateMachineError> {
+        let source = self.begin_snapshot()?;
+        let index = source.index();
+        source.write_to(out)?;
+        Ok(index)
+    }
+
+    /// Replaces the whole state by a snapshot at `index` and records `index` as applied. A
+    /// snapshot still being written is abandoned (its writing fails).
     fn restore(&self, index: u64, data: &mut dyn std::io::Read) -> Result<(), StateMachineError>;
+}
+
+/// A snapshot of the state machine fixed at one applied index by
+/// [`StateMachine::begin_snapshot`].
+pub trait SnapshotSource: Send {
+    /// The applied index the snapshot is at.
+    fn index(&self) -> u64;
+
+    /// Writes the state as it was at [`SnapshotSource::index`], whatever was applied since.
+    fn write_to(self: Box<Self>, out: &mut dyn std::io::Write) -> Result<(), StateMachineError>;
 }
 
 /// Builds the endpoint a peer is reached at (plain or TLS): see [`RaftConfig::with_tls`].

@@ -181,6 +181,7 @@ pub async fn start<S: StateMachine>(
         last_snapshot: snap_meta.index,
         snapshot_every: config.snapshot_every.max(1),
         id: config.id,
+        writing: None,
     };
     let applier_thread = std::thread::Builder::new()
         .name(format!("raft-apply-{}", config.id))

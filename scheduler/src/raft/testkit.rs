@@ -2,11 +2,13 @@
 //! loopback gRPC, for the raft tests and the raft benchmark (which cannot see `#[cfg(test)]`
 //! code). Not used by the scheduler itself.
 
+use super::tree_snapshot::CopyOnWrite;
 use super::{
-    Committed, NetworkPartition, RaftConfig, RaftError, RaftHandle, StateMachine, StateMachineError,
+    Committed, NetworkPartition, RaftConfig, RaftError, RaftHandle, SnapshotSource, StateMachine,
+    StateMachineError,
 };
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +29,7 @@ const KEY: u8 = 2;
 /// same commands in the same order.
 pub struct KvMachine {
     tree: sled::Tree,
+    cow: CopyOnWrite,
     /// Whether to keep the digest after each index (tests compare them; the benchmark does not).
     history: bool,
     applied: AtomicU64,
@@ -67,6 +70,7 @@ impl KvMachine {
         let tree = db.open_tree("kv")?;
         let applied = u64_of(tree.get(APPLIED)?);
         Ok(Self {
+            cow: CopyOnWrite::new(tree.clone()),
             tree,
             history,
             applied: AtomicU64::new(applied),
@@ -116,6 +120,8 @@ impl KvMachine {
 impl StateMachine for KvMachine {
     fn apply(&self, entries: &[Committed<'_>]) -> Result<Vec<Vec<u8>>, StateMachineError> {
         let mut batch = sled::Batch::default();
+        // The keys of `batch`, for the snapshot in progress (sled's batch does not list them).
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(entries.len() * 2 + 3);
         let mut digest = self.digest();
         let mut count = u64_of(self.tree.get(b"\0count")?);
         let mut out = Vec::with_capacity(entries.len());
@@ -138,19 +144,26 @@ impl StateMachine for KvMachine {
             };
             let mut k = vec![KEY];
             k.extend_from_slice(key);
-            batch.insert(k, value);
+            batch.insert(k.as_slice(), value);
+            keys.push(k);
             digest = mix(digest, e.data);
             count += 1;
             if self.history {
                 let mut h = vec![HISTORY];
                 h.extend_from_slice(&e.index.to_be_bytes());
-                batch.insert(h, &digest.to_be_bytes());
+                batch.insert(h.as_slice(), &digest.to_be_bytes());
+                keys.push(h);
             }
             out.push(count.to_be_bytes().to_vec());
         }
         batch.insert(DIGEST, &digest.to_be_bytes());
         batch.insert(b"\0count", &count.to_be_bytes());
         batch.insert(APPLIED, &last.to_be_bytes());
+        self.cow.before_write(
+            keys.iter()
+                .map(Vec::as_slice)
+                .chain([DIGEST, b"\0count", APPLIED]),
+        )?;
         self.tree.apply_batch(batch)?;
         self.applied.store(last, Ordering::Relaxed);
         Ok(out)
@@ -160,21 +173,16 @@ impl StateMachine for KvMachine {
         self.applied.load(Ordering::Relaxed)
     }
 
-    fn snapshot(&self, out: &mut dyn Write) -> Result<u64, StateMachineError> {
-        for kv in self.tree.iter() {
-            let (k, v) = kv?;
-            if k.first() == Some(&HISTORY) {
-                continue;
-            }
-            out.write_all(&(k.len() as u32).to_be_bytes())?;
-            out.write_all(&k)?;
-            out.write_all(&(v.len() as u32).to_be_bytes())?;
-            out.write_all(&v)?;
-        }
-        Ok(self.applied.load(Ordering::Relaxed))
+    /// Every record but the digest history (each node keeps its own), as of this call.
+    fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, StateMachineError> {
+        let index = self.applied.load(Ordering::Relaxed);
+        Ok(Box::new(
+            self.cow.begin(index, |k| k.first() == Some(&HISTORY))?,
+        ))
     }
 
     fn restore(&self, index: u64, data: &mut dyn Read) -> Result<(), StateMachineError> {
+        self.cow.cancel();
         self.tree.clear()?;
         let mut batch = sled::Batch::default();
         let mut len = [0u8; 4];

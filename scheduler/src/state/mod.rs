@@ -80,6 +80,9 @@ const APPLIED: &str = "m/applied";
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    /// Keeps what applies overwrite while a snapshot of `tree` is written (see
+    /// [`crate::raft::tree_snapshot`]).
+    cow: crate::raft::tree_snapshot::CopyOnWrite,
     /// Serializes local applies (no raft attached: tests of the state machine alone).
     write: Mutex<()>,
     raft: std::sync::OnceLock<crate::raft::RaftHandle>,
@@ -231,6 +234,7 @@ impl Store {
             .unwrap_or(0);
         Ok(Self {
             db,
+            cow: crate::raft::tree_snapshot::CopyOnWrite::new(tree.clone()),
             tree,
             write: Mutex::new(()),
             raft: std::sync::OnceLock::new(),
@@ -379,6 +383,7 @@ impl Store {
             w.put(APPLIED.as_bytes().to_vec(), &last)?;
         }
         let tasks_changed = w.touches(TASK) || w.touches(VERSION);
+        self.cow.before_write(w.overlay.keys().map(Vec::as_slice))?;
         self.tree.apply_batch(w.into_batch())?;
         self.applied
             .store(last, std::sync::atomic::Ordering::SeqCst);

@@ -11,7 +11,7 @@
 use super::command::{Applied, Command};
 use super::{APPLIED, Store};
 use crate::error::{Error, RefusalCode, Result};
-use crate::raft::{Committed, StateMachine, StateMachineError};
+use crate::raft::{Committed, SnapshotSource, StateMachine, StateMachineError};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 
@@ -96,17 +96,11 @@ impl StateMachine for Store {
         Store::applied_index(self)
     }
 
-    /// Every record, as `(u32 key length, key, u32 value length, value)` in key order.
-    fn snapshot(&self, out: &mut dyn Write) -> Result<u64, StateMachineError> {
+    /// Every record, as `(u32 key length, key, u32 value length, value)` in key order, as of
+    /// this call: applies made while it is written do not show (copy-on-write pre-images).
+    fn begin_snapshot(&self) -> Result<Box<dyn SnapshotSource>, StateMachineError> {
         let index = Store::applied_index(self);
-        for item in self.tree.iter() {
-            let (k, v) = item?;
-            out.write_all(&(k.len() as u32).to_be_bytes())?;
-            out.write_all(&k)?;
-            out.write_all(&(v.len() as u32).to_be_bytes())?;
-            out.write_all(&v)?;
-        }
-        Ok(index)
+        Ok(Box::new(self.cow.begin(index, |_| false)?))
     }
 
     /// Replaces every record. The applied index goes first and comes back last, so a crash in
@@ -114,6 +108,7 @@ impl StateMachine for Store {
     /// restore that fails part way (a torn snapshot, a read error) leaves it at index 0 in memory
     /// too, rather than claiming the index of records it no longer holds.
     fn restore(&self, index: u64, data: &mut dyn Read) -> Result<(), StateMachineError> {
+        self.cow.cancel();
         self.applied.store(0, std::sync::atomic::Ordering::SeqCst);
         self.tree.remove(APPLIED)?;
         self.tree.clear()?;

@@ -1,0 +1,166 @@
+//! The applier goes on applying while a snapshot is written, and the snapshot it stores is the
+//! state at the index it started at.
+
+use super::*;
+use crate::raft::testkit::{KvMachine, set_command};
+use crate::raft::{SnapshotSource, StateMachineError};
+use raft::prelude::Entry;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+const WITHIN: Duration = Duration::from_secs(15);
+
+/// A [`KvMachine`] whose first snapshot waits for a signal before writing anything, so a test
+/// holds it open.
+struct HeldSnapshot {
+    kv: KvMachine,
+    gate: Mutex<Option<std_mpsc::Receiver<()>>>,
+}
+
+struct HeldSource {
+    inner: Box<dyn SnapshotSource>,
+    gate: Option<std_mpsc::Receiver<()>>,
+}
+
+impl SnapshotSource for HeldSource {
+    fn index(&self) -> u64 {
+        self.inner.index()
+    }
+
+    fn write_to(
+        self: Box<Self>,
+        out: &mut dyn std::io::Write,
+    ) -> std::result::Result<(), StateMachineError> {
+        if let Some(gate) = &self.gate {
+            let _ = gate.recv();
+        }
+        self.inner.write_to(out)
+    }
+}
+
+impl StateMachine for HeldSnapshot {
+    fn apply(
+        &self,
+        entries: &[Committed<'_>],
+    ) -> std::result::Result<Vec<Vec<u8>>, StateMachineError> {
+        self.kv.apply(entries)
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.kv.applied_index()
+    }
+
+    fn begin_snapshot(&self) -> std::result::Result<Box<dyn SnapshotSource>, StateMachineError> {
+        let inner = self.kv.begin_snapshot()?;
+        let gate = self.gate.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(Box::new(HeldSource { inner, gate }))
+    }
+
+    fn restore(
+        &self,
+        index: u64,
+        data: &mut dyn std::io::Read,
+    ) -> std::result::Result<(), StateMachineError> {
+        self.kv.restore(index, data)
+    }
+}
+
+fn entries(from: u64, to: u64) -> ApplyTask {
+    ApplyTask::Entries(
+        (from..=to)
+            .map(|i| CommittedEntry {
+                entry: Entry {
+                    index: i,
+                    term: 1,
+                    data: set_command(&format!("k{i:03}"), b"v").into(),
+                    ..Default::default()
+                },
+                conf_state: None,
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_apply_while_a_snapshot_is_written() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = sled::Config::new().path(dir.path()).open()?;
+    let (release, gate) = std_mpsc::channel();
+    let sm = Arc::new(HeldSnapshot {
+        kv: KvMachine::open(&db)?,
+        gate: Mutex::new(Some(gate)),
+    });
+    let snaps = SnapshotStore::open(&db)?;
+    let (node_tx, mut node_rx) = mpsc::channel(1024);
+    let applied_tx = watch::Sender::new(0);
+    let mut applied_rx = applied_tx.subscribe();
+    let applier = Applier {
+        sm: sm.clone(),
+        db: db.clone(),
+        snaps: snaps.clone(),
+        node: node_tx,
+        waiters: Arc::new(Mutex::new(Waiters::default())),
+        applied_tx,
+        applied: 0,
+        applied_term: 0,
+        conf_state: ConfState::default(),
+        conf_valid_from: 0,
+        last_snapshot: 0,
+        snapshot_every: 10,
+        id: 1,
+        writing: None,
+    };
+    let (tasks, tasks_rx) = mpsc::unbounded_channel();
+    let thread = std::thread::spawn(move || applier.run(tasks_rx));
+
+    // Index 10 starts a snapshot, which the gate holds open.
+    tasks.send(entries(1, 10))?;
+    tokio::time::timeout(WITHIN, applied_rx.wait_for(|i| *i >= 10)).await??;
+    // Entries go on applying meanwhile, past the point of the next snapshot (20), which waits
+    // for this one.
+    for i in 11..=35 {
+        tasks.send(entries(i, i))?;
+    }
+    tokio::time::timeout(WITHIN, applied_rx.wait_for(|i| *i >= 35)).await??;
+    assert_eq!(sm.kv.get("k035").as_deref(), Some(&b"v"[..]));
+    assert_eq!(snaps.complete_size(10)?, None, "the snapshot is still held");
+    while let Ok(msg) = node_rx.try_recv() {
+        assert!(
+            !matches!(msg, NodeMsg::SnapshotMade(_)),
+            "no snapshot is reported before it is written"
+        );
+    }
+
+    release.send(())?;
+    let meta = tokio::time::timeout(WITHIN, async {
+        loop {
+            match node_rx.recv().await {
+                Some(NodeMsg::SnapshotMade(meta)) => return Some(meta),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("the applier stopped before reporting the snapshot"))?;
+    assert_eq!(meta.index, 10);
+    assert_eq!(meta.term, 1);
+
+    // The stored snapshot is the state at 10, not at 35.
+    let other = tempfile::tempdir()?;
+    let other_db = sled::Config::new().path(other.path()).open()?;
+    let restored = KvMachine::open(&other_db)?;
+    restored
+        .restore(10, &mut snaps.reader(10)?)
+        .map_err(|e| anyhow::anyhow!("restore: {e}"))?;
+    assert_eq!(restored.len(), 10);
+    assert_eq!(restored.get("k010").as_deref(), Some(&b"v"[..]));
+    assert_eq!(restored.get("k011"), None);
+    assert_eq!(Some(&restored.digest()), sm.kv.history().get(&10));
+
+    drop(tasks);
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("applier panicked"))?;
+    Ok(())
+}
