@@ -12,6 +12,7 @@ pub(crate) fn version(task: &str, job: &str) -> TaskVersion {
         job_text: job.into(),
         created_ms: 0,
         agent_labels: Default::default(),
+        writer_group: String::new(),
         kind: TaskKind::Sync,
         schedule: None,
         start_date: None,
