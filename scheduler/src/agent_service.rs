@@ -589,7 +589,16 @@ async fn finish_reported(
     f: pb::AttemptFinished,
 ) -> Result<(), Error> {
     let state = attempt_state(f.status);
-    info!(attempt = %f.attempt_id, state = state.as_str(), "attempt finished");
+    // A reader leg's rows are counted by its writer leg, whose result is the attempt's.
+    let reader_leg = ctx
+        .store
+        .attempt(&f.attempt_id)?
+        .is_some_and(|a| a.is_reader_leg(agent_id));
+    if reader_leg {
+        info!(attempt = %f.attempt_id, state = state.as_str(), "reader leg finished");
+    } else {
+        info!(attempt = %f.attempt_id, state = state.as_str(), "attempt finished");
+    }
     let stats: Stats = f.stats.unwrap_or_default().into();
     let applied = ctx
         .store
@@ -603,8 +612,16 @@ async fn finish_reported(
             at_ms: ctx.now_ms(),
         })
         .await?;
-    if matches!(applied, Applied::Changed { .. } | Applied::Done) {
-        ctx.hub.metrics.attempt_finished(state.as_str(), &stats);
+    match (&applied, reader_leg) {
+        (Applied::Changed { .. } | Applied::Done, false) => {
+            ctx.hub.metrics.attempt_finished(state.as_str(), &stats)
+        }
+        // The reader leg's failure ended the attempt; its rows never counted as written.
+        (Applied::Changed { .. }, true) => ctx
+            .hub
+            .metrics
+            .attempt_finished(state.as_str(), &Stats::default()),
+        _ => {}
     }
     ctx.announce(&applied);
     if !matches!(applied, Applied::Stale(_)) {
