@@ -704,6 +704,14 @@ async fn both_legs_of_a_relay_attempt_report_and_the_writer_decides() -> Result<
     setup(&store).await?;
     for (id, group) in [("rd", "east"), ("wr", "west")] {
         store
+            .propose(Command::CreateGroup {
+                name: group.into(),
+                token_hash: "h".into(),
+                workspaces: vec![],
+                at_ms: 4,
+            })
+            .await?;
+        store
             .propose(Command::RegisterAgent {
                 id: id.into(),
                 group: group.into(),
