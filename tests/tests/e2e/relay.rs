@@ -8,8 +8,9 @@
 //!
 //! Checked: the sync ends success with exactly the source rows; a rerun leaves exactly the
 //! source rows (preSql delete, as on one agent); a data source limited to one group is refused
-//! for the other side; and an agent killed mid-sync fails the attempt, naming the leg, agent
-//! and group, after which a rerun yields exactly the source rows.
+//! for the other side; and a relay cut mid-sync, by an agent killed or by a network link that
+//! drops, fails the attempt, naming the leg, agent and group, after which a rerun yields
+//! exactly the source rows.
 
 use anyhow::Result;
 use ferry_tests::netns::{self, Netns, PrivatePg};
@@ -28,6 +29,10 @@ struct TwoNetworks {
 
 impl TwoNetworks {
     fn start(tag: &str, a: u8) -> Result<Option<Self>> {
+        Self::start_with(tag, a, &[])
+    }
+
+    fn start_with(tag: &str, a: u8, scheduler_flags: &[&str]) -> Result<Option<Self>> {
         if let Some(why) = netns::available() {
             println!("SKIPPED: {why}");
             return Ok(None);
@@ -36,7 +41,7 @@ impl TwoNetworks {
         let east = Netns::create(&format!("{tag}e"), a, b)?;
         let west = Netns::create(&format!("{tag}w"), a + 1, b)?;
         // One scheduler on every host address: each network reaches it on its own link.
-        let c = Cluster::start_listen("0.0.0.0:0", &[])?;
+        let c = Cluster::start_listen("0.0.0.0:0", scheduler_flags)?;
         let port = c.port;
         let east_pg = PrivatePg::start(&east, netns::free_port()?, c.dir.path())?;
         let west_pg = PrivatePg::start(&west, netns::free_port()?, c.dir.path())?;
@@ -313,6 +318,58 @@ fn relay_cut_by_a_killed_agent_fails_then_reruns_exactly() -> Result<()> {
     net.c.ferry(&["instance", "rerun", &id])?.ok()?;
     wait_for(Duration::from_secs(90), "the rerun to succeed", || {
         let out = net.c.ferry(&["instance", "show", &id]).ok()?;
+        out.stdout.contains("state: success").then_some(())
+    })?;
+    assert_eq!(net.digest(false)?, net.digest(true)?);
+    Ok(())
+}
+
+#[test]
+fn relay_cut_by_a_dropped_link_fails_then_reruns_exactly() -> Result<()> {
+    // A short lease, so the scheduler gives up on the silent writer leg soon.
+    let Some(net) = TwoNetworks::start_with("rc", 85, &["--attempt-lease-secs", "8"])? else {
+        return Ok(());
+    };
+    fill_source(&net)?;
+    net.target(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric(12,2), note text, created timestamp)",
+    )?;
+    let c = &net.c;
+    let path = c.job_file("job.json", &job(r#"{"channel": 1, "record": 3000}"#))?;
+    c.ferry(&[
+        "task",
+        "create",
+        "relay",
+        "--group",
+        "east",
+        "--writer-group",
+        "west",
+        "--file",
+        &path,
+    ])?
+    .ok()?;
+    let run = c.ferry(&["task", "run", "relay"])?.ok()?;
+    let id = Cluster::instance_id(&run)?;
+    wait_for(Duration::from_secs(60), "rows flowing", || {
+        let out = c.ferry(&["instance", "logs", &id]).ok()?;
+        out.stdout.contains("target ready").then_some(())
+    })?;
+    // The writer's network drops: its relay stream and its session go silent, no reset.
+    net.west.cut()?;
+    let shown = c.wait_final(&id, Duration::from_secs(90))?;
+    println!("after the cut:\n{shown}");
+    assert!(shown.contains("state: failed"), "{shown}");
+    let w1 = c.agent_id("w1")?;
+    assert!(
+        shown.contains(&w1),
+        "the failure names the writer's agent: {shown}"
+    );
+    assert!(shown.contains("writer leg"), "{shown}");
+    net.west.heal()?;
+    c.wait_online("west", 1)?;
+    c.ferry(&["instance", "rerun", &id])?.ok()?;
+    wait_for(Duration::from_secs(90), "the rerun to succeed", || {
+        let out = c.ferry(&["instance", "show", &id]).ok()?;
         out.stdout.contains("state: success").then_some(())
     })?;
     assert_eq!(net.digest(false)?, net.digest(true)?);
