@@ -172,7 +172,7 @@ impl Relays {
         Ok(rx)
     }
 
-    /// Relays whose first leg still waits (for `/metrics` and tests).
+    /// Relays whose first leg still waits.
     pub fn waiting(&self) -> usize {
         lock(&self.pending).len()
     }
@@ -198,9 +198,10 @@ async fn join(reader: Half, writer: Half) {
         rows = down.rows,
         bytes = down.bytes,
         frames = down.frames,
+        reader_clean = down.closed_cleanly,
+        writer_clean = up.closed_cleanly,
         "relay closed"
     );
-    let _ = up;
 }
 
 /// Moves frames from one leg to the other, one at a time: the next frame is read only once the
@@ -281,27 +282,41 @@ mod tests {
         (tx, Box::pin(ReceiverStream::new(rx)))
     }
 
+    type Frames = Result<pb::RelayFrame, Status>;
+
+    /// A relay with both legs joined: what the reader leg sends, and what the writer leg gets
+    /// (the other two ends are kept alive in `_kept`).
+    struct Joined {
+        reader_tx: mpsc::Sender<Frames>,
+        to_writer: mpsc::Receiver<Frames>,
+        _kept: (mpsc::Sender<Frames>, mpsc::Receiver<Frames>),
+    }
+
+    fn joined(relays: &Relays, id: &str) -> Joined {
+        let (reader_tx, reader_in) = source();
+        let (writer_tx, writer_in) = source();
+        let wait = Duration::from_secs(60);
+        let to_reader = relays
+            .open(id, leg(Role::Reader, "r"), reader_in, wait)
+            .expect("reader joins");
+        let to_writer = relays
+            .open(id, leg(Role::Writer, "w"), writer_in, wait)
+            .expect("writer joins");
+        Joined {
+            reader_tx,
+            to_writer,
+            _kept: (writer_tx, to_reader),
+        }
+    }
+
     #[tokio::test]
     async fn a_writer_that_does_not_read_stops_the_reader() {
         let relays = Relays::default();
-        let (reader_tx, reader_in) = source();
-        let (_writer_tx, writer_in) = source();
-        let _to_reader = relays
-            .open(
-                "a1",
-                leg(Role::Reader, "r"),
-                reader_in,
-                Duration::from_secs(60),
-            )
-            .expect("reader joins");
-        let mut to_writer = relays
-            .open(
-                "a1",
-                leg(Role::Writer, "w"),
-                writer_in,
-                Duration::from_secs(60),
-            )
-            .expect("writer joins");
+        let Joined {
+            reader_tx,
+            mut to_writer,
+            _kept,
+        } = joined(&relays, "a1");
         assert_eq!(relays.waiting(), 0);
         // The writer reads nothing: the relay takes BUFFER frames for it, one more in its
         // hands, one in the reader's own channel; then the reader's send must wait.
@@ -348,24 +363,11 @@ mod tests {
     #[tokio::test]
     async fn a_broken_reader_is_named_to_the_writer() {
         let relays = Relays::default();
-        let (reader_tx, reader_in) = source();
-        let (_writer_tx, writer_in) = source();
-        let _r = relays
-            .open(
-                "a2",
-                leg(Role::Reader, "r"),
-                reader_in,
-                Duration::from_secs(60),
-            )
-            .expect("reader joins");
-        let mut to_writer = relays
-            .open(
-                "a2",
-                leg(Role::Writer, "w"),
-                writer_in,
-                Duration::from_secs(60),
-            )
-            .expect("writer joins");
+        let Joined {
+            reader_tx,
+            mut to_writer,
+            _kept,
+        } = joined(&relays, "a2");
         reader_tx.send(Ok(rows(5))).await.expect("sent");
         reader_tx
             .send(Err(Status::unavailable("connection reset")))
@@ -385,24 +387,11 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_leaves_without_its_end_is_an_error() {
         let relays = Relays::default();
-        let (reader_tx, reader_in) = source();
-        let (_writer_tx, writer_in) = source();
-        let _r = relays
-            .open(
-                "a3",
-                leg(Role::Reader, "r"),
-                reader_in,
-                Duration::from_secs(60),
-            )
-            .expect("reader joins");
-        let mut to_writer = relays
-            .open(
-                "a3",
-                leg(Role::Writer, "w"),
-                writer_in,
-                Duration::from_secs(60),
-            )
-            .expect("writer joins");
+        let Joined {
+            reader_tx,
+            mut to_writer,
+            _kept,
+        } = joined(&relays, "a3");
         reader_tx.send(Ok(rows(5))).await.expect("sent");
         drop(reader_tx);
         assert!(to_writer.recv().await.expect("frame").is_ok());

@@ -100,6 +100,37 @@ impl TwoNetworks {
         Ok(Some(net))
     }
 
+    /// Creates task `relay`: reader in group east, writer in group west, with job speed `speed`.
+    fn create_task(&self, speed: &str) -> Result<ferry_tests::CliOutput> {
+        let path = self.c.job_file("job.json", &job(speed))?;
+        self.c
+            .ferry(&[
+                "task",
+                "create",
+                "relay",
+                "--group",
+                "east",
+                "--writer-group",
+                "west",
+                "--file",
+                &path,
+            ])?
+            .ok()
+    }
+
+    /// Runs a slow `relay` task (30,000 rows at 3,000 rows/s) and returns its instance once
+    /// rows flow (the reader leg saw the target ready), so a cut lands in the middle.
+    fn run_slowly(&self) -> Result<String> {
+        self.create_task(r#"{"channel": 1, "record": 3000}"#)?;
+        let run = self.c.ferry(&["task", "run", "relay"])?.ok()?;
+        let id = Cluster::instance_id(&run)?;
+        wait_for(Duration::from_secs(60), "rows flowing", || {
+            let out = self.c.ferry(&["instance", "logs", &id]).ok()?;
+            out.stdout.contains("target ready").then_some(())
+        })?;
+        Ok(id)
+    }
+
     fn source(&self, sql: &str) -> Result<String> {
         self.east_pg.psql(&self.east, "private", sql)
     }
@@ -186,19 +217,7 @@ fn relay_moves_rows_between_two_networks_exactly() -> Result<()> {
         "{said}"
     );
 
-    let created = c
-        .ferry(&[
-            "task",
-            "create",
-            "relay",
-            "--group",
-            "east",
-            "--writer-group",
-            "west",
-            "--file",
-            &path,
-        ])?
-        .ok()?;
+    let created = net.create_task(r#"{"channel": 2}"#)?;
     assert!(
         created
             .stdout
@@ -266,30 +285,7 @@ fn relay_cut_by_a_killed_agent_fails_then_reruns_exactly() -> Result<()> {
     net.target(
         "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric(12,2), note varchar(64), created timestamp)",
     )?;
-    // Slow enough to be cut in the middle: 30,000 rows at 3,000 rows/s.
-    let path = net
-        .c
-        .job_file("job.json", &job(r#"{"channel": 1, "record": 3000}"#))?;
-    net.c
-        .ferry(&[
-            "task",
-            "create",
-            "relay",
-            "--group",
-            "east",
-            "--writer-group",
-            "west",
-            "--file",
-            &path,
-        ])?
-        .ok()?;
-    let run = net.c.ferry(&["task", "run", "relay"])?.ok()?;
-    let id = Cluster::instance_id(&run)?;
-    // Rows are flowing once the reader leg has seen the target ready.
-    wait_for(Duration::from_secs(60), "rows flowing", || {
-        let out = net.c.ferry(&["instance", "logs", &id]).ok()?;
-        out.stdout.contains("target ready").then_some(())
-    })?;
+    let id = net.run_slowly()?;
     let e1 = net.c.agent_id("e1")?;
     net.c.agents[0].kill9();
     let shown = net.c.wait_final(&id, Duration::from_secs(90))?;
@@ -335,25 +331,7 @@ fn relay_cut_by_a_dropped_link_fails_then_reruns_exactly() -> Result<()> {
         "CREATE TABLE orders (id bigint PRIMARY KEY, amount numeric(12,2), note text, created timestamp)",
     )?;
     let c = &net.c;
-    let path = c.job_file("job.json", &job(r#"{"channel": 1, "record": 3000}"#))?;
-    c.ferry(&[
-        "task",
-        "create",
-        "relay",
-        "--group",
-        "east",
-        "--writer-group",
-        "west",
-        "--file",
-        &path,
-    ])?
-    .ok()?;
-    let run = c.ferry(&["task", "run", "relay"])?.ok()?;
-    let id = Cluster::instance_id(&run)?;
-    wait_for(Duration::from_secs(60), "rows flowing", || {
-        let out = c.ferry(&["instance", "logs", &id]).ok()?;
-        out.stdout.contains("target ready").then_some(())
-    })?;
+    let id = net.run_slowly()?;
     // The writer's network drops: its relay stream and its session go silent, no reset.
     net.west.cut()?;
     let shown = c.wait_final(&id, Duration::from_secs(90))?;

@@ -90,8 +90,7 @@ impl Writer for RelaySink {
     /// Says the source is cut, then waits until the writer leg has prepared its target.
     fn prepare<'a>(&'a self, log: &'a JobLog) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            self.send(Body::SourceReady(pb::SourceReady { splits: 0 }))
-                .await?;
+            self.send(Body::SourceReady(pb::SourceReady {})).await?;
             log.info(format!(
                 "source ready; waiting for {} to prepare the target",
                 self.peer
