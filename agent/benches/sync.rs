@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench -p ferry-agent --bench sync -- [--rows 2000000] [--channels 1,4,8]
 //!     [--pairs pg-pg,my-pg,pg-my,my-my] [--repeat 3] [--peers] [--keep]
+//!     (a side may carry a TLS mode, `pg@disable-pg@disable`, and a writer a write mode, `my:update`)
 //! ```
 //! Needs PostgreSQL and MariaDB on 127.0.0.1 (`scripts/services.sh`), `psql` and `mysql`;
 //! `--peers` also runs pgloader and sling (`scripts/bench-peers.sh` installs them). Each Ferry
@@ -148,8 +149,22 @@ fn setup(rows: u64, tsv: &Path) -> Res<()> {
     Ok(())
 }
 
+/// The database of a pair side, without its write mode (`:update`) or TLS mode (`@disable`).
+fn base(kind: &str) -> &str {
+    kind.split([':', '@']).next().unwrap_or(kind)
+}
+
+/// A side's URL with its TLS mode (`pg@disable`, `my@require`): TLS costs are measured by
+/// running the same pair with two modes side by side.
+fn with_tls(kind: &str, url: String) -> String {
+    match kind.split_once('@') {
+        Some((_, mode)) => format!("{url}?sslmode={}", mode.split(':').next().unwrap_or(mode)),
+        None => url,
+    }
+}
+
 fn reader(kind: &str) -> serde_json::Value {
-    let (name, url, user) = match kind {
+    let (name, url, user) = match base(kind) {
         "pg" => (
             "postgresqlreader",
             format!("jdbc:postgresql://127.0.0.1:5432/{DB}"),
@@ -161,6 +176,7 @@ fn reader(kind: &str) -> serde_json::Value {
             "root",
         ),
     };
+    let url = with_tls(kind, url);
     serde_json::json!({"name": name, "parameter": {"username": user, "password": "", "column": COLS,
         "splitPk": "id", "connection": [{"jdbcUrl": [url], "table": ["src"]}]}})
 }
@@ -168,8 +184,9 @@ fn reader(kind: &str) -> serde_json::Value {
 /// A writer; `kind` may carry a write mode after a colon (`my:update` forces MySQL's INSERT
 /// path, for comparing it with LOAD DATA).
 fn writer(kind: &str) -> serde_json::Value {
-    let (kind, mode) = kind.split_once(':').unwrap_or((kind, "insert"));
-    let (name, url, user) = match kind {
+    let full = kind;
+    let mode = kind.split_once(':').map_or("insert", |(_, m)| m);
+    let (name, url, user) = match base(kind) {
         "pg" => (
             "postgresqlwriter",
             format!("jdbc:postgresql://127.0.0.1:5432/{DB}"),
@@ -181,12 +198,13 @@ fn writer(kind: &str) -> serde_json::Value {
             "root",
         ),
     };
+    let url = with_tls(full, url);
     serde_json::json!({"name": name, "parameter": {"username": user, "password": "", "column": COLS,
         "writeMode": mode, "connection": [{"jdbcUrl": url, "table": ["dst"]}]}})
 }
 
 fn truncate(kind: &str) -> Res<()> {
-    match kind.split(':').next().unwrap_or(kind) {
+    match base(kind) {
         "pg" => psql(DB, "TRUNCATE dst").map(drop),
         _ => mysql(&format!("TRUNCATE {DB}.dst")).map(drop),
     }
@@ -195,7 +213,7 @@ fn truncate(kind: &str) -> Res<()> {
 /// Row count and an order-independent checksum of a table: the sum of a hash of every row's
 /// text, so two tables agree only if they hold the same rows, in any order.
 fn checksum(kind: &str, table: &str) -> Res<String> {
-    match kind.split(':').next().unwrap_or(kind) {
+    match base(kind) {
         "pg" => psql(
             DB,
             &format!(
@@ -440,7 +458,7 @@ fn run() -> Res<()> {
                 "content": [{"reader": reader(src), "writer": writer(dst)}]}})
             .to_string();
             let m = ferry(&job)?;
-            let kind = dst.split(':').next().unwrap_or(dst);
+            let kind = base(dst);
             let want = src_sums
                 .iter()
                 .find(|(k, _)| *k == kind)

@@ -27,6 +27,19 @@ const MISSING_TABLE: &str = "missing_table";
 const READ_PRIVILEGE: &str = "read_privilege";
 const WRITE_PRIVILEGE: &str = "write_privilege";
 const PRIVILEGE: &str = "privilege";
+const TLS: &str = "tls";
+
+/// Whether a connection failure is about TLS (handshake, certificate, a server without TLS when
+/// the data source demands it): checked before the database's own codes, which it precedes.
+fn is_tls(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["tls", "certificate", "asked for ssl"]
+        .iter()
+        .any(|w| m.contains(w))
+        && !m.contains("(28p01)")
+        && !m.contains("(28000)")
+        && !m.contains("error 1045")
+}
 
 /// What a test checks beyond reaching and logging in.
 #[derive(Debug, Clone, Default)]
@@ -213,6 +226,11 @@ async fn login_mysql(c: &DbConnection, probe: &Probe) -> Result<String, (&'stati
         .query_first("SELECT VERSION()")
         .await
         .map_err(|e| (OTHER, mysql::describe(&e)))?;
+    let cipher: Option<(String, String)> = conn
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_version'")
+        .await
+        .map_err(|e| (OTHER, mysql::describe(&e)))?;
+    let channel = encryption(cipher.map(|(_, v)| v).filter(|v| !v.is_empty()));
     let mut note = String::new();
     if let Some(table) = &probe.table {
         let q = crate::sync::rdbms::sql_name(&mysql::My, table);
@@ -252,15 +270,25 @@ async fn login_mysql(c: &DbConnection, probe: &Probe) -> Result<String, (&'stati
     }
     let _ = conn.disconnect().await;
     Ok(format!(
-        "logged in to {} as {}; server {}{note}",
+        "logged in to {} as {} ({channel}); server {}{note}",
         c.database,
         c.username,
         version.unwrap_or_default()
     ))
 }
 
+/// How the session is protected, in the words of the test's answer.
+fn encryption(tls_version: Option<String>) -> String {
+    match tls_version {
+        Some(v) => format!("encrypted, {v}"),
+        None => "not encrypted".into(),
+    }
+}
+
 fn mysql_kind(message: &str) -> &'static str {
-    if message.contains("error 1045") {
+    if is_tls(message) {
+        TLS
+    } else if message.contains("error 1045") {
         AUTH
     } else if message.contains("error 1049") {
         MISSING_DATABASE
@@ -288,6 +316,15 @@ async fn login_postgres(c: &DbConnection, probe: &Probe) -> Result<String, (&'st
         .await
         .map_err(|e| (OTHER, postgres::describe(&e)))?;
     let version: String = row.try_get(0).unwrap_or_default();
+    let tls: Option<String> = client
+        .query_opt(
+            "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+            &[],
+        )
+        .await
+        .map_err(|e| (OTHER, postgres::describe(&e)))?
+        .and_then(|r| r.try_get(0).ok());
+    let channel = encryption(tls);
     let mut note = String::new();
     if let Some(table) = &probe.table {
         let row = client
@@ -332,7 +369,7 @@ async fn login_postgres(c: &DbConnection, probe: &Probe) -> Result<String, (&'st
         }
     }
     Ok(format!(
-        "logged in to {} as {}; {}{note}",
+        "logged in to {} as {} ({channel}); {}{note}",
         c.database,
         c.username,
         version.split(" on ").next().unwrap_or_default()
@@ -340,7 +377,9 @@ async fn login_postgres(c: &DbConnection, probe: &Probe) -> Result<String, (&'st
 }
 
 fn pg_kind(message: &str) -> &'static str {
-    if message.contains("(28P01)") || message.contains("(28000)") {
+    if is_tls(message) {
+        TLS
+    } else if message.contains("(28P01)") || message.contains("(28000)") {
         AUTH
     } else if message.contains("(3D000)") {
         MISSING_DATABASE

@@ -94,6 +94,14 @@ pub struct DatasourceFields {
     /// File (sqlite) or folder (csv).
     #[arg(long)]
     path: Option<PathBuf>,
+    /// TLS to the database (mysql, postgresql): disable, prefer (the default), require,
+    /// verify-ca or verify-full.
+    #[arg(long)]
+    sslmode: Option<String>,
+    /// A PEM file of the CA to trust, read here and kept in the catalog so every agent gets it
+    /// (`--field sslrootcert=/path` names a file on the agents instead).
+    #[arg(long)]
+    ssl_root_cert: Option<PathBuf>,
     /// Any other field, as key=value.
     #[arg(long = "field", value_parser = parse_kv)]
     fields: Vec<(String, String)>,
@@ -126,6 +134,12 @@ impl DatasourceFields {
         put("port", self.port.map(|p| p.to_string()));
         put("database", self.database);
         put("username", self.user);
+        put("sslmode", self.sslmode);
+        if let Some(file) = self.ssl_root_cert {
+            let pem = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            put("sslrootcert", Some(pem));
+        }
         put(
             "path",
             self.path.map(|p| {
@@ -209,6 +223,7 @@ pub async fn run(
         TopCommand::Secrets(c) => crate::access::secrets(&mut admin, c).await,
         TopCommand::Group(c) => group(&mut admin, c).await,
         TopCommand::Agent(c) => crate::agents::run(&mut admin, out, c).await,
+        TopCommand::Alert(c) => crate::alerts::run(&mut admin, out, c).await,
         TopCommand::Datasource(c) => datasource(&mut admin, c).await,
         TopCommand::Task(c) => crate::tasks::run(&mut admin, out, c).await,
         TopCommand::Instance(c) => crate::instances::run(&mut admin, out, c).await,

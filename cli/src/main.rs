@@ -2,6 +2,7 @@
 
 mod access;
 mod agents;
+mod alerts;
 mod client;
 mod cluster;
 mod commands;
@@ -81,6 +82,9 @@ pub(crate) enum Command {
     /// Agents: list, drain, resume, revoke.
     #[command(subcommand)]
     Agent(commands::AgentCmd),
+    /// Webhook alerts on failures, timeouts and missed baselines; the record of deliveries.
+    #[command(subcommand)]
+    Alert(alerts::AlertCmd),
     /// Data sources in the catalog.
     #[command(subcommand, alias = "ds")]
     Datasource(commands::DatasourceCmd),

@@ -5,13 +5,14 @@
 //! them into one typed variant per kind, refusing unknown fields, so a typo (`hots=`) is caught at
 //! `datasource add` rather than at 2 a.m. when the job runs.
 
+use crate::job::{DbKind, JdbcUrl};
 use crate::secret::Secret;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Connection settings of a network database (MySQL/MariaDB, PostgreSQL).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DbConnection {
     pub host: String,
@@ -20,6 +21,19 @@ pub struct DbConnection {
     pub username: String,
     #[serde(default, skip_serializing_if = "Secret::is_empty")]
     pub password: Secret,
+    /// TLS in libpq's words (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`); MySQL
+    /// sources take the same words. Unset means `prefer`, as the JDBC drivers do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<String>,
+    /// The CA certificate to trust: a path on the agents, or the PEM text itself (a CA
+    /// certificate is public, so the catalog can carry it to every agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslrootcert: Option<String>,
+    /// A client certificate and its key, as paths on the agents (a key never travels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslcert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslkey: Option<String>,
 }
 
 /// Settings of a folder of CSV / text files.
@@ -119,6 +133,14 @@ impl DataSourceConfig {
                 if c.username.trim().is_empty() {
                     return empty("username");
                 }
+                let kind = if matches!(self, Self::Mysql(_)) {
+                    DbKind::Mysql
+                } else {
+                    DbKind::Postgresql
+                };
+                JdbcUrl::parse(&JdbcUrl::of(kind, c))
+                    .and_then(|u| u.tls())
+                    .map_err(|e| Error::InvalidDataSource(e.to_string()))?;
             }
             Self::Sqlite(SqliteFile { path }) | Self::Csv(CsvFolder { path }) => {
                 if path.trim().is_empty() {

@@ -11,10 +11,12 @@
 //! "not set" (`"writeMode": ""`), `path` as a string or an array.
 
 mod datefmt;
+mod dbtls;
 mod rdbms;
 pub mod template;
 
 pub use datefmt::DatePattern;
+pub use dbtls::{DbTls, Pem, TlsMode};
 pub use rdbms::{DbKind, JdbcUrl, RdbmsReader, RdbmsWriter, ReaderConnection, WriterConnection};
 
 use crate::datasource::DataSourceConfig;

@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod agent_service;
+pub mod alerts;
 pub mod auth;
 pub mod clock;
 pub mod cluster;

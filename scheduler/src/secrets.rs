@@ -198,7 +198,8 @@ impl SecretBox {
         ))
     }
 
-    fn seal_one(&self, s: &mut Secret) -> Result<()> {
+    /// Encrypts one secret in place (an empty or sealed one is left as it is).
+    pub fn seal_one(&self, s: &mut Secret) -> Result<()> {
         if s.is_empty() || s.expose().starts_with("sealed:") {
             return Ok(());
         }
@@ -330,6 +331,7 @@ mod tests {
             database: "d".into(),
             username: "u".into(),
             password: Secret::new(pw),
+            ..Default::default()
         })
     }
 

@@ -168,6 +168,7 @@ pub async fn run_with_clock(
     let tasks = TaskTracker::new();
     tasks.spawn(cluster::watch_leadership(ctx.clone(), shutdown.clone()));
     tasks.spawn(dispatch::run(ctx.clone(), shutdown.clone()));
+    tasks.spawn(crate::alerts::run(ctx.clone(), shutdown.clone()));
 
     let addr = listener.local_addr().ok();
     let tls = tls_settings(&ctx.config, addr)?;

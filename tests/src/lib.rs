@@ -9,6 +9,7 @@ pub mod db;
 pub mod ha;
 pub mod netns;
 pub mod proxy;
+pub mod webhook;
 
 use anyhow::{Context, Result, anyhow, bail};
 use std::path::{Path, PathBuf};

@@ -24,6 +24,7 @@
 //! - connectors: the [`postgres`] and [`mysql`] drivers, [`sqlite`], [`txtfile`], [`stream`];
 //!   [`throttle`] for speed limits.
 
+pub mod dbtls;
 pub mod engine;
 pub mod mysql;
 pub mod plugin;

@@ -13,3 +13,4 @@ mod splits;
 
 mod support;
 mod templates;
+mod tls;

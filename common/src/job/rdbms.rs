@@ -10,7 +10,16 @@ use super::de;
 use crate::datasource::DbConnection;
 use crate::secret::Secret;
 use crate::{Error, Result};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
+
+/// What is escaped in a URL parameter value: everything but letters, digits and `-._~/`.
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
 
 /// `mysqlreader` / `postgresqlreader`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,7 +193,8 @@ impl JdbcUrl {
             .filter(|p| !p.is_empty())
             .map(|p| {
                 let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (k.to_string(), v.to_string())
+                let decode = |t: &str| percent_decode_str(t).decode_utf8_lossy().into_owned();
+                (decode(k), decode(v))
             })
             .collect();
         Ok(Self {
@@ -196,15 +206,33 @@ impl JdbcUrl {
         })
     }
 
-    /// The URL a data source stands for.
+    /// The URL a data source stands for, its TLS settings as parameters (percent-encoded, so
+    /// an inline PEM certificate survives).
     pub fn of(kind: DbKind, c: &DbConnection) -> String {
-        format!(
+        let mut url = format!(
             "jdbc:{}://{}:{}/{}",
             kind.as_str(),
             c.host,
             c.port,
             c.database
-        )
+        );
+        let params = [
+            ("sslmode", &c.sslmode),
+            ("sslrootcert", &c.sslrootcert),
+            ("sslcert", &c.sslcert),
+            ("sslkey", &c.sslkey),
+        ];
+        let mut sep = '?';
+        for (name, value) in params {
+            if let Some(v) = value {
+                url.push(sep);
+                url.push_str(name);
+                url.push('=');
+                url.extend(utf8_percent_encode(v, URL_VALUE));
+                sep = '&';
+            }
+        }
+        url
     }
 }
 
@@ -269,7 +297,7 @@ impl RdbmsReader {
                 });
             }
             for u in &c.jdbc_url {
-                JdbcUrl::parse(u)?;
+                JdbcUrl::parse(u)?.tls()?;
             }
             if c.table.is_empty() && c.query_sql.is_empty() {
                 return Err(Error::InvalidJob {
@@ -340,7 +368,7 @@ impl RdbmsWriter {
                 message: "is empty: set it or name a \"datasource\"".into(),
             });
         };
-        JdbcUrl::parse(url)?;
+        JdbcUrl::parse(url)?.tls()?;
         if c.table.len() != 1 {
             return Err(Error::InvalidJob {
                 path: format!("{path}.connection[0].table"),

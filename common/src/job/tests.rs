@@ -282,6 +282,7 @@ fn rdbms_datasource_fills_connection() -> Result<()> {
         database: "shop".into(),
         username: "etl".into(),
         password: Secret::new("pw"),
+        ..Default::default()
     };
     let job = JobSpec::parse(text)?.resolve(|n| match n {
         "pg" => Some(DataSourceConfig::Postgresql(conn(5432))),

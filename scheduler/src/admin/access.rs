@@ -377,6 +377,19 @@ pub async fn reseal_secrets(
             task_versions += 1;
         }
     }
+    // Alert webhooks carry tokens too; counted with the data sources (secrets held by the
+    // catalog).
+    for mut rule in api.ctx.store.alert_rules()? {
+        let url = rule.url.expose();
+        if url.starts_with("sealed:") && !api.ctx.secrets.is_current(url) {
+            api.ctx.secrets.open_one(&mut rule.url)?;
+            api.ctx.secrets.seal_one(&mut rule.url)?;
+            let id = rule.id();
+            api.audited(p, "ResealSecrets", &id, Command::PutAlertRule { rule })
+                .await?;
+            datasources += 1;
+        }
+    }
     Ok(pb::ResealSecretsResponse {
         key_id: api.ctx.secrets.key_id().to_string(),
         datasources,

@@ -6,9 +6,10 @@
 //! refused request changes nothing and every change is accounted for. Handlers live with their
 //! subject: [`access`] (users, tokens, workspaces, audit), [`catalog`] (groups, agents, data
 //! sources), [`tasks`] (submit, run), [`instances`] (list, logs, rerun, kill, freeze, backfill,
-//! DAG).
+//! DAG), [`alerts`] (rules and deliveries).
 
 mod access;
+mod alerts;
 mod catalog;
 mod instances;
 mod tasks;
@@ -348,5 +349,30 @@ impl AdminService for AdminApi {
         r: Request<pb::GetLogsRequest>,
     ) -> Result<Response<pb::GetLogsResponse>, Status> {
         handle!(self, r, instances::get_logs)
+    }
+
+    async fn add_alert_rule(
+        &self,
+        r: Request<pb::AddAlertRuleRequest>,
+    ) -> Result<Response<pb::AlertRuleInfo>, Status> {
+        handle!(self, r, alerts::add_alert_rule)
+    }
+    async fn list_alert_rules(
+        &self,
+        r: Request<pb::ListAlertRulesRequest>,
+    ) -> Result<Response<pb::ListAlertRulesResponse>, Status> {
+        handle!(self, r, alerts::list_alert_rules)
+    }
+    async fn remove_alert_rule(
+        &self,
+        r: Request<pb::RemoveAlertRuleRequest>,
+    ) -> Result<Response<pb::RemoveAlertRuleResponse>, Status> {
+        handle!(self, r, alerts::remove_alert_rule)
+    }
+    async fn list_alert_deliveries(
+        &self,
+        r: Request<pb::ListAlertDeliveriesRequest>,
+    ) -> Result<Response<pb::ListAlertDeliveriesResponse>, Status> {
+        handle!(self, r, alerts::list_alert_deliveries)
     }
 }

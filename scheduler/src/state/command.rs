@@ -5,6 +5,7 @@
 //! proposer and carried inside it, so replaying the same log on another node (raft, later) gives
 //! the same state.
 
+use super::alerts::{AlertDelivery, AlertEvent, AlertRule};
 use super::model::{
     ApiToken, AttemptState, AuditRecord, Backfill, DataSourceRecord, HostInfo, Instance, LogRecord,
     Role, Stats, TaskVersion,
@@ -219,6 +220,24 @@ pub enum Command {
         fencing_token: u64,
         reason: String,
         at_ms: i64,
+    },
+    /// Creates or replaces an alert rule (its webhook URL sealed).
+    PutAlertRule {
+        rule: AlertRule,
+    },
+    RemoveAlertRule {
+        /// `workspace/name`
+        id: String,
+    },
+    /// An event the leader found by the clock (a missed baseline); a no-op if already raised.
+    RaiseAlert {
+        event: AlertEvent,
+    },
+    /// What delivering alerts did: delivery records written, and events whose every
+    /// delivery is over (or that no rule wants) leave the outbox.
+    SettleAlerts {
+        deliveries: Vec<AlertDelivery>,
+        done_events: Vec<String>,
     },
     /// The end of an attempt, reported by its agent or decided by the scheduler.
     FinishAttempt {

@@ -117,13 +117,15 @@ impl Store {
                         continue;
                     }
                     let secs = (a.deadline_ms - a.dispatched_ms).max(0) / 1000;
+                    let error = format!("timed out: still running after {secs}s");
+                    self.alert_timeout(w, &a.instance_id, &a.id, &error, at_ms)?;
                     self.end_attempt(
                         w,
                         a,
                         Ending {
                             state: AttemptState::Killed,
                             stats: None,
-                            error: format!("timed out: still running after {secs}s"),
+                            error,
                             by_scheduler: true,
                             kind: EndKind::Timeout,
                         },
@@ -370,6 +372,7 @@ impl Store {
         }
         if before.is_none_or(|b| b.state != inst.state) {
             w.put(key(STATE, id), &inst.state)?;
+            self.alert_on_change(w, before, inst)?;
         }
         w.put(key(INSTANCE, id), inst)?;
         let mut wake = Vec::new();

@@ -16,6 +16,7 @@
 //! - `lifecycle`: instances from creation to their end — upstreams, cycle times, retries,
 //!   timeouts, reruns, kills, freezes, backfills.
 
+pub mod alerts;
 mod attempts;
 mod catalog;
 pub mod command;
@@ -414,6 +415,10 @@ impl Store {
             | Command::SetTaskFrozen { .. }
             | Command::MarkSuccess { .. }
             | Command::CreateBackfill { .. }) => self.apply_lifecycle(c, w),
+            c @ (Command::PutAlertRule { .. }
+            | Command::RemoveAlertRule { .. }
+            | Command::RaiseAlert { .. }
+            | Command::SettleAlerts { .. }) => self.apply_alert(c, w),
             c => self.apply_catalog(c, w),
         }
     }

@@ -3,6 +3,7 @@
 
 mod access;
 mod agents;
+mod alerts;
 mod databases;
 mod errors;
 mod files;

@@ -14,15 +14,18 @@ mod write;
 
 pub use write::to_mysql;
 
+use super::dbtls;
 use super::plugin::{JobLog, Result, RowSink, SyncError, TargetInfo};
 use super::rdbms::{Dialect, Driver, SplitQueries, TableSplit, column_list, sql_name};
 use super::value::{Row, Value, parse_date};
 use chrono::{Datelike, NaiveDate, NaiveTime, Utc};
-use ferry_common::job::{JdbcUrl, RdbmsWriter, WriteMode};
+use ferry_common::job::{DbTls, JdbcUrl, RdbmsWriter, TlsMode, WriteMode};
 use ferry_common::secret::Secret;
 use mysql_async::consts::{ColumnFlags, ColumnType};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Column, Conn, OptsBuilder, Value as MyValue};
+use mysql_async::{
+    ClientIdentity, Column, Conn, DriverError, OptsBuilder, SslOpts, Value as MyValue,
+};
 use write::MyChannel;
 
 #[derive(Debug, Default)]
@@ -65,7 +68,31 @@ pub fn describe(e: &mysql_async::Error) -> String {
     }
 }
 
-/// Opens a connection and prepares its session.
+/// mysql_async builds its own rustls client; these options give it the checks of `tls.mode`.
+fn ssl_opts(tls: &DbTls) -> Result<SslOpts, String> {
+    let mut opts = SslOpts::default();
+    if tls.mode.verifies() {
+        let roots = dbtls::roots(tls)?
+            .into_iter()
+            .map(|c| c.as_ref().to_vec().into())
+            .collect();
+        opts = opts
+            .with_root_certs(roots)
+            .with_disable_built_in_roots(true)
+            .with_danger_skip_domain_validation(tls.mode == TlsMode::VerifyCa);
+    } else {
+        opts = opts.with_danger_accept_invalid_certs(true);
+    }
+    if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+        opts = opts.with_client_identity(Some(ClientIdentity::new(
+            std::path::PathBuf::from(cert).into(),
+            std::path::PathBuf::from(key).into(),
+        )));
+    }
+    Ok(opts)
+}
+
+/// Opens a connection with the TLS the URL asks for and prepares its session.
 pub async fn connect(
     url: &str,
     user: &str,
@@ -73,6 +100,7 @@ pub async fn connect(
     session: &[String],
 ) -> Result<Conn, String> {
     let u = JdbcUrl::parse(url).map_err(|e| e.to_string())?;
+    let tls = u.tls().map_err(|e| e.to_string())?;
     let mut opts = OptsBuilder::default()
         .ip_or_hostname(u.host.clone())
         .tcp_port(u.port)
@@ -84,15 +112,30 @@ pub async fn connect(
     if !u.database.is_empty() {
         opts = opts.db_name(Some(u.database.clone()));
     }
-    let mut conn = Conn::new(opts).await.map_err(|e| {
+    let failed = |e: mysql_async::Error| {
         format!(
-            "cannot connect to {}:{}/{} as {user}: {}",
+            "cannot connect to {}:{}/{} as {user} (sslmode {}): {}",
             u.host,
             u.port,
             u.database,
+            tls.mode.as_str(),
             describe(&e)
         )
-    })?;
+    };
+    let mut conn = if tls.mode == TlsMode::Disable {
+        Conn::new(opts).await.map_err(failed)?
+    } else {
+        match Conn::new(opts.clone().ssl_opts(ssl_opts(&tls)?)).await {
+            Ok(conn) => conn,
+            // `prefer` alone may talk in clear, and only to a server that offers no TLS.
+            Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer))
+                if tls.mode == TlsMode::Prefer =>
+            {
+                Conn::new(opts).await.map_err(failed)?
+            }
+            Err(e) => return Err(failed(e)),
+        }
+    };
     for s in SESSION
         .iter()
         .copied()

@@ -17,14 +17,17 @@ pub mod codec;
 mod read;
 mod write;
 
+use super::dbtls;
 use super::plugin::{JobLog, RawFormat, Result, RowSink, SyncError, TargetInfo};
 use super::rdbms::{Dialect, Driver, SplitQueries, TableSplit, column_list, sql_name};
 use codec::writable;
-use ferry_common::job::{JdbcUrl, RdbmsWriter, WriteMode};
+use ferry_common::job::{JdbcUrl, RdbmsWriter, TlsMode, WriteMode};
 use ferry_common::secret::Secret;
 use std::time::Duration;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use write::PgChannel;
 
 /// The name of PostgreSQL's binary COPY tuples as a raw format between reader and writer.
@@ -48,9 +51,10 @@ impl Dialect for Pg {
     }
 }
 
-/// Opens a connection; the connection task runs on the runtime.
+/// Opens a connection with the TLS the URL asks for; the connection task runs on the runtime.
 pub async fn connect(url: &str, user: &str, password: &Secret) -> Result<Client, String> {
     let u = JdbcUrl::parse(url).map_err(|e| e.to_string())?;
+    let tls = u.tls().map_err(|e| e.to_string())?;
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&u.host)
         .port(u.port)
@@ -61,21 +65,45 @@ pub async fn connect(url: &str, user: &str, password: &Secret) -> Result<Client,
     if !password.is_empty() {
         cfg.password(password.expose());
     }
-    let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
+    let failed = |e: tokio_postgres::Error| {
         format!(
-            "cannot connect to {}:{}/{} as {user}: {}",
+            "cannot connect to {}:{}/{} as {user} (sslmode {}): {}",
             u.host,
             u.port,
             u.database,
+            tls.mode.as_str(),
             describe(&e)
         )
-    })?;
+    };
+    let client = if tls.mode == TlsMode::Disable {
+        let (client, conn) = cfg.connect(NoTls).await.map_err(failed)?;
+        spawn_connection(conn);
+        client
+    } else {
+        // Verification is the connector's job; tokio-postgres only needs to know whether a
+        // server without TLS may be talked to in clear (`prefer` only).
+        cfg.ssl_mode(if tls.mode == TlsMode::Prefer {
+            SslMode::Prefer
+        } else {
+            SslMode::Require
+        });
+        let connector = MakeRustlsConnect::new(dbtls::client_config(&tls)?);
+        let (client, conn) = cfg.connect(connector).await.map_err(failed)?;
+        spawn_connection(conn);
+        client
+    };
+    Ok(client)
+}
+
+fn spawn_connection<F>(conn: F)
+where
+    F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "postgresql connection closed");
         }
     });
-    Ok(client)
 }
 
 /// The most useful text of a driver error: the server's message when there is one.
