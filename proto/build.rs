@@ -8,13 +8,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe {
         std::env::set_var("PROTOC", protoc);
     }
-    tonic_prost_build::configure().compile_protos(
-        &[
-            "proto/ferry/agent/v1/agent.proto",
-            "proto/ferry/admin/v1/admin.proto",
-            "proto/ferry/raft/v1/raft.proto",
-        ],
-        &["proto"],
-    )?;
+    tonic_prost_build::configure()
+        // Row batches on the relay: decoded without a copy and handed on as they are.
+        .bytes(".ferry.agent.v1.RowBatch.data")
+        .compile_protos(
+            &[
+                "proto/ferry/agent/v1/agent.proto",
+                "proto/ferry/admin/v1/admin.proto",
+                "proto/ferry/raft/v1/raft.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! lines are cut to [`MAX_LINE_BYTES`] and shipped in messages of at most [`MAX_LOG_BATCH_BYTES`],
 //! far below the gRPC message limit.
 
+use crate::session::RelayDialer;
 use crate::shell::ShellConfig;
 use crate::spool::Spool;
 use crate::sync::{self, JobLog, LogEntry, Shared, Summary};
@@ -43,6 +44,8 @@ pub struct Executor {
     shell: ShellConfig,
     /// `--file-root`: canonical folders every file path of a job must stay inside.
     file_roots: Vec<std::path::PathBuf>,
+    /// Opens relay streams for legs of two-group syncs.
+    relay: Arc<RelayDialer>,
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary, saying how much was cut.
@@ -68,7 +71,26 @@ impl Executor {
             draining: AtomicBool::new(false),
             shell: ShellConfig::default(),
             file_roots: Vec::new(),
+            relay: Arc::new(RelayDialer::new(
+                crate::identity::Identity {
+                    agent_id: String::new(),
+                    credential: String::new(),
+                    group: String::new(),
+                },
+                Default::default(),
+            )),
         }
+    }
+
+    /// Lets this agent run legs of two-group syncs, dialing the scheduler as `dialer` says.
+    pub fn with_relay(mut self, dialer: RelayDialer) -> Self {
+        self.relay = Arc::new(dialer);
+        self
+    }
+
+    /// What opens relay streams; the session tells it which scheduler leads.
+    pub fn relay_dialer(&self) -> &RelayDialer {
+        &self.relay
     }
 
     /// Confines every file path of every job to these folders (canonical; see
@@ -300,7 +322,10 @@ impl Executor {
                     self.progress_every,
                 ));
                 let started = std::time::Instant::now();
-                let result = sync::run(&job, &attempt_id, shared.clone()).await;
+                let result = match &start.relay {
+                    None => sync::run(&job, &attempt_id, shared.clone()).await,
+                    Some(leg) => self.run_leg(&job, &attempt_id, leg, token, &shared).await,
+                };
                 reporter.abort();
                 let elapsed = started.elapsed().as_millis() as u64;
                 match result {
@@ -375,6 +400,29 @@ impl Executor {
         if let Err(e) = self.spool.finished(finished, &self.boot_id).await {
             error!(error = %e, "cannot record the attempt's result in the spool; the scheduler will see it lost");
         }
+    }
+}
+
+impl Executor {
+    /// Runs this agent's leg of a two-group sync: dials the relay, then runs the engine with
+    /// the relay standing in for the other half.
+    async fn run_leg(
+        &self,
+        job: &JobSpec,
+        attempt_id: &str,
+        leg: &pb::RelayLeg,
+        token: u64,
+        shared: &Arc<Shared>,
+    ) -> Result<Summary, sync::SyncError> {
+        let info = sync::relay::LegInfo::from_pb(leg).map_err(sync::SyncError::Internal)?;
+        info!(relay = %info.relay_id, role = info.role(), peer = %info.peer, "opening the relay");
+        let link = self.relay.dial(leg, token).await.map_err(|e| {
+            sync::SyncError::Internal(format!(
+                "cannot open the relay for the {} leg: {e}",
+                info.role()
+            ))
+        })?;
+        sync::relay::run_leg(job, attempt_id, &info, link, shared.clone()).await
     }
 }
 

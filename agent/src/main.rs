@@ -316,7 +316,11 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
             Duration::from_millis(args.progress_ms.max(100)),
         )
         .with_shell(shell)
-        .with_file_roots(file_roots),
+        .with_file_roots(file_roots)
+        .with_relay(ferry_agent::session::RelayDialer::new(
+            identity.clone(),
+            tls.clone(),
+        )),
     );
     executor.report_orphans().await?;
     let cfg = SessionConfig {

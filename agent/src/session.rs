@@ -16,7 +16,10 @@ use crate::identity::{Identity, host_facts};
 use crate::spool::Spool;
 use ferry_proto::agent::v1 as pb;
 use ferry_proto::tls::ClientTls;
-use ferry_proto::{AGENT_CREDENTIAL_HEADER, AGENT_ID_HEADER};
+use ferry_proto::{
+    AGENT_CREDENTIAL_HEADER, AGENT_ID_HEADER, FENCING_TOKEN_HEADER, RELAY_ID_HEADER,
+    RELAY_ROLE_HEADER,
+};
 use pb::agent_message::Body;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,6 +74,89 @@ pub async fn connect(url: &str, tls: &ClientTls) -> Result<tonic::transport::Cha
             }
             msg
         })
+}
+
+/// Opens relay streams (one leg of a two-group sync each) to the scheduler this agent's session
+/// is connected to: the leader, which joins the two legs. Like the session, it only dials out.
+pub struct RelayDialer {
+    identity: Identity,
+    tls: ClientTls,
+    /// The scheduler of the current (or last) session.
+    url: Mutex<Option<String>>,
+}
+
+/// Largest relay frame this agent accepts (a batch is cut at about 1 MiB; one large row alone
+/// may be more).
+const MAX_RELAY_FRAME: usize = 32 << 20;
+
+impl RelayDialer {
+    pub fn new(identity: Identity, tls: ClientTls) -> Self {
+        Self {
+            identity,
+            tls,
+            url: Mutex::new(None),
+        }
+    }
+
+    fn set_url(&self, url: &str) {
+        *self.url.lock().unwrap_or_else(|p| p.into_inner()) = Some(url.to_string());
+    }
+
+    /// Opens this agent's side of relay `leg` for the attempt with `fencing_token`.
+    pub async fn dial(
+        &self,
+        leg: &pb::RelayLeg,
+        fencing_token: u64,
+    ) -> Result<crate::sync::relay::Link, String> {
+        use tokio_stream::StreamExt;
+        let url = self
+            .url
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or("no scheduler session yet")?;
+        let channel = connect(&url, &self.tls).await?;
+        let mut client = pb::agent_service_client::AgentServiceClient::new(channel)
+            .max_decoding_message_size(MAX_RELAY_FRAME)
+            .max_encoding_message_size(MAX_RELAY_FRAME);
+        let (tx, rx) = mpsc::channel(crate::sync::relay::OUTBOUND_FRAMES);
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        let md = request.metadata_mut();
+        let bad = |what: &str| format!("the {what} is not valid metadata");
+        md.insert(
+            AGENT_ID_HEADER,
+            self.identity
+                .agent_id
+                .parse()
+                .map_err(|_| bad("agent id"))?,
+        );
+        md.insert(
+            AGENT_CREDENTIAL_HEADER,
+            self.identity
+                .credential
+                .parse()
+                .map_err(|_| bad("credential"))?,
+        );
+        md.insert(
+            RELAY_ID_HEADER,
+            leg.relay_id.parse().map_err(|_| bad("relay id"))?,
+        );
+        md.insert(
+            RELAY_ROLE_HEADER,
+            leg.role.parse().map_err(|_| bad("relay role"))?,
+        );
+        md.insert(FENCING_TOKEN_HEADER, fencing_token.into());
+        let inbound = client
+            .relay(request)
+            .await
+            .map_err(|s| format!("the scheduler at {url} refused the relay: {}", s.message()))?
+            .into_inner()
+            .map(|r| r.map_err(|s| s.message().to_string()));
+        Ok(crate::sync::relay::Link {
+            tx,
+            rx: Box::pin(inbound),
+        })
+    }
 }
 
 /// Backoff with jitter: 0.2 s doubling to 5 s.
@@ -306,6 +392,7 @@ async fn once(
         Err(s) => return Err(classify(&s)),
     };
     *opened = true;
+    executor.relay_dialer().set_url(url);
     contact.connected.store(true, Ordering::Relaxed);
     contact.touch();
     info!(scheduler = %url, agent = %identity.agent_id, pending = spool.pending(), "session open");

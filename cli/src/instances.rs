@@ -116,6 +116,12 @@ fn show(i: &pb::InstanceInfo) {
             time(a.started_ms),
             time(a.finished_ms)
         );
+        if !a.reader_agent_id.is_empty() {
+            println!(
+                "  two groups: reader leg on {}, writer leg on {}",
+                a.reader_agent_id, a.agent_id
+            );
+        }
         if !a.error.is_empty() {
             println!("  error: {}", a.error);
         }

@@ -47,6 +47,7 @@ pub fn instance(i: &pb::InstanceInfo) -> Value {
         "attempts": i.attempts.iter().map(|a| json!({
             "id": a.id,
             "agent_id": a.agent_id,
+            "reader_agent_id": a.reader_agent_id,
             "state": a.state,
             "started_ms": a.started_ms,
             "finished_ms": a.finished_ms,
@@ -68,6 +69,7 @@ pub fn task(t: &pb::TaskInfo) -> Value {
         "version": t.version,
         "kind": t.kind,
         "group": t.group,
+        "writer_group": t.writer_group,
         "cron": t.cron,
         "timezone": t.timezone,
         "dependencies": t.dependencies.iter().map(|d| json!({

@@ -56,8 +56,14 @@ pub enum TaskCmd {
 #[derive(Args, Debug)]
 pub struct Submit {
     name: String,
+    /// The resource group that runs the task (of a two-group sync: the reader's).
     #[arg(long)]
     group: String,
+    /// A sync whose target only another private network reaches: the writer runs on an agent
+    /// of this group, the reader on one of --group, and rows flow through the scheduler's relay,
+    /// which both agents dial out to.
+    #[arg(long)]
+    writer_group: Option<String>,
     /// The job file (DataX job JSON) of a sync task, or the script of a shell task.
     #[arg(long, conflicts_with_all = ["from", "to"])]
     file: Option<PathBuf>,
@@ -244,6 +250,12 @@ fn print_task(t: &pb::TaskInfo) {
         "task {} v{} ({}) in group {}",
         t.name, t.version, t.kind, t.group
     );
+    if !t.writer_group.is_empty() {
+        println!(
+            "two groups: reader on group {}, writer on group {}, rows through the scheduler's relay",
+            t.group, t.writer_group
+        );
+    }
     if t.cron.is_empty() {
         println!("schedule: manual only");
     } else {
@@ -355,6 +367,7 @@ pub async fn run(admin: &mut Admin, out: Output, cmd: TaskCmd) -> anyhow::Result
                     retries: s.retries,
                     retry_interval_secs: secs(&s.retry_interval)?,
                     generate_now: s.generate_now,
+                    writer_group: s.writer_group.unwrap_or_default(),
                 })
                 .await
                 .map_err(status)?
@@ -362,10 +375,17 @@ pub async fn run(admin: &mut Admin, out: Output, cmd: TaskCmd) -> anyhow::Result
             if out == Output::Json {
                 println!("{}", json::task(&t));
             } else {
-                println!(
-                    "task {} saved as version {} (group {})",
-                    t.name, t.version, t.group
-                );
+                if t.writer_group.is_empty() {
+                    println!(
+                        "task {} saved as version {} (group {})",
+                        t.name, t.version, t.group
+                    );
+                } else {
+                    println!(
+                        "task {} saved as version {} (reader group {}, writer group {})",
+                        t.name, t.version, t.group, t.writer_group
+                    );
+                }
                 if t.generated_now > 0 {
                     println!("{} instances of today generated now", t.generated_now);
                 }

@@ -632,19 +632,54 @@ impl JobSpec {
 
     /// The names of the catalog data sources the job refers to.
     pub fn datasources(&self) -> Vec<String> {
-        let reader = match &self.reader {
+        self.reader_datasource()
+            .into_iter()
+            .chain(self.writer_datasource())
+            .collect()
+    }
+
+    /// The catalog data source the reader names, if any.
+    pub fn reader_datasource(&self) -> Option<String> {
+        match &self.reader {
             ReaderConfig::Stream(_) => None,
             ReaderConfig::Sqlite(r) => r.datasource.clone(),
             ReaderConfig::TxtFile(r) => r.datasource.clone(),
             ReaderConfig::Mysql(r) | ReaderConfig::Postgresql(r) => r.datasource.clone(),
-        };
-        let writer = match &self.writer {
+        }
+    }
+
+    /// The catalog data source the writer names, if any.
+    pub fn writer_datasource(&self) -> Option<String> {
+        match &self.writer {
             WriterConfig::Stream(_) => None,
             WriterConfig::Sqlite(w) => w.datasource.clone(),
             WriterConfig::TxtFile(w) => w.datasource.clone(),
             WriterConfig::Mysql(w) | WriterConfig::Postgresql(w) => w.datasource.clone(),
-        };
-        reader.into_iter().chain(writer).collect()
+        }
+    }
+
+    /// The job as the reader leg of a two-group sync receives it: the writer is replaced by a
+    /// placeholder that names nothing, so no connection field or password of the target ever
+    /// reaches the reader's agent (and the reader leg never opens the target).
+    pub fn reader_half(&self) -> Self {
+        Self {
+            setting: self.setting.clone(),
+            reader: self.reader.clone(),
+            writer: WriterConfig::Stream(StreamWriter::default()),
+        }
+    }
+
+    /// The job as the writer leg of a two-group sync receives it: the reader is replaced by a
+    /// placeholder that names nothing (see [`JobSpec::reader_half`]).
+    pub fn writer_half(&self) -> Self {
+        Self {
+            setting: self.setting.clone(),
+            reader: ReaderConfig::Stream(StreamReader {
+                column: Vec::new(),
+                slice_record_count: 0,
+            }),
+            writer: self.writer.clone(),
+        }
     }
 
     /// Fills connection fields from the catalog for every `"datasource": name`; relative paths

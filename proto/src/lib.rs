@@ -29,3 +29,9 @@ pub mod raft {
 pub const AGENT_ID_HEADER: &str = "x-ferry-agent-id";
 /// Metadata key carrying the agent credential on the Session stream.
 pub const AGENT_CREDENTIAL_HEADER: &str = "x-ferry-agent-credential";
+/// Metadata key naming the relay (attempt) a Relay stream joins.
+pub const RELAY_ID_HEADER: &str = "x-ferry-relay-id";
+/// Metadata key naming the leg (`reader` | `writer`) on a Relay stream.
+pub const RELAY_ROLE_HEADER: &str = "x-ferry-relay-role";
+/// Metadata key carrying the attempt's fencing token on a Relay stream.
+pub const FENCING_TOKEN_HEADER: &str = "x-ferry-fencing-token";

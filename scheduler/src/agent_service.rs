@@ -8,12 +8,16 @@
 use crate::context::Context;
 use crate::error::Error;
 use crate::hub::InstanceEvent;
+use crate::relay::{Leg, Role};
 use crate::state::command::{Applied, Command, Reporter};
 use crate::state::model::{AttemptState, HostInfo, LogRecord, Stats};
 use ferry_common::secret::{hash_token, random_token, token_matches};
 use ferry_proto::agent::v1 as pb;
 use ferry_proto::agent::v1::agent_service_server::AgentService;
-use ferry_proto::{AGENT_CREDENTIAL_HEADER, AGENT_ID_HEADER};
+use ferry_proto::{
+    AGENT_CREDENTIAL_HEADER, AGENT_ID_HEADER, FENCING_TOKEN_HEADER, RELAY_ID_HEADER,
+    RELAY_ROLE_HEADER,
+};
 use futures_util::FutureExt as _;
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -73,6 +77,7 @@ fn metadata<T>(req: &Request<T>, key: &str) -> Result<String, Status> {
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SchedulerMessage, Status>> + Send>>;
+type RelayStream = Pin<Box<dyn Stream<Item = Result<pb::RelayFrame, Status>> + Send>>;
 
 /// The agent a request's metadata names, if its credential is right and it is not revoked.
 fn authenticate<T>(
@@ -169,6 +174,67 @@ impl AgentService for AgentApi {
     }
 
     type SessionStream = SessionStream;
+    type RelayStream = RelayStream;
+
+    async fn relay(
+        &self,
+        request: Request<Streaming<pb::RelayFrame>>,
+    ) -> Result<Response<Self::RelayStream>, Status> {
+        let agent = authenticate(&self.ctx, &request)?;
+        // Relays live on the leader, beside the sessions that started their legs.
+        crate::cluster::gate(&self.ctx)?;
+        let relay_id = metadata(&request, RELAY_ID_HEADER)?;
+        let role_text = metadata(&request, RELAY_ROLE_HEADER)?;
+        let role = Role::parse(&role_text).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "relay role \"{role_text}\" is not reader or writer"
+            ))
+        })?;
+        let token: u64 = metadata(&request, FENCING_TOKEN_HEADER)?
+            .parse()
+            .map_err(|_| Status::invalid_argument("the fencing token is not a number"))?;
+        let attempt = self.ctx.store.attempt(&relay_id)?.ok_or_else(|| {
+            Status::not_found(format!("attempt {relay_id} is unknown to this scheduler"))
+        })?;
+        let (holder, peer) = match role {
+            Role::Reader => (&attempt.reader_agent_id, &attempt.agent_id),
+            Role::Writer => (&attempt.agent_id, &attempt.reader_agent_id),
+        };
+        if attempt.reader_agent_id.is_empty() || *holder != agent.id {
+            warn!(agent = %agent.id, attempt = %relay_id, role = role.as_str(), "relay refused: not this agent's leg");
+            return Err(Status::permission_denied(format!(
+                "agent {} does not run the {} leg of attempt {relay_id}",
+                agent.id,
+                role.as_str()
+            )));
+        }
+        if attempt.fencing_token != token || attempt.state.is_final() {
+            return Err(Status::failed_precondition(format!(
+                "attempt {relay_id} is {} (fencing token {}); its relay is closed",
+                attempt.state.as_str(),
+                attempt.fencing_token
+            )));
+        }
+        let peer_group = self
+            .ctx
+            .store
+            .agent(peer)?
+            .map(|a| a.group)
+            .unwrap_or_default();
+        let leg = Leg {
+            role,
+            agent: agent.id,
+            group: agent.group,
+            peer: format!("agent {peer} (group {peer_group})"),
+        };
+        let inbound: crate::relay::Inbound = Box::pin(request.into_inner());
+        let rx =
+            self.ctx
+                .hub
+                .relays
+                .open(&relay_id, leg, inbound, self.ctx.config.start_timeout)?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn session(
         &self,
@@ -484,7 +550,7 @@ fn stop_unwanted(ctx: &Context, agent_id: &str, running: &[String]) -> Result<()
     for id in running {
         let reason = match ctx.store.attempt(id)? {
             None => "the scheduler does not know this attempt".to_string(),
-            Some(a) if a.agent_id != agent_id => {
+            Some(a) if !a.holds(agent_id) => {
                 format!("the attempt belongs to agent {}", a.agent_id)
             }
             Some(a) if a.state.is_final() => format!(
@@ -523,7 +589,16 @@ async fn finish_reported(
     f: pb::AttemptFinished,
 ) -> Result<(), Error> {
     let state = attempt_state(f.status);
-    info!(attempt = %f.attempt_id, state = state.as_str(), "attempt finished");
+    // A reader leg's rows are counted by its writer leg, whose result is the attempt's.
+    let reader_leg = ctx
+        .store
+        .attempt(&f.attempt_id)?
+        .is_some_and(|a| a.is_reader_leg(agent_id));
+    if reader_leg {
+        info!(attempt = %f.attempt_id, state = state.as_str(), "reader leg finished");
+    } else {
+        info!(attempt = %f.attempt_id, state = state.as_str(), "attempt finished");
+    }
     let stats: Stats = f.stats.unwrap_or_default().into();
     let applied = ctx
         .store
@@ -537,8 +612,16 @@ async fn finish_reported(
             at_ms: ctx.now_ms(),
         })
         .await?;
-    if matches!(applied, Applied::Changed { .. } | Applied::Done) {
-        ctx.hub.metrics.attempt_finished(state.as_str(), &stats);
+    match (&applied, reader_leg) {
+        (Applied::Changed { .. } | Applied::Done, false) => {
+            ctx.hub.metrics.attempt_finished(state.as_str(), &stats)
+        }
+        // The reader leg's failure ended the attempt; its rows never counted as written.
+        (Applied::Changed { .. }, true) => ctx
+            .hub
+            .metrics
+            .attempt_finished(state.as_str(), &Stats::default()),
+        _ => {}
     }
     ctx.announce(&applied);
     if !matches!(applied, Applied::Stale(_)) {

@@ -71,6 +71,7 @@ pub fn task_info(t: &Task, v: Option<&TaskVersion>) -> pb::TaskInfo {
         info.timeout_secs = v.timeout_secs;
         info.start_date = date(v.start_date);
         info.end_date = date(v.end_date);
+        info.writer_group = v.writer_group.clone();
     }
     info
 }
@@ -86,6 +87,7 @@ impl From<&Attempt> for pb::AttemptInfo {
             stats: Some(a.stats.into()),
             error: a.error.clone(),
             late_report: a.late_report.clone(),
+            reader_agent_id: a.reader_agent_id.clone(),
         }
     }
 }

@@ -55,7 +55,9 @@ pub async fn tick(ctx: &Context) -> Result<()> {
     // Slots in use per agent, from the durable state (dispatched or running attempts).
     let mut busy: HashMap<String, u32> = HashMap::new();
     for a in live.iter().filter(|a| !expired.contains(&a.id)) {
-        *busy.entry(a.agent_id.clone()).or_default() += 1;
+        for agent in a.agents() {
+            *busy.entry(agent.to_string()).or_default() += 1;
+        }
     }
     let agents = ctx.store.agents()?;
     let groups: HashMap<String, Group> = ctx
@@ -76,45 +78,68 @@ pub async fn tick(ctx: &Context) -> Result<()> {
                 .map(|s| (a.id.clone(), Online::new(s)))
         })
         .collect();
-    let mut labels_of: HashMap<(String, u32), Labels> = HashMap::new();
-    let mut picks: Vec<(Queued, String, Session)> = Vec::new();
+    // Per task version: the labels it asks for and its writer group (empty: one agent).
+    let mut needs_of: HashMap<(String, u32), (Labels, String)> = HashMap::new();
+    let mut picks: Vec<(Queued, Pick)> = Vec::new();
     for inst in waiting {
         let key = (inst.task.clone(), inst.version);
-        if !labels_of.contains_key(&key) {
-            let labels = ctx
+        if !needs_of.contains_key(&key) {
+            let needs = ctx
                 .store
                 .task_version(&inst.task, inst.version)?
-                .map(|v| v.agent_labels)
+                .map(|v| (v.agent_labels, v.writer_group))
                 .unwrap_or_default();
-            labels_of.insert(key.clone(), labels);
+            needs_of.insert(key.clone(), needs);
         }
-        let required = labels_of.get(&key).cloned().unwrap_or_default();
-        let limit = groups
-            .get(&inst.group)
-            .map(|g| g.max_concurrency)
-            .unwrap_or(0);
-        let in_use = group_busy.get(&inst.group).copied().unwrap_or(0);
-        let chosen = if limit > 0 && in_use >= limit {
-            Err(format!(
-                "resource group \"{}\" runs {in_use} attempts, its limit (`ferry group set {} --max-concurrency`)",
-                inst.group, inst.group
+        let (required, writer_group) = needs_of.get(&key).cloned().unwrap_or_default();
+        let full = |group: &str| {
+            let limit = groups.get(group).map(|g| g.max_concurrency).unwrap_or(0);
+            let in_use = group_busy.get(group).copied().unwrap_or(0);
+            (limit > 0 && in_use >= limit).then(|| format!(
+                "resource group \"{group}\" runs {in_use} attempts, its limit (`ferry group set {group} --max-concurrency`)"
             ))
+        };
+        let chosen = if let Some(why) = full(&inst.group) {
+            Err(why)
+        } else if writer_group.is_empty() {
+            choose(&inst.group, &required, &agents, &sessions, &busy).map(|a| (a, None))
+        } else if let Some(why) = full(&writer_group) {
+            Err(why)
         } else {
-            choose(&inst, &required, &agents, &sessions, &busy)
+            // Two legs: the writer on the writer group, the reader on the task's group; both
+            // need a slot, or neither is taken.
+            choose(&writer_group, &required, &agents, &sessions, &busy).and_then(|w| {
+                choose(&inst.group, &required, &agents, &sessions, &busy).map(|r| (w, Some(r)))
+            })
         };
         match chosen {
-            Ok(agent_id) => {
+            Ok((agent_id, reader)) => {
                 ctx.hub.set_waiting(&inst.id, None);
-                *busy.entry(agent_id.clone()).or_default() += 1;
-                *group_busy.entry(inst.group.clone()).or_default() += 1;
-                ctx.hub.dispatched_to(&agent_id);
-                let Some(online) = sessions.get_mut(&agent_id) else {
+                let mut taken = Vec::new();
+                for (agent, group) in std::iter::once((agent_id, &writer_group))
+                    .chain(reader.map(|r| (r, &inst.group)))
+                {
+                    let group = if group.is_empty() { &inst.group } else { group };
+                    *busy.entry(agent.clone()).or_default() += 1;
+                    *group_busy.entry(group.clone()).or_default() += 1;
+                    ctx.hub.dispatched_to(&agent);
+                    let Some(online) = sessions.get_mut(&agent) else {
+                        continue;
+                    };
+                    online.session.free_slots = online.session.free_slots.saturating_sub(1);
+                    online.session.last_dispatch_ms = ctx.now_ms();
+                    online.room = online.room.saturating_sub(1);
+                    taken.push((agent, online.session.clone()));
+                }
+                let mut taken = taken.into_iter();
+                let Some(writer) = taken.next() else {
                     continue;
                 };
-                online.session.free_slots = online.session.free_slots.saturating_sub(1);
-                online.session.last_dispatch_ms = ctx.now_ms();
-                online.room = online.room.saturating_sub(1);
-                picks.push((inst, agent_id, online.session.clone()));
+                let reader = taken.next();
+                if !writer_group.is_empty() && reader.is_none() {
+                    continue;
+                }
+                picks.push((inst, Pick { writer, reader }));
             }
             Err(reason) => {
                 if ctx.hub.set_waiting(&inst.id, Some(reason.clone())) {
@@ -127,23 +152,30 @@ pub async fn tick(ctx: &Context) -> Result<()> {
         }
     }
     let mut chosen = Vec::with_capacity(picks.len());
-    for (q, agent_id, session) in picks {
+    for (q, pick) in picks {
         // The whole record only for what goes out now.
         match ctx.store.instance(&q.id)? {
             Some(inst) if inst.state == InstanceState::WaitingResources => {
-                chosen.push((inst, agent_id, session));
+                chosen.push((inst, pick));
             }
             _ => {}
         }
     }
-    let rounds = chosen.iter().map(|(inst, agent_id, session)| {
+    let rounds = chosen.iter().map(|(inst, pick)| {
         let span = info_span!("instance", instance = %inst.id, task = %inst.task);
-        dispatch(ctx, inst, agent_id, session).instrument(span)
+        dispatch(ctx, inst, pick).instrument(span)
     });
     for result in futures_util::future::join_all(rounds).await {
         result?;
     }
     Ok(())
+}
+
+/// The agents an instance goes to: one, or the writer leg's and the reader leg's of a
+/// two-group sync.
+struct Pick {
+    writer: (String, Session),
+    reader: Option<(String, Session)>,
 }
 
 /// An online agent's session as one dispatch round sees it: its free slots and the room left
@@ -160,12 +192,12 @@ impl Online {
     }
 }
 
-/// Picks the agent for `inst`: online, in its group, not draining, carrying the labels the task
+/// Picks the agent for `inst` in `group` (its own, or its writer group): online, in the group, not draining, carrying the labels the task
 /// asks for, with a free slot (by the scheduler's count and by the agent's last heartbeat) and
 /// room in its session; the most free slots first, then the lowest load, then the one that got
 /// work longest ago. The error is why the instance waits.
 fn choose(
-    inst: &Queued,
+    group: &str,
     required: &Labels,
     agents: &[Agent],
     sessions: &HashMap<String, Online>,
@@ -173,12 +205,12 @@ fn choose(
 ) -> std::result::Result<String, String> {
     let in_group: Vec<&Agent> = agents
         .iter()
-        .filter(|a| a.group == inst.group && !a.is_revoked())
+        .filter(|a| a.group == group && !a.is_revoked())
         .collect();
     if in_group.is_empty() {
         return Err(format!(
             "resource group \"{}\" has no agents; install one with the command printed by `ferry group create`",
-            inst.group
+            group
         ));
     }
     let online: Vec<(&Agent, &Online)> = in_group
@@ -188,7 +220,7 @@ fn choose(
     if online.is_empty() {
         return Err(format!(
             "no online agent in resource group \"{}\" ({} registered, all offline); start one",
-            inst.group,
+            group,
             in_group.len()
         ));
     }
@@ -196,7 +228,7 @@ fn choose(
     if serving.is_empty() {
         return Err(format!(
             "every online agent of resource group \"{}\" is draining; resume one with `ferry agent resume`",
-            inst.group
+            group
         ));
     }
     let fitting: Vec<&&(&Agent, &Online)> = serving
@@ -207,7 +239,7 @@ fn choose(
         let wanted: Vec<String> = required.iter().map(|(k, v)| format!("{k}={v}")).collect();
         return Err(format!(
             "no online agent of resource group \"{}\" carries the labels {}",
-            inst.group,
+            group,
             wanted.join(",")
         ));
     }
@@ -229,7 +261,7 @@ fn choose(
         None => Err(format!(
             "all {} eligible online agents of resource group \"{}\" are busy",
             fitting.len(),
-            inst.group
+            group
         )),
     }
 }
@@ -237,6 +269,13 @@ fn choose(
 /// What an agent is sent to run.
 enum Work {
     Sync(String),
+    /// A two-group sync: the reader's half for an agent of the task's group, the writer's
+    /// half for an agent of `writer_group`.
+    Relay {
+        reader: String,
+        writer: String,
+        writer_group: String,
+    },
     Shell {
         script: String,
         env: HashMap<String, String>,
@@ -271,12 +310,14 @@ fn resolve(ctx: &Context, inst: &Instance) -> Result<Work> {
         };
         return Ok(Work::Shell { script, env });
     }
-    resolve_job(ctx, inst).map(Work::Sync)
+    resolve_job(ctx, inst)
 }
 
 /// Resolves the instance's job for the agent: parameters substituted, data sources filled in
-/// with their secrets opened.
-fn resolve_job(ctx: &Context, inst: &Instance) -> Result<String> {
+/// with their secrets opened. A two-group sync resolves into two halves, each with its own
+/// side's data source only (checked against its own group), so the reader's agent never
+/// receives the target's connection or password, nor the writer's agent the source's.
+fn resolve_job(ctx: &Context, inst: &Instance) -> Result<Work> {
     let version = ctx
         .store
         .task_version(&inst.task, inst.version)?
@@ -298,47 +339,89 @@ fn resolve_job(ctx: &Context, inst: &Instance) -> Result<String> {
     for s in job.secrets_mut() {
         ctx.secrets.open_one(s)?;
     }
-    let mut sources = HashMap::new();
     let workspace = crate::auth::workspace_of(&inst.task);
-    for name in job.datasources() {
+    if version.writer_group.is_empty() {
+        let sources = sources_for(ctx, workspace, job.datasources(), &inst.group)?;
+        let resolved = job.resolve(|n| sources.get(n).cloned())?;
+        return Ok(Work::Sync(resolved.to_json()));
+    }
+    let reader = job.reader_half();
+    let sources = sources_for(ctx, workspace, reader.datasources(), &inst.group)?;
+    let reader = reader.resolve(|n| sources.get(n).cloned())?;
+    let writer = job.writer_half();
+    let sources = sources_for(ctx, workspace, writer.datasources(), &version.writer_group)?;
+    let writer = writer.resolve(|n| sources.get(n).cloned())?;
+    Ok(Work::Relay {
+        reader: reader.to_json(),
+        writer: writer.to_json(),
+        writer_group: version.writer_group,
+    })
+}
+
+/// The catalog data sources `names`, secrets opened, if `group` may use each of them.
+fn sources_for(
+    ctx: &Context,
+    workspace: &str,
+    names: Vec<String>,
+    group: &str,
+) -> Result<HashMap<String, ferry_common::datasource::DataSourceConfig>> {
+    let mut sources = HashMap::new();
+    for name in names {
         let Some(mut record) = ctx
             .store
             .datasource(&crate::auth::qualify(workspace, &name))?
         else {
             continue; // resolve() reports it by name
         };
-        if !record.groups.is_empty() && !record.groups.contains(&inst.group) {
+        if !record.groups.is_empty() && !record.groups.iter().any(|g| g == group) {
             return Err(Error::FailedPrecondition(format!(
-                "data source \"{name}\" may not be used by resource group \"{}\" (allowed: {})",
-                inst.group,
+                "data source \"{name}\" may not be used by resource group \"{group}\" (allowed: {})",
                 record.groups.join(", ")
             )));
         }
         ctx.secrets.open(&mut record.config)?;
         sources.insert(name, record.config);
     }
-    let resolved = job.resolve(|n| sources.get(n).cloned())?;
-    Ok(resolved.to_json())
+    Ok(sources)
 }
 
-async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Session) -> Result<()> {
+async fn dispatch(ctx: &Context, inst: &Instance, pick: &Pick) -> Result<()> {
     if !crate::cluster::leading(ctx) {
         // Deposed mid-round: the new leader dispatches.
         return Ok(());
     }
+    let (agent_id, session) = (&pick.writer.0, &pick.writer.1);
     let attempt_id = format!("att-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
-    let resolved = resolve(ctx, inst);
-    let target_agent = if resolved.is_ok() { agent_id } else { "" };
-    let Applied::Dispatched { fencing_token } = ctx
-        .store
-        .propose(Command::DispatchAttempt {
+    let resolved = resolve(ctx, inst).and_then(|w| match (&w, &pick.reader) {
+        (Work::Relay { .. }, None) | (Work::Sync(_) | Work::Shell { .. }, Some(_)) => {
+            Err(Error::FailedPrecondition(format!(
+                "task {} v{} changed its writer group while the instance waited; rerun it",
+                inst.task, inst.version
+            )))
+        }
+        _ => Ok(w),
+    });
+    let target_agent = if resolved.is_ok() {
+        agent_id.as_str()
+    } else {
+        ""
+    };
+    let command = match (&pick.reader, &resolved) {
+        (Some((reader_id, _)), Ok(_)) => Command::DispatchRelay {
+            id: attempt_id.clone(),
+            instance_id: inst.id.clone(),
+            agent_id: target_agent.to_string(),
+            reader_agent_id: reader_id.clone(),
+            at_ms: ctx.now_ms(),
+        },
+        _ => Command::DispatchAttempt {
             id: attempt_id.clone(),
             instance_id: inst.id.clone(),
             agent_id: target_agent.to_string(),
             at_ms: ctx.now_ms(),
-        })
-        .await?
-    else {
+        },
+    };
+    let Applied::Dispatched { fencing_token } = ctx.store.propose(command).await? else {
         return Ok(());
     };
     let work = match resolved {
@@ -361,7 +444,12 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
             return Ok(());
         }
     };
-    info!(attempt = %attempt_id, agent = %agent_id, fencing_token, "dispatched");
+    match &pick.reader {
+        Some((reader_id, _)) => {
+            info!(attempt = %attempt_id, agent = %agent_id, reader_agent = %reader_id, fencing_token, "dispatched in two legs")
+        }
+        None => info!(attempt = %attempt_id, agent = %agent_id, fencing_token, "dispatched"),
+    }
     if inst.ready_ms > 0 {
         let waited = ctx.now_ms().saturating_sub(inst.ready_ms).max(0) as u64;
         ctx.hub
@@ -371,11 +459,7 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
     ctx.hub.publish(InstanceEvent::Changed {
         instance_id: inst.id.clone(),
     });
-    let (kind, job_json, script, env) = match work {
-        Work::Sync(job) => ("sync", job, String::new(), HashMap::new()),
-        Work::Shell { script, env } => ("shell", String::new(), script, env),
-    };
-    let start = pb::SchedulerMessage {
+    let start = |kind: &str, job_json: String, script: String, env, relay| pb::SchedulerMessage {
         body: Some(pb::scheduler_message::Body::Start(pb::StartAttempt {
             attempt_id: attempt_id.clone(),
             instance_id: inst.id.clone(),
@@ -386,12 +470,64 @@ async fn dispatch(ctx: &Context, inst: &Instance, agent_id: &str, session: &Sess
             kind: kind.to_string(),
             script,
             env,
+            relay,
         })),
     };
-    if session.tx.try_send(Ok(start)).is_err() {
-        // The session closed or filled up under us; the agent's next Hello (or the start
-        // timeout) settles the attempt.
-        warn!(attempt = %attempt_id, agent = %agent_id, "could not hand the attempt to the agent's session");
+    let hand = |session: &Session, agent: &str, msg| {
+        if session.tx.try_send(Ok(msg)).is_err() {
+            // The session closed or filled up under us; the agent's next Hello (or the start
+            // timeout) settles the attempt.
+            warn!(attempt = %attempt_id, agent = %agent, "could not hand the attempt to the agent's session");
+        }
+    };
+    match work {
+        Work::Sync(job) => hand(
+            session,
+            agent_id,
+            start("sync", job, String::new(), HashMap::new(), None),
+        ),
+        Work::Shell { script, env } => hand(
+            session,
+            agent_id,
+            start("shell", String::new(), script, env, None),
+        ),
+        Work::Relay {
+            reader,
+            writer,
+            writer_group,
+        } => {
+            let Some((reader_id, reader_session)) = &pick.reader else {
+                return Ok(());
+            };
+            let leg = |role: &str, peer_agent: &str, peer_group: &str| pb::RelayLeg {
+                relay_id: attempt_id.clone(),
+                role: role.to_string(),
+                peer_agent: peer_agent.to_string(),
+                peer_group: peer_group.to_string(),
+            };
+            hand(
+                session,
+                agent_id,
+                start(
+                    "sync",
+                    writer,
+                    String::new(),
+                    HashMap::new(),
+                    Some(leg("writer", reader_id, &inst.group)),
+                ),
+            );
+            hand(
+                reader_session,
+                reader_id,
+                start(
+                    "sync",
+                    reader,
+                    String::new(),
+                    HashMap::new(),
+                    Some(leg("reader", agent_id, &writer_group)),
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -406,12 +542,21 @@ async fn expire(ctx: &Context, live: &[Attempt]) -> Result<Vec<String>> {
         if a.agent_id.is_empty() {
             continue;
         }
-        let why = if let Some(lost) = ctx.hub.lost_for(&a.agent_id)
-            && lost >= ctx.config.attempt_lease
-        {
+        let lost = a.agents().find(|agent| {
+            ctx.hub
+                .lost_for(agent)
+                .is_some_and(|lost| lost >= ctx.config.attempt_lease)
+        });
+        let why = if let Some(agent) = lost {
+            let leg = if a.is_reader_leg(agent) {
+                " (reader leg)"
+            } else if a.reader_agent_id.is_empty() {
+                ""
+            } else {
+                " (writer leg)"
+            };
             format!(
-                "agent {} was unreachable for more than {}s; the attempt is failed and its late reports will be rejected",
-                a.agent_id,
+                "agent {agent}{leg} was unreachable for more than {}s; the attempt is failed and its late reports will be rejected",
                 ctx.config.attempt_lease.as_secs()
             )
         } else if a.state == AttemptState::Dispatched

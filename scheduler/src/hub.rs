@@ -93,6 +93,8 @@ pub struct Hub {
     pub dispatch: Notify,
     /// What this process counts for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Relays of two-group syncs whose first leg waits for the second.
+    pub relays: crate::relay::Relays,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,6 +114,7 @@ impl Hub {
             events: broadcast::channel(4096).0,
             dispatch: Notify::new(),
             metrics: Default::default(),
+            relays: Default::default(),
         }
     }
 

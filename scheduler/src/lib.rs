@@ -10,6 +10,8 @@
 //! - [`admin`]: the admin gRPC service behind the CLI; [`convert`] maps records to its messages.
 //! - [`auth`]: API tokens, users, roles per workspace: who may do what.
 //! - [`dispatch`]: hands waiting instances to agents and enforces attempt leases.
+//! - [`relay`]: joins the two legs of a two-group sync (reader in one private network, writer
+//!   in another) with bounded buffers.
 //! - [`generate`]: instances from schedules (nightly, generate-now), manual runs, backfills;
 //!   the leader's ticks.
 //! - [`plan`]: pure instance planning: a day's instances of every node and their edges.
@@ -31,6 +33,7 @@ pub mod hub;
 pub mod metrics;
 pub mod plan;
 pub mod raft;
+pub mod relay;
 pub mod secrets;
 pub mod server;
 pub mod state;

@@ -192,7 +192,9 @@ pub async fn run_with_clock(
         // 4 MiB limit holds for them; a job file sent by an operator may be larger.
         .add_service(
             AgentServiceServer::new(AgentApi::new(ctx.clone(), shutdown.clone()))
-                .max_encoding_message_size(MAX_ADMIN_MESSAGE),
+                .max_encoding_message_size(MAX_ADMIN_MESSAGE)
+                // Relay frames carry row batches (about 1 MiB, one large row alone more).
+                .max_decoding_message_size(crate::relay::MAX_FRAME),
         )
         // No admin call reaches a handler without a valid API token, nor on a scheduler that
         // does not lead (the caller is sent to the leader).

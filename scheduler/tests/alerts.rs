@@ -42,6 +42,7 @@ fn version(task: &str) -> TaskVersion {
         job_text: "{}".into(),
         created_ms: 0,
         agent_labels: Default::default(),
+        writer_group: String::new(),
         kind: TaskKind::Sync,
         schedule: None,
         start_date: None,

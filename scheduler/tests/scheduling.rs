@@ -61,6 +61,7 @@ fn version(task: &str, cron: Option<(&str, &str)>) -> TaskVersion {
         job_text: JOB.into(),
         created_ms: 0,
         agent_labels: Default::default(),
+        writer_group: String::new(),
         kind: TaskKind::Sync,
         schedule: cron.map(|(c, tz)| ScheduleSpec {
             cron: c.into(),

@@ -85,6 +85,17 @@ impl Netns {
             .args(args))
     }
 
+    /// Pulls the namespace's cable: its link to the host goes down, every connection across it
+    /// goes silent (no reset), as when a network drops.
+    pub fn cut(&self) -> Result<()> {
+        run(Command::new("ip").args(["link", "set", &self.host_if, "down"])).map(|_| ())
+    }
+
+    /// Plugs the cable back in (the addresses stay).
+    pub fn heal(&self) -> Result<()> {
+        run(Command::new("ip").args(["link", "set", &self.host_if, "up"])).map(|_| ())
+    }
+
     /// Whether a TCP connection from inside the namespace to `addr` succeeds.
     pub fn can_connect(&self, addr: &str) -> bool {
         let script = format!(

@@ -15,6 +15,8 @@
 //! - [`plugin`]: the boundary: the async `Reader`/`Writer` traits (and blocking twins), row
 //!   batches, shared counters and the dirty-record accounting. Connectors depend on it alone.
 //! - [`registry`]: plugin names and their constructors; the only module that names connectors.
+//! - [`relay`]: one leg of a two-group sync, the engine with the relay standing in for the
+//!   reader or the writer that runs on another agent.
 //! - [`engine`]: splits, channels, backpressure, cancellation, error limits.
 //! - [`value`]: the column model and its text forms.
 //! - [`rdbms`]: the database reader and writer skeleton (splits, sessions, preSql/postSql,
@@ -29,6 +31,7 @@ pub mod plugin;
 pub mod postgres;
 pub mod rdbms;
 pub mod registry;
+pub mod relay;
 pub mod sqlite;
 pub mod stream;
 pub mod throttle;

@@ -81,3 +81,12 @@ pub fn build_reader(cfg: &ReaderConfig) -> Option<Box<dyn Reader>> {
 pub fn build_writer(cfg: &WriterConfig, attempt: &str) -> Option<Box<dyn Writer>> {
     WRITERS.iter().find_map(|(_, ctor)| ctor(cfg, attempt))
 }
+
+/// Drivers' own row formats (see `plugin::Batch::Raw`), by name: a relay carries a format's
+/// name and the writer leg's agent finds it here.
+const RAW_FORMATS: &[&str] = &[super::postgres::RAW_FORMAT];
+
+/// The driver row format called `name`, if this agent knows it.
+pub fn raw_format(name: &str) -> Option<&'static str> {
+    RAW_FORMATS.iter().copied().find(|f| *f == name)
+}

@@ -316,3 +316,27 @@ fn unsupported_datax_plugins_say_so() {
         "writer":{"name":"streamwriter","parameter":{}}}]}}"#;
     assert!(err_text(text).contains("not supported by this release yet"));
 }
+
+#[test]
+fn relay_halves_carry_only_their_own_side() -> Result<()> {
+    let text = r#"{"job": {"setting": {"speed": {"channel": 2}}, "content": [{
+        "reader": {"name": "postgresqlreader", "parameter": {"username": "r", "password": "reader-secret",
+            "column": ["id"], "connection": [{"table": ["t"], "jdbcUrl": ["jdbc:postgresql://a:5432/x"]}]}},
+        "writer": {"name": "mysqlwriter", "parameter": {"username": "w", "password": "writer-secret",
+            "column": ["id"], "connection": [{"table": "t", "jdbcUrl": "jdbc:mysql://b:3306/y"}]}}
+    }]}}"#;
+    let job = JobSpec::parse(text)?;
+    let reader = job.reader_half().to_json();
+    let writer = job.writer_half().to_json();
+    assert!(reader.contains("reader-secret") && !reader.contains("writer-secret"));
+    assert!(writer.contains("writer-secret") && !writer.contains("reader-secret"));
+    assert!(!reader.contains("jdbc:mysql") && !writer.contains("jdbc:postgresql"));
+    // Each half travels as a job an agent parses like any other.
+    let r = JobSpec::parse(&reader)?;
+    let w = JobSpec::parse(&writer)?;
+    assert_eq!(r.reader, job.reader);
+    assert_eq!(w.writer, job.writer);
+    assert_eq!(r.setting, job.setting);
+    assert_eq!(w.setting, job.setting);
+    Ok(())
+}

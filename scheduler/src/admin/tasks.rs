@@ -47,10 +47,14 @@ fn date(text: &str, what: &str) -> Result<Option<NaiveDate>> {
 
 /// Checks a sync job as it will run: parameters resolved for a sample day, data sources of the
 /// workspace found, and each one usable by the task's group.
+/// Checks a sync job: it parses, its data sources exist and fit, and each may be used by the
+/// group that will open it (the reader's by `group`, the writer's by `writer_group`, which is
+/// `group` too unless the task names a writer group).
 fn check_job(
     api: &AdminApi,
     workspace: &str,
     group: &str,
+    writer_group: &str,
     text: &str,
     defs: &ParamDefs,
 ) -> Result<()> {
@@ -64,7 +68,12 @@ fn check_job(
     )?;
     let job = JobSpec::parse(&params::substitute(text, &sample)?)?;
     let mut known = HashMap::new();
-    for name in job.datasources() {
+    let sides = job
+        .reader_datasource()
+        .map(|n| (n, group))
+        .into_iter()
+        .chain(job.writer_datasource().map(|n| (n, writer_group)));
+    for (name, group) in sides {
         if let Some(r) = api.ctx.store.datasource(&qualify(workspace, &name))? {
             if !r.groups.is_empty() && !r.groups.iter().any(|g| g == group) {
                 return Err(Error::FailedPrecondition(format!(
@@ -158,8 +167,37 @@ pub async fn create_task(
     };
     let defs = ParamDefs::parse(&req.params)?;
     params::check_with(&req.job_json, &defs)?;
+    let writer_group = req.writer_group.trim();
+    if !writer_group.is_empty() {
+        if kind != TaskKind::Sync {
+            return Err(Error::InvalidArgument(format!(
+                "only sync tasks have a writer group; a {} task runs in its group \"{}\" alone",
+                kind.as_str(),
+                group.name
+            )));
+        }
+        if writer_group == group.name {
+            return Err(Error::InvalidArgument(format!(
+                "the writer group is the task's own group \"{writer_group}\"; leave --writer-group out (one agent runs reader and writer)"
+            )));
+        }
+        usable_group(api, writer_group, &ws)?;
+    }
+    let writer_group = writer_group.to_string();
+    let job_writer_group = if writer_group.is_empty() {
+        group.name.clone()
+    } else {
+        writer_group.clone()
+    };
     match kind {
-        TaskKind::Sync => check_job(api, &ws, &group.name, &req.job_json, &defs)?,
+        TaskKind::Sync => check_job(
+            api,
+            &ws,
+            &group.name,
+            &job_writer_group,
+            &req.job_json,
+            &defs,
+        )?,
         TaskKind::Shell if req.job_json.trim().is_empty() => {
             return Err(Error::InvalidArgument(
                 "a shell task needs a script (--file)".into(),
@@ -207,6 +245,7 @@ pub async fn create_task(
         job_text,
         created_ms: 0,
         agent_labels: req.agent_labels.into_iter().collect(),
+        writer_group,
         kind,
         schedule,
         start_date: date(&req.start_date, "start date")?,

@@ -9,7 +9,7 @@ use super::command::{Applied, Command, Reporter};
 use super::lifecycle::Changes;
 use super::model::{
     Agent, Attempt, AttemptState, InstanceState, LogRecord, MAX_LOG_BYTES_PER_ATTEMPT,
-    MAX_LOG_LINE_BYTES, Stats, cut_text,
+    MAX_LOG_LINE_BYTES, READER_LEG_LOG_BASE, Stats, cut_text,
 };
 use super::{AGENT, ATTEMPT, FENCING, INSTANCE, LIVE, Store, Writes, key, log_key, timeout_key};
 use crate::error::{Error, Result};
@@ -56,74 +56,14 @@ impl Store {
                 instance_id,
                 agent_id,
                 at_ms,
-            } => {
-                let Some(mut inst) = self.read_instance(w, &instance_id)? else {
-                    return Err(Error::NotFound {
-                        what: "instance",
-                        name: instance_id,
-                        hint: "see `ferry instance list`",
-                    });
-                };
-                if inst.state != InstanceState::WaitingResources {
-                    return Ok(Applied::Stale(format!(
-                        "instance {instance_id} is {}, not waiting for resources",
-                        inst.state.as_str()
-                    )));
-                }
-                if self.read::<Attempt>(w, &key(ATTEMPT, &id))?.is_some() {
-                    // A retried proposal of an attempt that exists: never overwrite one.
-                    return Ok(Applied::Stale(format!("attempt {id} exists already")));
-                }
-                let before = inst.clone();
-                let fencing_token = self.read::<u64>(w, FENCING.as_bytes())?.unwrap_or(0) + 1;
-                w.put(FENCING.as_bytes().to_vec(), &fencing_token)?;
-                let timeout_secs = self
-                    .read::<super::model::TaskVersion>(
-                        w,
-                        &super::version_key(&inst.task, inst.version),
-                    )?
-                    .map(|v| v.timeout_secs)
-                    .unwrap_or(0);
-                let deadline_ms = if timeout_secs > 0 {
-                    at_ms.saturating_add((timeout_secs as i64).saturating_mul(1000))
-                } else {
-                    0
-                };
-                let a = Attempt {
-                    id: id.clone(),
-                    instance_id: instance_id.clone(),
-                    agent_id: agent_id.clone(),
-                    fencing_token,
-                    state: AttemptState::Dispatched,
-                    dispatched_ms: at_ms,
-                    started_ms: 0,
-                    finished_ms: 0,
-                    stats: Default::default(),
-                    error: String::new(),
-                    ended_by_scheduler: false,
-                    late_report: String::new(),
-                    deadline_ms,
-                    log_bytes: 0,
-                };
-                inst.attempts.push(id.clone());
-                let to = if agent_id.is_empty() {
-                    "nobody (the job could not be resolved)".to_string()
-                } else {
-                    format!("agent {agent_id}")
-                };
-                inst.set_state(
-                    InstanceState::Dispatched,
-                    at_ms,
-                    format!("attempt {id} dispatched to {to}"),
-                );
-                w.put(key(LIVE, &id), &id)?;
-                if deadline_ms > 0 {
-                    w.put(timeout_key(deadline_ms, &id), &id)?;
-                }
-                w.put(key(ATTEMPT, &id), &a)?;
-                self.save_instance(w, Some(&before), &inst)?;
-                Ok(Applied::Dispatched { fencing_token })
-            }
+            } => self.dispatch(w, id, instance_id, agent_id, String::new(), at_ms),
+            Command::DispatchRelay {
+                id,
+                instance_id,
+                agent_id,
+                reader_agent_id,
+                at_ms,
+            } => self.dispatch(w, id, instance_id, agent_id, reader_agent_id, at_ms),
             Command::AttemptStarted {
                 id,
                 agent_id,
@@ -134,6 +74,11 @@ impl Store {
                     Ok(a) => a,
                     Err(stale) => return Ok(stale),
                 };
+                if a.is_reader_leg(&agent_id) {
+                    // The writer leg's start is the attempt's; the reader leg's says its
+                    // start message arrived, which its log shows.
+                    return Ok(Applied::Done);
+                }
                 a.state = AttemptState::Running;
                 a.started_ms = at_ms;
                 w.put(key(ATTEMPT, &id), &a)?;
@@ -166,7 +111,7 @@ impl Store {
                         a.fencing_token
                     )));
                 }
-                if a.agent_id != agent_id {
+                if !a.holds(&agent_id) {
                     return Ok(Applied::Stale(format!(
                         "agent {agent_id} sent log lines for attempt {attempt_id}, which belongs to agent {}",
                         a.agent_id
@@ -175,12 +120,18 @@ impl Store {
                 if let Some(stale) = self.revoked(w, &agent_id)? {
                     return Ok(stale);
                 }
+                let base = if a.is_reader_leg(&agent_id) {
+                    READER_LEG_LOG_BASE
+                } else {
+                    0
+                };
                 // Lines that arrive after the attempt finished (resent after a reconnect) are
                 // still the attempt's own log: keep them. A resent line (same index) is stored
                 // and counted once; past the attempt's budget lines are dropped, and the
                 // first one dropped leaves a line that says so.
                 let before = a.log_bytes;
                 for mut line in lines {
+                    line.index |= base;
                     let k = log_key(&attempt_id, line.index);
                     if self.read::<LogRecord>(w, &k)?.is_some() {
                         continue;
@@ -231,6 +182,12 @@ impl Store {
                 }
                 let error = cut_text(&error, MAX_LOG_LINE_BYTES).into_owned();
                 let agent = match &by {
+                    Reporter::Agent(agent) if a.is_reader_leg(agent) => {
+                        if let Some(stale) = self.revoked(w, agent)? {
+                            return Ok(stale);
+                        }
+                        return self.reader_leg_finished(w, a, state, error, at_ms);
+                    }
                     Reporter::Agent(agent) => {
                         if *agent != a.agent_id {
                             return Ok(Applied::Stale(format!(
@@ -314,6 +271,84 @@ impl Store {
         }
     }
 
+    /// Creates an attempt of an instance waiting for resources, with the next fencing token.
+    fn dispatch(
+        &self,
+        w: &mut Writes,
+        id: String,
+        instance_id: String,
+        agent_id: String,
+        reader_agent_id: String,
+        at_ms: i64,
+    ) -> Result<Applied> {
+        let Some(mut inst) = self.read_instance(w, &instance_id)? else {
+            return Err(Error::NotFound {
+                what: "instance",
+                name: instance_id,
+                hint: "see `ferry instance list`",
+            });
+        };
+        if inst.state != InstanceState::WaitingResources {
+            return Ok(Applied::Stale(format!(
+                "instance {instance_id} is {}, not waiting for resources",
+                inst.state.as_str()
+            )));
+        }
+        if self.read::<Attempt>(w, &key(ATTEMPT, &id))?.is_some() {
+            // A retried proposal of an attempt that exists: never overwrite one.
+            return Ok(Applied::Stale(format!("attempt {id} exists already")));
+        }
+        let before = inst.clone();
+        let fencing_token = self.read::<u64>(w, FENCING.as_bytes())?.unwrap_or(0) + 1;
+        w.put(FENCING.as_bytes().to_vec(), &fencing_token)?;
+        let timeout_secs = self
+            .read::<super::model::TaskVersion>(w, &super::version_key(&inst.task, inst.version))?
+            .map(|v| v.timeout_secs)
+            .unwrap_or(0);
+        let deadline_ms = if timeout_secs > 0 {
+            at_ms.saturating_add((timeout_secs as i64).saturating_mul(1000))
+        } else {
+            0
+        };
+        let a = Attempt {
+            id: id.clone(),
+            instance_id: instance_id.clone(),
+            agent_id: agent_id.clone(),
+            reader_agent_id: reader_agent_id.clone(),
+            fencing_token,
+            state: AttemptState::Dispatched,
+            dispatched_ms: at_ms,
+            started_ms: 0,
+            finished_ms: 0,
+            stats: Default::default(),
+            error: String::new(),
+            ended_by_scheduler: false,
+            late_report: String::new(),
+            deadline_ms,
+            log_bytes: 0,
+        };
+        inst.attempts.push(id.clone());
+        let to = if agent_id.is_empty() {
+            "nobody (the job could not be resolved)".to_string()
+        } else if reader_agent_id.is_empty() {
+            format!("agent {agent_id}")
+        } else {
+            format!("agent {reader_agent_id} (reader leg) and agent {agent_id} (writer leg)")
+        };
+        inst.set_state(
+            InstanceState::Dispatched,
+            at_ms,
+            format!("attempt {id} dispatched to {to}"),
+        );
+        w.put(key(LIVE, &id), &id)?;
+        if deadline_ms > 0 {
+            w.put(timeout_key(deadline_ms, &id), &id)?;
+        }
+        w.put(key(ATTEMPT, &id), &a)?;
+        self.save_instance(w, Some(&before), &inst)?;
+        Ok(Applied::Dispatched { fencing_token })
+    }
+
     /// Why a report of `agent` counts for nothing, if it is revoked.
     fn revoked(&self, w: &Writes, agent: &str) -> Result<Option<Applied>> {
         Ok(self
@@ -354,6 +389,24 @@ impl Store {
                 instance_id: a.instance_id.clone(),
                 reason: end.error.clone(),
             });
+        }
+        if !a.reader_agent_id.is_empty() && end.state != AttemptState::Succeeded {
+            // A two-group attempt that did not succeed: neither leg may go on (the other one
+            // would wait on the relay until it noticed).
+            changes.stop.push(super::command::StopOrder {
+                attempt_id: a.id.clone(),
+                agent_id: a.reader_agent_id.clone(),
+                instance_id: a.instance_id.clone(),
+                reason: end.error.clone(),
+            });
+            if !end.by_scheduler {
+                changes.stop.push(super::command::StopOrder {
+                    attempt_id: a.id.clone(),
+                    agent_id: a.agent_id.clone(),
+                    instance_id: a.instance_id.clone(),
+                    reason: end.error.clone(),
+                });
+            }
         }
         let Some(mut inst) = self.read_instance(w, &a.instance_id)? else {
             return Ok(());
@@ -409,6 +462,55 @@ impl Store {
         work.push(inst.id.clone());
         self.settle(w, work, at_ms, changes)?;
         Ok(())
+    }
+
+    /// The reader leg of a two-group attempt ended. Its success changes nothing (the writer
+    /// leg's commit decides); its failure fails the attempt at once, saying which leg, agent and
+    /// group failed, and the writer leg is stopped (it rolls back). A report on an attempt that
+    /// already ended is a resend or comes too late, and changes nothing.
+    fn reader_leg_finished(
+        &self,
+        w: &mut Writes,
+        a: Attempt,
+        state: AttemptState,
+        error: String,
+        at_ms: i64,
+    ) -> Result<Applied> {
+        if a.state.is_final() {
+            return Ok(Applied::Stale(format!(
+                "attempt {} already {}; its reader leg reported {}",
+                a.id,
+                a.state.as_str(),
+                state.as_str()
+            )));
+        }
+        if state == AttemptState::Succeeded {
+            return Ok(Applied::Done);
+        }
+        let group = self
+            .get_in::<Agent>(w, AGENT, &a.reader_agent_id)?
+            .map(|g| g.group)
+            .unwrap_or_default();
+        let error = format!(
+            "reader leg on agent {} (group {group}) failed: {}",
+            a.reader_agent_id,
+            cut_text(&error, MAX_LOG_LINE_BYTES)
+        );
+        let mut changes = Changes::default();
+        self.end_attempt(
+            w,
+            a,
+            Ending {
+                state: AttemptState::Failed,
+                stats: None,
+                error,
+                by_scheduler: false,
+                kind: EndKind::Normal,
+            },
+            at_ms,
+            &mut changes,
+        )?;
+        Ok(changes.applied())
     }
 
     /// An agent's report on an attempt that has already ended. A success wins when the scheduler
@@ -498,7 +600,7 @@ impl Store {
             ))));
         }
         if let Some(agent) = agent {
-            if a.agent_id != agent {
+            if !a.holds(agent) {
                 return Ok(Err(Applied::Stale(format!(
                     "agent {agent} reported attempt {id}, which belongs to agent {}",
                     a.agent_id

@@ -244,7 +244,7 @@ impl Store {
                     a.connected = false;
                     w.put(key(AGENT, &id), &a)?;
                     for att in self.live_attempts_in(w)? {
-                        if att.agent_id == id {
+                        if att.holds(&id) {
                             self.end_attempt(
                                 w,
                                 att,

@@ -185,6 +185,16 @@ pub enum Command {
         agent_id: String,
         at_ms: i64,
     },
+    /// Assigns an instance to two agents of two resource groups (a sync whose task names a
+    /// writer group): `agent_id` runs the writer leg and decides the result, `reader_agent_id`
+    /// runs the reader leg, and rows flow between them through the scheduler's relay.
+    DispatchRelay {
+        id: String,
+        instance_id: String,
+        agent_id: String,
+        reader_agent_id: String,
+        at_ms: i64,
+    },
     /// Reported by the agent that holds the attempt.
     AttemptStarted {
         id: String,

@@ -406,6 +406,7 @@ impl Store {
                 Ok(Applied::Done)
             }
             c @ (Command::DispatchAttempt { .. }
+            | Command::DispatchRelay { .. }
             | Command::AttemptStarted { .. }
             | Command::AppendLogs { .. }
             | Command::FinishAttempt { .. }
@@ -699,6 +700,9 @@ impl Store {
     pub fn running_per_agent(&self) -> Result<std::collections::HashMap<String, u32>> {
         let mut busy = std::collections::HashMap::new();
         for a in self.live_attempts()? {
+            if !a.reader_agent_id.is_empty() {
+                *busy.entry(a.reader_agent_id).or_default() += 1;
+            }
             *busy.entry(a.agent_id).or_default() += 1;
         }
         Ok(busy)

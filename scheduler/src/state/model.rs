@@ -199,6 +199,11 @@ pub struct TaskVersion {
     /// Labels an agent must carry to run this version.
     #[serde(default)]
     pub agent_labels: Labels,
+    /// A sync whose target only another resource group reaches: the writer runs on an agent
+    /// of this group, the reader on one of `group`, and rows flow through the scheduler's
+    /// relay (empty: one agent of `group` runs the whole job).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub writer_group: String,
     #[serde(default)]
     pub kind: TaskKind,
     /// `None`: manual only (run, backfill).
@@ -501,7 +506,13 @@ pub struct Stats {
 pub struct Attempt {
     pub id: String,
     pub instance_id: String,
+    /// The agent that runs the attempt; of a two-group sync, the writer leg's agent, whose
+    /// result is the attempt's.
     pub agent_id: String,
+    /// Of a two-group sync, the agent that runs the reader leg (empty otherwise). Its reports
+    /// count too: its log lines, and a failure, which fails the attempt.
+    #[serde(default)]
+    pub reader_agent_id: String,
     /// Increases with every attempt; reports carrying another token are stale and rejected.
     pub fencing_token: u64,
     pub state: AttemptState,
@@ -524,6 +535,29 @@ pub struct Attempt {
     #[serde(default)]
     pub log_bytes: u64,
 }
+
+impl Attempt {
+    /// Whether `agent` runs this attempt or one of its legs.
+    pub fn holds(&self, agent: &str) -> bool {
+        self.agent_id == agent || self.is_reader_leg(agent)
+    }
+
+    /// Whether `agent` runs the reader leg of this two-group attempt.
+    pub fn is_reader_leg(&self, agent: &str) -> bool {
+        !self.reader_agent_id.is_empty() && self.reader_agent_id == agent
+    }
+
+    /// The agents running it: one, or the writer leg's and the reader leg's.
+    pub fn agents(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.agent_id.as_str())
+            .chain((!self.reader_agent_id.is_empty()).then_some(self.reader_agent_id.as_str()))
+    }
+}
+
+/// Log lines of a two-group attempt's reader leg are stored from this index on (the reader
+/// agent numbers its lines from 0 like the writer's), so the two legs' logs never collide;
+/// an attempt's log shows the writer leg's lines, then the reader leg's.
+pub const READER_LEG_LOG_BASE: u64 = 1 << 48;
 
 /// The longest log line the scheduler stores; longer ones are cut (agents cut them too, but the
 /// scheduler does not trust a report to be well-behaved). Above the agents' own 16 KiB plus

@@ -12,6 +12,7 @@ pub(crate) fn version(task: &str, job: &str) -> TaskVersion {
         job_text: job.into(),
         created_ms: 0,
         agent_labels: Default::default(),
+        writer_group: String::new(),
         kind: TaskKind::Sync,
         schedule: None,
         start_date: None,
@@ -693,5 +694,159 @@ async fn reports_are_bounded_whatever_the_agent_sends() -> Result<()> {
         "{}",
         error.len()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn both_legs_of_a_relay_attempt_report_and_the_writer_decides() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let store = Store::open(dir.path())?;
+    setup(&store).await?;
+    for (id, group) in [("rd", "east"), ("wr", "west")] {
+        store
+            .propose(Command::CreateGroup {
+                name: group.into(),
+                token_hash: "h".into(),
+                workspaces: vec![],
+                at_ms: 4,
+            })
+            .await?;
+        store
+            .propose(Command::RegisterAgent {
+                id: id.into(),
+                group: group.into(),
+                credential_hash: "h".into(),
+                host: Default::default(),
+                at_ms: 4,
+            })
+            .await?;
+    }
+    let relay = |id: &str, at_ms| Command::DispatchRelay {
+        id: id.into(),
+        instance_id: "i1".into(),
+        agent_id: "wr".into(),
+        reader_agent_id: "rd".into(),
+        at_ms,
+    };
+    let Applied::Dispatched { fencing_token } = store.propose(relay("a1", 5)).await? else {
+        panic!("expected a dispatch")
+    };
+    // One slot on each agent.
+    let busy = store.running_per_agent()?;
+    assert_eq!((busy.get("rd"), busy.get("wr")), (Some(&1), Some(&1)));
+    let log = |agent: &str, index: u64, message: &str| Command::AppendLogs {
+        attempt_id: "a1".into(),
+        agent_id: agent.into(),
+        fencing_token,
+        lines: vec![LogRecord {
+            index,
+            ts_ms: 6,
+            level: "info".into(),
+            message: message.into(),
+        }],
+    };
+    // Both legs number their lines from 0; neither overwrites the other's.
+    store.propose(log("wr", 0, "writer line")).await?;
+    store.propose(log("rd", 0, "reader line")).await?;
+    let lines: Vec<String> = store.logs("a1")?.into_iter().map(|l| l.message).collect();
+    assert_eq!(lines, ["writer line", "reader line"]);
+    // A third agent is nobody's leg.
+    assert!(matches!(
+        store.propose(log("other", 1, "forged")).await?,
+        Applied::Stale(_)
+    ));
+    let finish = |agent: &str, state, error: &str| Command::FinishAttempt {
+        id: "a1".into(),
+        by: Reporter::Agent(agent.into()),
+        fencing_token,
+        state,
+        stats: Stats::default(),
+        error: error.into(),
+        at_ms: 7,
+    };
+    // The reader leg's start and success change nothing: the writer's result is the attempt's.
+    store
+        .propose(Command::AttemptStarted {
+            id: "a1".into(),
+            agent_id: "rd".into(),
+            fencing_token,
+            at_ms: 6,
+        })
+        .await?;
+    assert_eq!(
+        store.instance("i1")?.map(|i| i.state),
+        Some(InstanceState::Dispatched)
+    );
+    store
+        .propose(finish("rd", AttemptState::Succeeded, ""))
+        .await?;
+    assert_eq!(
+        store.attempt("a1")?.map(|a| a.state),
+        Some(AttemptState::Dispatched)
+    );
+    store
+        .propose(finish("wr", AttemptState::Succeeded, ""))
+        .await?;
+    assert_eq!(
+        store.instance("i1")?.map(|i| i.state),
+        Some(InstanceState::Success)
+    );
+
+    // Another instance whose reader leg fails: the attempt fails at once, naming the leg,
+    // agent and group, and both agents are told to stop.
+    store
+        .propose(Command::RunTask {
+            instance: manual("i2"),
+            at_ms: 8,
+        })
+        .await?;
+    let Applied::Dispatched { fencing_token } = store
+        .propose(Command::DispatchRelay {
+            id: "a2".into(),
+            instance_id: "i2".into(),
+            agent_id: "wr".into(),
+            reader_agent_id: "rd".into(),
+            at_ms: 9,
+        })
+        .await?
+    else {
+        panic!("expected a dispatch")
+    };
+    let failed = store
+        .propose(Command::FinishAttempt {
+            id: "a2".into(),
+            by: Reporter::Agent("rd".into()),
+            fencing_token,
+            state: AttemptState::Failed,
+            stats: Stats::default(),
+            error: "reader: connection refused".into(),
+            at_ms: 10,
+        })
+        .await?;
+    let Applied::Changed { stop, .. } = &failed else {
+        panic!("expected a change, got {failed:?}")
+    };
+    let mut stopped: Vec<&str> = stop.iter().map(|s| s.agent_id.as_str()).collect();
+    stopped.sort();
+    assert_eq!(stopped, ["rd", "wr"]);
+    let a = store.attempt("a2")?.expect("attempt");
+    assert_eq!(a.state, AttemptState::Failed);
+    assert_eq!(
+        a.error,
+        "reader leg on agent rd (group east) failed: reader: connection refused"
+    );
+    // The writer's later failure is a resend of the end: nothing changes.
+    let late = store
+        .propose(Command::FinishAttempt {
+            id: "a2".into(),
+            by: Reporter::Agent("wr".into()),
+            fencing_token,
+            state: AttemptState::Failed,
+            stats: Stats::default(),
+            error: "relay broke".into(),
+            at_ms: 11,
+        })
+        .await?;
+    assert!(matches!(late, Applied::Stale(_)));
     Ok(())
 }

@@ -570,6 +570,7 @@ impl<'a> Maker<'a> {
                 job_text: format!("{{\"job\":{d}}}"),
                 created_ms: 0,
                 agent_labels: Default::default(),
+                writer_group: String::new(),
                 kind,
                 schedule: schedule.then(|| ScheduleSpec {
                     cron: "0 0 2 * * *".into(),

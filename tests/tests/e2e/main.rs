@@ -9,6 +9,7 @@ mod errors;
 mod files;
 mod metrics;
 mod private_network;
+mod relay;
 mod replication;
 mod resilience;
 mod scheduling;

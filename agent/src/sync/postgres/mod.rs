@@ -31,7 +31,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use write::PgChannel;
 
 /// The name of PostgreSQL's binary COPY tuples as a raw format between reader and writer.
-const RAW_FORMAT: &str = "postgresql-binary-copy";
+pub(crate) const RAW_FORMAT: &str = "postgresql-binary-copy";
 
 #[derive(Debug, Default)]
 pub struct Pg;
