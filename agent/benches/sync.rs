@@ -519,7 +519,8 @@ fn run() -> Res<()> {
         Some(load_data),
     ));
     for (pair, ch, secs, rss, _) in &runs {
-        let base = if pair.ends_with("pg") {
+        let target = pair.rsplit('-').next().unwrap_or(pair);
+        let base = if self::base(target) == "pg" {
             copy_pipe
         } else {
             load_data
