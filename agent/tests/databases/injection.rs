@@ -45,6 +45,52 @@ fn stream_out() -> serde_json::Value {
     json!({"name": "streamwriter", "parameter": {}})
 }
 
+/// Runs a read and a write job with every hostile table and column name (`reader` and `writer`
+/// are the database's plugins, their table and column replaced), checking after each that the
+/// victim table still holds its row; what each job answered, for the caller's checks.
+async fn try_hostile_names<F, Fut>(
+    reader: serde_json::Value,
+    writer: serde_json::Value,
+    victim_left: &F,
+) -> anyhow::Result<Vec<String>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<i64>>,
+{
+    let outcome = |what: String, r: &Result<_, ferry_agent::sync::SyncError>| {
+        format!(
+            "{what}: {:?}",
+            r.as_ref().map(|_: &_| ()).map_err(|e| e.to_string())
+        )
+    };
+    let mut outcomes = Vec::new();
+    let names = HOSTILE_TABLES
+        .iter()
+        .map(|t| ("table", *t, "id"))
+        .chain(HOSTILE_COLUMNS.iter().map(|c| ("column", "victim", *c)));
+    for (kind, table, column) in names {
+        let shown = if kind == "table" { table } else { column };
+        let (r, log) = run_job(&job(
+            1,
+            Some(0),
+            reader_with(reader.clone(), table, column),
+            stream_out(),
+        ))
+        .await;
+        outcomes.push(outcome(format!("read {kind} {shown:?}"), &r));
+        let (w, _) = run_job(&job(
+            1,
+            Some(0),
+            stream_one(),
+            writer_with(writer.clone(), table, column),
+        ))
+        .await;
+        outcomes.push(outcome(format!("write {kind} {shown:?}"), &w));
+        assert_eq!(victim_left().await?, 1, "{shown}: {log:?}");
+    }
+    Ok(outcomes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_names_are_never_sql() -> anyhow::Result<()> {
     let pg = PgDb::create().await?;
@@ -63,57 +109,12 @@ async fn postgresql_names_are_never_sql() -> anyhow::Result<()> {
                 .await?;
             anyhow::Ok(rows[0].get::<_, i64>(0))
         };
-        let mut outcomes = Vec::new();
-        for name in HOSTILE_TABLES {
-            let (r, log) = run_job(&job(
-                1,
-                Some(0),
-                reader_with(pg_reader(&pg, "x", &["id"], None), name, "id"),
-                stream_out(),
-            ))
-            .await;
-            outcomes.push(format!(
-                "read table {name:?}: {:?}",
-                r.as_ref().map(|_| ()).map_err(|e| e.to_string())
-            ));
-            let (w, _) = run_job(&job(
-                1,
-                Some(0),
-                stream_one(),
-                writer_with(pg_writer(&pg, "x", &["id"], json!({})), name, "id"),
-            ))
-            .await;
-            outcomes.push(format!(
-                "write table {name:?}: {:?}",
-                w.as_ref().map(|_| ()).map_err(|e| e.to_string())
-            ));
-            assert_eq!(victim_left().await?, 1, "{name}: {log:?}");
-        }
-        for col in HOSTILE_COLUMNS {
-            let (r, _) = run_job(&job(
-                1,
-                Some(0),
-                reader_with(pg_reader(&pg, "x", &["id"], None), "victim", col),
-                stream_out(),
-            ))
-            .await;
-            outcomes.push(format!(
-                "read column {col:?}: {:?}",
-                r.as_ref().map(|_| ()).map_err(|e| e.to_string())
-            ));
-            let (w, _) = run_job(&job(
-                1,
-                Some(0),
-                stream_one(),
-                writer_with(pg_writer(&pg, "x", &["id"], json!({})), "victim", col),
-            ))
-            .await;
-            outcomes.push(format!(
-                "write column {col:?}: {:?}",
-                w.as_ref().map(|_| ()).map_err(|e| e.to_string())
-            ));
-            assert_eq!(victim_left().await?, 1, "{col}");
-        }
+        let outcomes = try_hostile_names(
+            pg_reader(&pg, "x", &["id"], None),
+            pg_writer(&pg, "x", &["id"], json!({})),
+            &victim_left,
+        )
+        .await?;
         // A table literally named with quotes and a semicolon works as a name.
         let (w, log) = run_job(&job(
             1,
@@ -179,57 +180,12 @@ async fn mysql_names_are_never_sql() -> anyhow::Result<()> {
                 .await?;
             anyhow::Ok(n.unwrap_or_default())
         };
-        let mut outcomes = Vec::new();
-        for name in HOSTILE_TABLES {
-            let (r, log) = run_job(&job(
-                1,
-                Some(0),
-                reader_with(my_reader(&my, "x", &["id"], None), name, "id"),
-                stream_out(),
-            ))
-            .await;
-            outcomes.push(format!(
-                "read table {name:?}: {:?}",
-                r.as_ref().map(|_| ()).map_err(|e| e.to_string())
-            ));
-            let (w, _) = run_job(&job(
-                1,
-                Some(0),
-                stream_one(),
-                writer_with(my_writer(&my, "x", &["id"], json!({})), name, "id"),
-            ))
-            .await;
-            outcomes.push(format!(
-                "write table {name:?}: {:?}",
-                w.as_ref().map(|_| ()).map_err(|e| e.to_string())
-            ));
-            assert_eq!(victim_left().await?, 1, "{name}: {log:?}");
-        }
-        for col in HOSTILE_COLUMNS {
-            let (r, _) = run_job(&job(
-                1,
-                Some(0),
-                reader_with(my_reader(&my, "x", &["id"], None), "victim", col),
-                stream_out(),
-            ))
-            .await;
-            outcomes.push(format!(
-                "read column {col:?}: {:?}",
-                r.as_ref().map(|_| ()).map_err(|e| e.to_string())
-            ));
-            let (w, _) = run_job(&job(
-                1,
-                Some(0),
-                stream_one(),
-                writer_with(my_writer(&my, "x", &["id"], json!({})), "victim", col),
-            ))
-            .await;
-            outcomes.push(format!(
-                "write column {col:?}: {:?}",
-                w.as_ref().map(|_| ()).map_err(|e| e.to_string())
-            ));
-            assert_eq!(victim_left().await?, 1, "{col}");
-        }
+        let outcomes = try_hostile_names(
+            my_reader(&my, "x", &["id"], None),
+            my_writer(&my, "x", &["id"], json!({})),
+            &victim_left,
+        )
+        .await?;
         eprintln!("{}", outcomes.join("\n"));
         anyhow::Ok(())
     }
