@@ -13,7 +13,7 @@ use ferry_scheduler::state::Store;
 use ferry_scheduler::state::alerts::{AlertKind, AlertRule, DeliveryState, WebhookFormat};
 use ferry_scheduler::state::command::{Command, Reporter};
 use ferry_scheduler::state::model::{
-    AttemptState, Instance, InstanceState, RunKind, Stats, TaskKind, TaskVersion, Transition,
+    AttemptState, Instance, InstanceState, Stats, TaskVersion, Transition,
 };
 use ferry_tests::webhook::Receiver;
 use std::collections::HashMap;
@@ -37,23 +37,9 @@ struct Fixture {
 fn version(task: &str) -> TaskVersion {
     TaskVersion {
         task: format!("default/{task}"),
-        version: 0,
         group: "rg".into(),
         job_text: "{}".into(),
-        created_ms: 0,
-        agent_labels: Default::default(),
-        writer_group: String::new(),
-        kind: TaskKind::Sync,
-        schedule: None,
-        start_date: None,
-        end_date: None,
-        priority: 0,
-        timeout_secs: 0,
-        dependencies: Vec::new(),
-        params: String::new(),
-        rerun: Default::default(),
-        retries: 0,
-        retry_interval_secs: 0,
+        ..Default::default()
     }
 }
 
@@ -65,25 +51,12 @@ fn instance(id: &str, task: &str, bizdate: &str) -> Instance {
         group: "rg".into(),
         bizdate: bizdate.into(),
         cyctime: format!("{bizdate}000000"),
-        state: InstanceState::WaitingUpstream,
-        created_ms: 0,
-        finished_ms: 0,
-        attempts: Vec::new(),
-        run: RunKind::Manual,
-        node_type: TaskKind::Sync,
-        due_ms: 0,
-        ready_ms: 0,
-        priority: 0,
-        params: None,
-        upstream: Vec::new(),
-        previous: Vec::new(),
-        dry_run: String::new(),
-        retries_left: 0,
         history: vec![Transition {
             at_ms: 0,
             state: InstanceState::WaitingUpstream,
             reason: "test".into(),
         }],
+        ..Default::default()
     }
 }
 

@@ -14,8 +14,8 @@ use ferry_scheduler::secrets::SecretBox;
 use ferry_scheduler::state::Store;
 use ferry_scheduler::state::command::{Applied, Command, Reporter};
 use ferry_scheduler::state::model::{
-    AttemptState, DependencySpec, HostInfo, Instance, InstanceState, RerunPolicy, RunKind,
-    ScheduleSpec, Stats, TaskKind, TaskVersion,
+    AttemptState, DependencySpec, HostInfo, Instance, InstanceState, RunKind, ScheduleSpec, Stats,
+    TaskVersion,
 };
 use ferry_scheduler::{dispatch, generate};
 use std::collections::HashMap;
@@ -56,26 +56,13 @@ const JOB: &str = r#"{"job":{"content":[{"reader":{"name":"streamreader","parame
 fn version(task: &str, cron: Option<(&str, &str)>) -> TaskVersion {
     TaskVersion {
         task: format!("default/{task}"),
-        version: 0,
         group: "rg".into(),
         job_text: JOB.into(),
-        created_ms: 0,
-        agent_labels: Default::default(),
-        writer_group: String::new(),
-        kind: TaskKind::Sync,
         schedule: cron.map(|(c, tz)| ScheduleSpec {
             cron: c.into(),
             timezone: tz.into(),
         }),
-        start_date: None,
-        end_date: None,
-        priority: 0,
-        timeout_secs: 0,
-        dependencies: Vec::new(),
-        params: String::new(),
-        rerun: RerunPolicy::Always,
-        retries: 0,
-        retry_interval_secs: 0,
+        ..Default::default()
     }
 }
 

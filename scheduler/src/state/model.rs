@@ -187,7 +187,7 @@ pub struct DependencySpec {
 }
 
 /// One immutable submitted version of a task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskVersion {
     pub task: String,
     pub version: u32,
@@ -259,10 +259,11 @@ impl Queued {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
     /// Some upstream instance has not succeeded yet.
+    #[default]
     WaitingUpstream,
     /// Upstreams are done; the cycle time (or a retry's wait) has not come.
     WaitingTime,
@@ -362,7 +363,7 @@ pub struct Transition {
 
 /// A run of a task version for one cycle. Its identity is (task, cycle time): a scheduled
 /// instance's id is `plan::instance_key`, so generating a day twice never makes a second one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,
     /// `workspace/name` of the task.

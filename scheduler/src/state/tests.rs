@@ -1,29 +1,15 @@
 use super::*;
 use crate::error::Error;
 use command::Reporter;
-use model::{AttemptState, InstanceState, RunKind, Stats, TaskKind, Transition};
+use model::{AttemptState, InstanceState, Stats, Transition};
 
 /// A task version with defaults, for tests.
 pub(crate) fn version(task: &str, job: &str) -> TaskVersion {
     TaskVersion {
         task: task.into(),
-        version: 0,
         group: "rg".into(),
         job_text: job.into(),
-        created_ms: 0,
-        agent_labels: Default::default(),
-        writer_group: String::new(),
-        kind: TaskKind::Sync,
-        schedule: None,
-        start_date: None,
-        end_date: None,
-        priority: 0,
-        timeout_secs: 0,
-        dependencies: Vec::new(),
-        params: String::new(),
-        rerun: Default::default(),
-        retries: 0,
-        retry_interval_secs: 0,
+        ..Default::default()
     }
 }
 
@@ -45,25 +31,12 @@ fn manual(id: &str) -> Instance {
         group: "rg".into(),
         bizdate: "20261124".into(),
         cyctime: "20261125000000".into(),
-        state: InstanceState::WaitingUpstream,
-        created_ms: 0,
-        finished_ms: 0,
-        attempts: Vec::new(),
-        run: RunKind::Manual,
-        node_type: TaskKind::Sync,
-        due_ms: 0,
-        ready_ms: 0,
-        priority: 0,
-        params: None,
-        upstream: Vec::new(),
-        previous: Vec::new(),
-        dry_run: String::new(),
-        retries_left: 0,
         history: vec![Transition {
             at_ms: 0,
             state: InstanceState::WaitingUpstream,
             reason: "run by test".into(),
         }],
+        ..Default::default()
     }
 }
 
