@@ -137,9 +137,7 @@ pub async fn check_baselines(ctx: &Context, checked: &mut HashMap<String, String
             .instances_of_bizdate(&bizdate)?
             .into_iter()
             .filter(|i| {
-                let workspace = i.task.split_once('/').map_or("", |(w, _)| w);
-                workspace == rule.workspace
-                    && (rule.tasks.is_empty() || rule.tasks.contains(&i.task))
+                rule.watches(&i.task)
                     && !matches!(i.state, InstanceState::Success | InstanceState::DryRun)
                     && i.created_ms <= at_ms
             })

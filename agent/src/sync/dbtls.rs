@@ -50,18 +50,28 @@ pub fn roots(tls: &DbTls) -> Result<Vec<CertificateDer<'static>>, String> {
     if let Some(pem) = &tls.root_cert {
         return certificates(pem);
     }
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::debug!(error = %e, "skipping part of the system trust store");
-    }
-    if found.certs.is_empty() {
+    let system = system_roots();
+    if system.is_empty() {
         return Err(
             "the system trust store holds no certificate: give the database's CA with \
              sslrootcert=/path/on/agent/ca.pem"
                 .into(),
         );
     }
-    Ok(found.certs)
+    Ok(system.clone())
+}
+
+/// The operating system's trust store, read once per process (every verifying connection of
+/// every channel would otherwise read the whole certificate folder again).
+fn system_roots() -> &'static Vec<CertificateDer<'static>> {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::debug!(error = %e, "skipping part of the system trust store");
+        }
+        found.certs
+    })
 }
 
 /// A rustls client for `tls` (whose mode is not `disable`).

@@ -107,13 +107,18 @@ impl AlertRule {
         format!("{}/{}", self.workspace, self.name)
     }
 
+    /// Whether the rule watches `task` (`workspace/name`).
+    pub fn watches(&self, task: &str) -> bool {
+        task.split_once('/')
+            .is_some_and(|(w, _)| w == self.workspace)
+            && (self.tasks.is_empty() || self.tasks.iter().any(|t| t == task))
+    }
+
     /// Whether the rule concerns `event`.
     pub fn matches(&self, event: &AlertEvent) -> bool {
-        let workspace = event.task.split_once('/').map_or("", |(w, _)| w);
-        workspace == self.workspace
+        self.watches(&event.task)
             && event.at_ms >= self.created_ms
             && self.on.contains(&event.kind)
-            && (self.tasks.is_empty() || self.tasks.contains(&event.task))
             && (event.kind != AlertKind::Baseline || event.rule.as_deref() == Some(&self.id()))
     }
 }
@@ -251,9 +256,8 @@ impl Store {
         before: Option<&Instance>,
         inst: &Instance,
     ) -> Result<()> {
-        if inst.state == InstanceState::Failed
-            && before.is_some_and(|b| b.state != InstanceState::Failed)
-        {
+        // Called when the state changed; a record created already failed is not an event.
+        if inst.state == InstanceState::Failed && before.is_some() {
             let error = inst
                 .history
                 .last()
