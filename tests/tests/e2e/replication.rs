@@ -360,7 +360,7 @@ fn an_isolated_leader_steps_down_and_rejoins_as_a_follower() -> Result<()> {
                 .collect::<Option<_>>()?;
             let id = ids[0];
             (id != 0 && ids.iter().all(|&x| x == id) && id as usize - 1 != old)
-                .then_some(id as usize - 1)
+                .then(|| id as usize - 1)
         },
     )
     .map_err(|e| anyhow!("{e}\n{}", r.logs()))?;
