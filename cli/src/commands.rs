@@ -230,9 +230,7 @@ pub async fn run(
         TopCommand::Datasource(c) => datasource(&mut admin, c).await,
         TopCommand::Task(c) => crate::tasks::run(&mut admin, out, c).await,
         TopCommand::Instance(c) => crate::instances::run(&mut admin, out, c).await,
-        TopCommand::Dag { bizdate, task, dot } => {
-            crate::instances::dag(&mut admin, out, bizdate, task, dot).await
-        }
+        TopCommand::Dag(args) => crate::instances::dag(&mut admin, out, args).await,
         TopCommand::Backfill {
             task,
             from,

@@ -11,10 +11,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Subcommand, Debug)]
 pub enum InstanceCmd {
-    /// List instances (of a business date, a task, a state), newest last.
+    /// List instances (of a business date, a task, a state): the newest `--limit` by cycle
+    /// time, newest last; `--offset` pages back.
     List {
+        /// Exact task name.
         #[arg(long)]
         task: Option<String>,
+        /// Tasks whose name contains this (case ignored).
+        #[arg(long)]
+        search: Option<String>,
         /// yyyymmdd or yyyy-mm-dd.
         #[arg(long)]
         bizdate: Option<String>,
@@ -22,8 +27,14 @@ pub enum InstanceCmd {
         /// failed, killed, frozen, dry_run.
         #[arg(long)]
         state: Option<String>,
+        /// Resource group.
+        #[arg(long)]
+        group: Option<String>,
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+        /// Skip this many of the newest first (the next page: --offset <limit>).
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
     },
     /// Show an instance: state, why it waits, parameters, attempts, every transition.
     Show {
@@ -144,20 +155,30 @@ pub async fn run(admin: &mut Admin, out: Output, cmd: InstanceCmd) -> anyhow::Re
     match cmd {
         InstanceCmd::List {
             task,
+            search,
             bizdate,
             state,
+            group,
             limit,
+            offset,
         } => {
-            let r = admin
+            let mut r = admin
                 .list_instances(pb::ListInstancesRequest {
                     task: task.unwrap_or_default(),
+                    search: search.unwrap_or_default(),
                     bizdate: bizdate.unwrap_or_default(),
                     state: state.unwrap_or_default(),
+                    group: group.unwrap_or_default(),
                     limit,
+                    offset,
+                    descending: true,
+                    ..Default::default()
                 })
                 .await
                 .map_err(status)?
                 .into_inner();
+            // Asked newest first, so a limit keeps the newest; shown newest last.
+            r.instances.reverse();
             if out == Output::Json {
                 println!("{}", json::list(r.instances.iter().map(json::instance)));
                 return Ok(0);
@@ -190,6 +211,18 @@ pub async fn run(admin: &mut Admin, out: Output, cmd: InstanceCmd) -> anyhow::Re
                 ],
                 &rows,
             );
+            let shown = r.instances.len() as u32;
+            if offset > 0 || shown < r.total {
+                println!(
+                    "{shown} of {} instance(s){}",
+                    r.total,
+                    if offset + shown < r.total {
+                        format!("; older ones: --offset {}", offset + shown)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
         InstanceCmd::Show { id } => {
             let i = admin
@@ -314,17 +347,37 @@ fn label(i: &pb::InstanceInfo) -> String {
     )
 }
 
-pub async fn dag(
-    admin: &mut Admin,
-    out: Output,
-    bizdate: String,
+/// What `ferry dag` draws.
+#[derive(clap::Args, Debug)]
+pub struct DagArgs {
+    /// yyyymmdd or yyyy-mm-dd; required unless --instance is given.
+    #[arg(long)]
+    bizdate: Option<String>,
+    /// Around this task's instances of the business date.
+    #[arg(long)]
     task: Option<String>,
+    /// Around this instance.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Hops upstream (default 2, at most 10).
+    #[arg(long, default_value_t = 0)]
+    up: u32,
+    /// Hops downstream (default 2, at most 10).
+    #[arg(long, default_value_t = 0)]
+    down: u32,
+    #[arg(long)]
     dot: bool,
-) -> anyhow::Result<i32> {
+}
+
+pub async fn dag(admin: &mut Admin, out: Output, args: DagArgs) -> anyhow::Result<i32> {
+    let dot = args.dot;
     let r = admin
         .get_dag(pb::GetDagRequest {
-            bizdate,
-            task: task.unwrap_or_default(),
+            bizdate: args.bizdate.unwrap_or_default(),
+            task: args.task.unwrap_or_default(),
+            instance: args.instance.unwrap_or_default(),
+            depth_up: args.up,
+            depth_down: args.down,
         })
         .await
         .map_err(status)?
@@ -401,9 +454,35 @@ pub async fn dag(
         }
     }
     println!(
-        "{} instance(s), {} edge(s)",
+        "{} instance(s), {} edge(s); {} up, {} down{}",
         r.instances.len(),
-        r.edges.len()
+        r.edges.len(),
+        r.depth_up,
+        r.depth_down,
+        if r.truncated {
+            "; cut at the answer's size limit"
+        } else {
+            ""
+        }
     );
+    let more: Vec<String> = r
+        .borders
+        .iter()
+        .map(|b| {
+            let way = match (b.more_upstream, b.more_downstream) {
+                (true, true) => "up and down",
+                (true, false) => "up",
+                _ => "down",
+            };
+            let name = by_id.get(b.id.as_str()).map_or(b.id.clone(), |i| label(i));
+            format!("  {name}: more {way}")
+        })
+        .collect();
+    if !more.is_empty() {
+        println!("goes on beyond (--up/--down or --instance to see more):");
+        for m in more {
+            println!("{m}");
+        }
+    }
     Ok(0)
 }

@@ -113,6 +113,14 @@ pub fn dag(r: &pb::DagResponse) -> String {
             "to": e.to,
             "previous": e.previous,
         })).collect::<Vec<_>>(),
+        "borders": r.borders.iter().map(|b| json!({
+            "id": b.id,
+            "more_upstream": b.more_upstream,
+            "more_downstream": b.more_downstream,
+        })).collect::<Vec<_>>(),
+        "truncated": r.truncated,
+        "depth_up": r.depth_up,
+        "depth_down": r.depth_down,
     })
     .to_string()
 }

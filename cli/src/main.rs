@@ -94,16 +94,9 @@ pub(crate) enum Command {
     /// Instances (runs of tasks): list, show, logs, rerun, kill, freeze, mark success.
     #[command(subcommand)]
     Instance(instances::InstanceCmd),
-    /// The DAG of a business date's instances: a text tree, or Graphviz with --dot.
-    Dag {
-        #[arg(long)]
-        bizdate: String,
-        /// Only this task's instances with their upstream and downstream.
-        #[arg(long)]
-        task: Option<String>,
-        #[arg(long)]
-        dot: bool,
-    },
+    /// The DAG around an instance, or a task's instances of a business date, a few hops up and
+    /// down: a text tree, or Graphviz with --dot.
+    Dag(instances::DagArgs),
     /// Run a task (and optionally its downstream) for a range of business dates, in order.
     Backfill {
         task: String,

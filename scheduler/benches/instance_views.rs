@@ -118,13 +118,33 @@ async fn main() -> Result<()> {
         let api = &api;
         async move {
             let r = api.list_instances(request(req)).await?.into_inner();
-            Ok::<_, anyhow::Error>(format!("{} rows", r.instances.len()))
+            Ok::<_, anyhow::Error>(format!("{} rows of {}", r.instances.len(), r.total))
         }
     };
-    time("list page 1 (50)", reps, || {
+    let page = |offset: u32| pb::ListInstancesRequest {
+        bizdate: bizdate.clone(),
+        limit: 50,
+        offset,
+        ..Default::default()
+    };
+    time("list page 1 (50)", reps, || list(page(0))).await?;
+    let deep = u32::try_from(day.instances * 9 / 10).unwrap_or(u32::MAX);
+    time("list page at offset 90% (50)", reps, || list(page(deep))).await?;
+    // The same depth by page token: the token of the row before it.
+    let token = api
+        .list_instances(request(pb::ListInstancesRequest {
+            bizdate: bizdate.clone(),
+            limit: deep,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .next_page_token;
+    time("list page at 90% by token (50)", reps, || {
         list(pb::ListInstancesRequest {
             bizdate: bizdate.clone(),
             limit: 50,
+            page_token: token.clone(),
             ..Default::default()
         })
     })
@@ -133,6 +153,24 @@ async fn main() -> Result<()> {
         list(pb::ListInstancesRequest {
             bizdate: bizdate.clone(),
             state: "failed".into(),
+            limit: 50,
+            ..Default::default()
+        })
+    })
+    .await?;
+    time("list search \"node_1000\" (50)", reps, || {
+        list(pb::ListInstancesRequest {
+            bizdate: bizdate.clone(),
+            search: "node_1000".into(),
+            limit: 50,
+            ..Default::default()
+        })
+    })
+    .await?;
+    time("list search \"node_1\" (50)", reps, || {
+        list(pb::ListInstancesRequest {
+            bizdate: bizdate.clone(),
+            search: "node_1".into(),
             limit: 50,
             ..Default::default()
         })
@@ -147,24 +185,55 @@ async fn main() -> Result<()> {
         })
     })
     .await?;
-    time("dag task (whole closure)", reps, || {
+    time("counts (limit 1)", reps, || {
         let api = &api;
         let bizdate = bizdate.clone();
         async move {
             let r = api
-                .get_dag(request(pb::GetDagRequest {
+                .list_instances(request(pb::ListInstancesRequest {
                     bizdate,
-                    task: node.into(),
+                    limit: 1,
                     ..Default::default()
                 }))
                 .await?
                 .into_inner();
             Ok(format!(
-                "{} nodes, {} edges",
-                r.instances.len(),
-                r.edges.len()
+                "failed {}",
+                r.counts.get("failed").copied().unwrap_or(0)
             ))
         }
+    })
+    .await?;
+    let dag = |req: pb::GetDagRequest| {
+        let api = &api;
+        async move {
+            let r = api.get_dag(request(req)).await?.into_inner();
+            Ok::<_, anyhow::Error>(format!(
+                "{} nodes, {} edges, {} borders{}",
+                r.instances.len(),
+                r.edges.len(),
+                r.borders.len(),
+                if r.truncated { ", truncated" } else { "" }
+            ))
+        }
+    };
+    for depth in [2, 5] {
+        time(&format!("dag instance depth {depth}"), reps, || {
+            dag(pb::GetDagRequest {
+                instance: centre.clone(),
+                depth_up: depth,
+                depth_down: depth,
+                ..Default::default()
+            })
+        })
+        .await?;
+    }
+    time("dag task (default depth 2)", reps, || {
+        dag(pb::GetDagRequest {
+            bizdate: bizdate.clone(),
+            task: node.into(),
+            ..Default::default()
+        })
     })
     .await?;
     time("get instance", reps, || {

@@ -14,7 +14,8 @@
 //!    the log without its refused commands ends in the same state;
 //! 5. a snapshot begun at any point and written on another thread while the rest of the log
 //!    applies is, byte for byte, the state at that point (as a snapshot taken with applies
-//!    paused), and restores to it.
+//!    paused), and restores to it;
+//! 6. the instance list's indexes and counters agree with the instance records.
 //!
 //! Logs are made by `random_log` against a reference store that applies them one command per
 //! entry, so they reach retries, timeouts, late reports and downstream instances rather than
@@ -28,8 +29,9 @@
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use ferry_scheduler::raft::{Committed, StateMachine};
-use ferry_scheduler::state::Store;
+use ferry_scheduler::state::model::InstanceState;
 use ferry_scheduler::state::replica::decode_command;
+use ferry_scheduler::state::{ListQuery, Store};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::strategy::ValueTree;
@@ -711,8 +713,83 @@ fn concurrent_snapshots(case: &Case) -> Result<()> {
     })())
 }
 
+/// The listing indexes (`state::listing`) say what the instance records say, whatever the log
+/// did to them (retries, reruns, kills, backfills, refusals undone): every workspace's list, in
+/// order, per day and state, and its counters.
+fn listing_matches_records(case: &Case) -> Result<()> {
+    let reference = Reference::run(&case.ops(), false)?;
+    reference.explain((|| {
+        let store = &reference.store;
+        let all = store.instances()?;
+        let split = |task: &str| -> (String, String) {
+            match task.split_once('/') {
+                Some((w, t)) => (w.to_string(), t.to_string()),
+                None => (String::new(), task.to_string()),
+            }
+        };
+        let workspaces: BTreeSet<String> = all.iter().map(|i| split(&i.task).0).collect();
+        for ws in &workspaces {
+            let mut mine: Vec<_> = all.iter().filter(|i| split(&i.task).0 == *ws).collect();
+            mine.sort_by_key(|i| {
+                (
+                    i.bizdate.clone(),
+                    i.cyctime.clone(),
+                    split(&i.task).1,
+                    i.id.clone(),
+                )
+            });
+            let days: BTreeSet<Option<String>> = mine
+                .iter()
+                .map(|i| Some(i.bizdate.clone()))
+                .chain([None])
+                .collect();
+            for day in days {
+                for state in [None].into_iter().chain(InstanceState::ALL.map(Some)) {
+                    let want: Vec<String> = mine
+                        .iter()
+                        .filter(|i| day.as_ref().is_none_or(|d| *d == i.bizdate))
+                        .filter(|i| state.is_none_or(|s| s == i.state))
+                        .map(|i| i.id.clone())
+                        .collect();
+                    let page = store.list_instances(&ListQuery {
+                        workspace: ws.clone(),
+                        bizdate: day.clone(),
+                        state,
+                        limit: usize::MAX,
+                        ..Default::default()
+                    })?;
+                    ensure!(
+                        page.ids == want && page.total == want.len() as u64,
+                        "workspace {ws:?}, day {day:?}, state {state:?}: listed {:?} (total {}), records say {want:?}",
+                        page.ids,
+                        page.total
+                    );
+                }
+                let mut want: BTreeMap<InstanceState, u64> = BTreeMap::new();
+                for i in mine
+                    .iter()
+                    .filter(|i| day.as_ref().is_none_or(|d| *d == i.bizdate))
+                {
+                    *want.entry(i.state).or_default() += 1;
+                }
+                let got = store.day_counts(ws, day.as_deref())?;
+                ensure!(
+                    got == want,
+                    "workspace {ws:?}, day {day:?}: counters {got:?}, records {want:?}"
+                );
+            }
+        }
+        Ok(())
+    })())
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    #[test]
+    fn the_listing_indexes_say_what_the_records_say(case in case_strategy()) {
+        check(listing_matches_records(&case))?;
+    }
 
     #[test]
     fn a_snapshot_written_while_the_log_applies_is_the_state_at_its_index(case in case_strategy()) {

@@ -2,8 +2,9 @@
 //! operations center reads: the 20,000 nodes of `plan_shape.rs` (174 in 1,000 hourly, about
 //! 100,000 instances), submitted as tasks of workspace `default` and generated for one day,
 //! then run up to mid-afternoon by applying commands straight to the state machine (no raft, no
-//! agents): most instances that came due succeed, one in fifty fails, one in a hundred is
-//! killed, a few hundred are left running, and what is not due yet waits.
+//! agents): most instances that came due succeed, three in a thousand fail, one in a thousand
+//! is killed (their downstream waits), up to 300 are left running, and what is not due yet
+//! waits.
 
 use super::plan_shape;
 use anyhow::{Context as _, Result, anyhow};
@@ -149,6 +150,11 @@ pub fn build(nodes: usize, hourly: usize) -> Result<Day> {
     let instances = generate::plan(&store, day, Generation::FullDay, |_| true, "bench day")
         .context("plan the day")?;
     let count = instances.len();
+    // The plan's day is the run date; the instances' business date is the day before.
+    let bizdate = instances
+        .first()
+        .map(|i| i.bizdate.clone())
+        .ok_or_else(|| anyhow!("the day has no instances"))?;
     let mut due: Vec<i64> = instances.iter().map(|i| i.due_ms).collect();
     due.sort_unstable();
     // "Now": when 60% of the day's cycles have come.
@@ -174,8 +180,8 @@ pub fn build(nodes: usize, hourly: usize) -> Result<Day> {
         let mut cmds = Vec::new();
         let mut finish = Vec::new();
         for q in &queue {
-            let h = pick(&q.id) % 100;
-            if h == 99 && left_running < 300 {
+            let h = pick(&q.id) % 1000;
+            if h == 999 && left_running < 300 {
                 left_running += 1;
                 attempt += 1;
                 let id = format!("at-{attempt}");
@@ -186,7 +192,7 @@ pub fn build(nodes: usize, hourly: usize) -> Result<Day> {
                     at_ms: now,
                 });
                 finish.push((id, None));
-            } else if h < 2 {
+            } else if h < 3 {
                 attempt += 1;
                 let id = format!("at-{attempt}");
                 cmds.push(Command::DispatchAttempt {
@@ -196,7 +202,7 @@ pub fn build(nodes: usize, hourly: usize) -> Result<Day> {
                     at_ms: now,
                 });
                 finish.push((id, Some(AttemptState::Failed)));
-            } else if h == 2 {
+            } else if h == 3 {
                 cmds.push(Command::KillInstance {
                     id: q.id.clone(),
                     reason: "killed by the benchmark".into(),
@@ -249,7 +255,7 @@ pub fn build(nodes: usize, hourly: usize) -> Result<Day> {
     Ok(Day {
         ctx,
         dir,
-        bizdate: day.format("%Y%m%d").to_string(),
+        bizdate,
         instances: count,
     })
 }

@@ -1,5 +1,5 @@
 //! Instances: list, show, follow, logs, and the operator's actions — rerun (with downstream),
-//! kill, freeze, mark success, backfill — and the DAG of a business date.
+//! kill, freeze, mark success, backfill. The DAG around them is in [`super::dag`].
 
 use super::tasks::require_task;
 use super::{AdminApi, EventStream};
@@ -8,6 +8,7 @@ use crate::convert::instance_info;
 use crate::error::{Error, Result};
 use crate::generate;
 use crate::hub::InstanceEvent;
+use crate::state::ListQuery;
 use crate::state::command::Command;
 use crate::state::model::{Instance, InstanceState};
 use ferry_common::params;
@@ -17,7 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::info;
 
 /// The instance, if it belongs to the caller's workspace (others look like they do not exist).
-fn require_instance(api: &AdminApi, p: &Principal, id: &str) -> Result<Instance> {
+pub(super) fn require_instance(api: &AdminApi, p: &Principal, id: &str) -> Result<Instance> {
     api.ctx
         .store
         .instance(id)?
@@ -55,6 +56,12 @@ pub async fn get_instance(
     instance_info(&api.ctx, &inst)
 }
 
+/// Rows a list answers when the caller does not say (0), and at most.
+const DEFAULT_LIMIT: u32 = 1000;
+const MAX_LIMIT: u32 = 100_000;
+
+/// A page of the workspace's instances from the listing indexes (`state::listing`): only the
+/// page's records are decoded, so a page of a 100,000-instance day costs what a page costs.
 pub async fn list_instances(
     api: &AdminApi,
     p: &Principal,
@@ -62,48 +69,78 @@ pub async fn list_instances(
 ) -> Result<pb::ListInstancesResponse> {
     api.allow(p, Action::Read, &p.workspace, "ListInstances", "")
         .await?;
-    let task = (!req.task.is_empty()).then(|| qualify(&p.workspace, &req.task));
-    let state =
-        match req.state.as_str() {
-            "" => None,
-            s => Some(InstanceState::parse(s).ok_or_else(|| {
-                Error::InvalidArgument(format!("\"{s}\" is not an instance state"))
-            })?),
-        };
-    let candidates = if req.bizdate.is_empty() {
-        api.ctx.store.instances()?
-    } else {
-        let day = params::parse_bizdate(&req.bizdate)?
-            .format("%Y%m%d")
-            .to_string();
-        match &task {
-            Some(t) => api.ctx.store.instances_of_task_day(t, &day)?,
-            None => api.ctx.store.instances_of_bizdate(&day)?,
+    let state = match req.state.as_str() {
+        "" => None,
+        s => Some(InstanceState::parse(s).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "\"{s}\" is not an instance state; use one of {}",
+                InstanceState::ALL.map(|s| s.as_str()).join(", ")
+            ))
+        })?),
+    };
+    let bizdate = match req.bizdate.as_str() {
+        "" => None,
+        d => Some(params::parse_bizdate(d)?.format("%Y%m%d").to_string()),
+    };
+    let after = match req.page_token.as_str() {
+        "" => None,
+        t => Some(page_place(t)?),
+    };
+    let limit = match req.limit {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    };
+    let query = ListQuery {
+        workspace: p.workspace.clone(),
+        bizdate,
+        task: (!req.task.is_empty()).then(|| qualify(&p.workspace, &req.task)),
+        search: req.search,
+        state,
+        group: (!req.group.is_empty()).then_some(req.group),
+        after,
+        offset: req.offset as usize,
+        limit: limit as usize,
+        descending: req.descending,
+    };
+    let page = api.ctx.store.list_instances(&query)?;
+    let mut instances = Vec::with_capacity(page.ids.len());
+    for id in &page.ids {
+        // Gone between the index read and this one only if the store is inconsistent.
+        if let Some(i) = api.ctx.store.instance(id)? {
+            instances.push(instance_info(&api.ctx, &i)?);
         }
-    };
-    let limit = if req.limit == 0 {
-        1000
-    } else {
-        req.limit as usize
-    };
-    let mut matching: Vec<&Instance> = candidates
-        .iter()
-        .filter(|i| workspace_of(&i.task) == p.workspace)
-        .filter(|i| task.as_ref().is_none_or(|t| *t == i.task))
-        .filter(|i| state.is_none_or(|s| s == i.state))
-        .collect();
-    // Over the limit, the most recently changed ones: what is happening now.
-    let updated = |i: &Instance| i.history.last().map(|t| t.at_ms).unwrap_or(i.created_ms);
-    if matching.len() > limit {
-        matching.sort_by_key(|i| std::cmp::Reverse(updated(i)));
-        matching.truncate(limit);
     }
-    matching.sort_by(|a, b| (a.due_ms, &a.id).cmp(&(b.due_ms, &b.id)));
-    let mut instances = Vec::with_capacity(matching.len());
-    for i in matching {
-        instances.push(instance_info(&api.ctx, i)?);
-    }
-    Ok(pb::ListInstancesResponse { instances })
+    let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    Ok(pb::ListInstancesResponse {
+        instances,
+        total: count(page.total),
+        counts: InstanceState::ALL
+            .into_iter()
+            .map(|s| {
+                (
+                    s.as_str().to_string(),
+                    count(page.counts.get(&s).copied().unwrap_or(0)),
+                )
+            })
+            .collect(),
+        next_page_token: page
+            .next
+            .map(|place| hex::encode(place.as_bytes()))
+            .unwrap_or_default(),
+    })
+}
+
+/// The place a page token names (the hex of the last row's place: opaque to callers).
+fn page_place(token: &str) -> Result<String> {
+    hex::decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|p| p.split('|').count() == 4)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "page token \"{token}\" is not one this scheduler gave; start from the first page"
+            ))
+        })
 }
 
 fn log_event(
@@ -522,67 +559,4 @@ pub async fn backfill(
         days: bf.days,
         instances: count,
     })
-}
-
-pub async fn get_dag(
-    api: &AdminApi,
-    p: &Principal,
-    req: pb::GetDagRequest,
-) -> Result<pb::DagResponse> {
-    api.allow(p, Action::Read, &p.workspace, "GetDag", &req.task)
-        .await?;
-    let day = params::parse_bizdate(&req.bizdate)?
-        .format("%Y%m%d")
-        .to_string();
-    let all: Vec<Instance> = api
-        .ctx
-        .store
-        .instances_of_bizdate(&day)?
-        .into_iter()
-        .filter(|i| workspace_of(&i.task) == p.workspace)
-        .collect();
-    let keep: HashSet<String> = if req.task.is_empty() {
-        all.iter().map(|i| i.id.clone()).collect()
-    } else {
-        // The task's instances with everything upstream and downstream of them.
-        let q = qualify(&p.workspace, &req.task);
-        let mut keep: HashSet<String> = HashSet::new();
-        for i in all.iter().filter(|i| i.task == q) {
-            keep.insert(i.id.clone());
-            keep.extend(api.ctx.store.downstream_closure(&i.id)?);
-            let mut frontier = vec![i.clone()];
-            while let Some(cur) = frontier.pop() {
-                for up in cur.upstream.iter().chain(&cur.previous) {
-                    if keep.insert(up.clone())
-                        && let Some(u) = api.ctx.store.instance(up)?
-                    {
-                        frontier.push(u);
-                    }
-                }
-            }
-        }
-        keep
-    };
-    let mut instances = Vec::new();
-    let mut edges = Vec::new();
-    for id in &keep {
-        let Some(i) = api.ctx.store.instance(id)? else {
-            continue;
-        };
-        for (ups, previous) in [(&i.upstream, false), (&i.previous, true)] {
-            for u in ups {
-                if keep.contains(u) {
-                    edges.push(pb::DagEdge {
-                        from: u.clone(),
-                        to: i.id.clone(),
-                        previous,
-                    });
-                }
-            }
-        }
-        instances.push(instance_info(&api.ctx, &i)?);
-    }
-    instances.sort_by(|a, b| (&a.cyctime, &a.id).cmp(&(&b.cyctime, &b.id)));
-    edges.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
-    Ok(pb::DagResponse { instances, edges })
 }

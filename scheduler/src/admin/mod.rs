@@ -5,12 +5,13 @@
 //! proposes a command, wrapped with an audit record of who did it, from where, and when, so a
 //! refused request changes nothing and every change is accounted for. Handlers live with their
 //! subject: [`access`] (users, tokens, workspaces, audit), [`catalog`] (groups, agents, data
-//! sources), [`tasks`] (submit, run), [`instances`] (list, logs, rerun, kill, freeze, backfill,
-//! DAG), [`alerts`] (rules and deliveries).
+//! sources), [`tasks`] (submit, run), [`instances`] (list, logs, rerun, kill, freeze, backfill),
+//! [`dag`] (the graph around an instance), [`alerts`] (rules and deliveries).
 
 mod access;
 mod alerts;
 mod catalog;
+mod dag;
 mod instances;
 mod tasks;
 
@@ -327,7 +328,7 @@ impl AdminService for AdminApi {
         &self,
         r: Request<pb::GetDagRequest>,
     ) -> Result<Response<pb::DagResponse>, Status> {
-        handle!(self, r, instances::get_dag)
+        handle!(self, r, dag::get_dag)
     }
     async fn set_group_options(
         &self,

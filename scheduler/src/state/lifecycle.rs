@@ -374,6 +374,7 @@ impl Store {
             w.put(key(STATE, id), &inst.state)?;
             self.alert_on_change(w, before, inst)?;
         }
+        self.index_listing(w, inst)?;
         w.put(key(INSTANCE, id), inst)?;
         let mut wake = Vec::new();
         if let RunKind::Backfill { id: bf_id, day } = &inst.run {

@@ -15,18 +15,21 @@
 //! - `attempts`: dispatching an instance to an agent and what the agent reports.
 //! - `lifecycle`: instances from creation to their end — upstreams, cycle times, retries,
 //!   timeouts, reruns, kills, freezes, backfills.
+//! - `listing`: the indexes the instance list pages through (by day, state and counts).
 
 pub mod alerts;
 mod attempts;
 mod catalog;
 pub mod command;
 mod lifecycle;
+mod listing;
 pub mod model;
 pub mod replica;
 
 use crate::error::Result;
 use command::{Applied, Command};
 pub use lifecycle::EXPIRED;
+pub use listing::{ListPage, ListQuery};
 use model::{
     Agent, ApiToken, Attempt, AuditRecord, Backfill, DataSourceRecord, Group, Instance,
     InstanceState, LogRecord, Task, TaskVersion, User, Workspace,
@@ -232,7 +235,7 @@ impl Store {
             .get(APPLIED)?
             .and_then(|v| serde_json::from_slice::<u64>(&v).ok())
             .unwrap_or(0);
-        Ok(Self {
+        let store = Self {
             db,
             cow: crate::raft::tree_snapshot::CopyOnWrite::new(tree.clone()),
             tree,
@@ -241,7 +244,9 @@ impl Store {
             applied: std::sync::atomic::AtomicU64::new(applied),
             tasks_epoch: std::sync::atomic::AtomicU64::new(0),
             zones: std::sync::Mutex::new(None),
-        })
+        };
+        store.ensure_listing()?;
+        Ok(store)
     }
 
     /// Proposes `cmd` and returns once it is applied here and durable: through raft when a node
@@ -541,7 +546,10 @@ impl Store {
     pub fn instance(&self, id: &str) -> Result<Option<Instance>> {
         self.get(&key(INSTANCE, id))
     }
-    /// Every instance, oldest first.
+    /// Whether instance `id` exists, without decoding it.
+    pub fn has_instance(&self, id: &str) -> Result<bool> {
+        Ok(self.tree.contains_key(key(INSTANCE, id))?)
+    }
     /// How many instances are in each state, read from the state index without decoding the
     /// instances (those of a store older than the index are decoded).
     pub fn instance_counts(&self) -> Result<BTreeMap<InstanceState, u64>> {
@@ -564,6 +572,7 @@ impl Store {
         Ok(counts)
     }
 
+    /// Every instance, oldest first.
     pub fn instances(&self) -> Result<Vec<Instance>> {
         let mut all: Vec<Instance> = self.scan(INSTANCE)?;
         all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));

@@ -297,21 +297,22 @@ impl InstanceState {
         }
     }
 
+    /// Every state, in the order of the lifecycle.
+    pub const ALL: [Self; 10] = [
+        Self::WaitingUpstream,
+        Self::WaitingTime,
+        Self::WaitingResources,
+        Self::Dispatched,
+        Self::Running,
+        Self::Success,
+        Self::Failed,
+        Self::Killed,
+        Self::Frozen,
+        Self::DryRun,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::WaitingUpstream,
-            Self::WaitingTime,
-            Self::WaitingResources,
-            Self::Dispatched,
-            Self::Running,
-            Self::Success,
-            Self::Failed,
-            Self::Killed,
-            Self::Frozen,
-            Self::DryRun,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
     pub fn is_final(self) -> bool {

@@ -132,6 +132,8 @@ impl StateMachine for Store {
         self.applied
             .store(index, std::sync::atomic::Ordering::SeqCst);
         self.tasks_changed();
+        // A snapshot from a scheduler older than the listing indexes has none.
+        self.ensure_listing()?;
         Ok(())
     }
 }
