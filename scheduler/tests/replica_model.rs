@@ -15,7 +15,8 @@
 //! 5. a snapshot begun at any point and written on another thread while the rest of the log
 //!    applies is, byte for byte, the state at that point (as a snapshot taken with applies
 //!    paused), and restores to it;
-//! 6. the instance list's indexes and counters agree with the instance records.
+//! 6. the instance list's indexes and counters agree with the instance records (lists by day
+//!    and state, searches, counts).
 //!
 //! Logs are made by `random_log` against a reference store that applies them one command per
 //! entry, so they reach retries, timeouts, late reports and downstream instances rather than
@@ -764,6 +765,33 @@ fn listing_matches_records(case: &Case) -> Result<()> {
                         page.ids,
                         page.total
                     );
+                }
+                // A search reads the per-task counters and rows of the day.
+                let names: BTreeSet<String> = mine.iter().map(|i| split(&i.task).1).collect();
+                for name in names.iter().filter(|_| day.is_some()) {
+                    for state in [None].into_iter().chain(InstanceState::ALL.map(Some)) {
+                        let want: Vec<String> = mine
+                            .iter()
+                            .filter(|i| day.as_ref().is_none_or(|d| *d == i.bizdate))
+                            .filter(|i| split(&i.task).1.contains(name.as_str()))
+                            .filter(|i| state.is_none_or(|s| s == i.state))
+                            .map(|i| i.id.clone())
+                            .collect();
+                        let page = store.list_instances(&ListQuery {
+                            workspace: ws.clone(),
+                            bizdate: day.clone(),
+                            search: name.clone(),
+                            state,
+                            limit: usize::MAX,
+                            ..Default::default()
+                        })?;
+                        ensure!(
+                            page.ids == want && page.total == want.len() as u64,
+                            "workspace {ws:?}, day {day:?}, search {name:?}, state {state:?}: listed {:?} (total {}), records say {want:?}",
+                            page.ids,
+                            page.total
+                        );
+                    }
                 }
                 let mut want: BTreeMap<InstanceState, u64> = BTreeMap::new();
                 for i in mine

@@ -3,27 +3,31 @@
 //!
 //! Listing used to read every instance of a business date (JSON records of a kilobyte or two
 //! each) to filter, count and sort them in memory, which took seconds on the scheduling
-//! benchmark's day. Three indexes, written by [`Store::save_instance`] in the apply batch of
+//! benchmark's day. These indexes, written by [`Store::save_instance`] in the apply batch of
 //! every change of an instance (so every replica, every snapshot and every restart agrees with
 //! the records), answer the list's questions from keys:
 //! - `il/<ws>|<place>`, where an instance's *place* is `<bizdate>|<cyctime>|<task>|<id>` (the
 //!   task without its workspace): every instance in the list's order, valued with its state and
-//!   group. A page is a range read from the place after the last row seen; a search on the task
-//!   name reads keys, not records.
+//!   group. A page is a range read from the place after the last row seen.
 //! - `is/<ws>|<state>|<place>`: the same by state, so "the failed ones" is a range too.
 //! - `ic/<ws>|<bizdate>|<state>`: how many instances of the day are in the state, so totals and
 //!   the overview's counts read at most ten keys a day.
+//! - `it/<ws>|<bizdate>|<task>`: the same per task, and `iq/<ws>|<bizdate>|<task>|<cyctime>|<id>`
+//!   (written once): a search reads one counter per task of the day (a fifth of the keys of
+//!   the benchmark's day), then either the matching tasks' `iq/` rows, or, when they are a
+//!   large share of the day, the day in order until the page is full.
 //!
 //! The list index is the one kept in step by reading it, not by trusting the caller's `before`:
-//! each save compares the instance with its `il/` value and moves the other two from there, so
-//! the counters cannot drift from the keys. Stores made before these indexes get them at open
+//! each save compares the instance with its `il/` value and moves the others from there, so the
+//! counters cannot drift from the keys. Stores made before these indexes get them at open
 //! (and after restoring a snapshot without them), in one batch with the [`LISTING`] marker.
 
 use super::model::{Instance, InstanceState};
 use super::{INSTANCE, Store, Writes, task_day_prefix};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::ops::Bound;
 
 /// Index: instances in list order, per workspace.
 const LIST: &str = "il/";
@@ -31,6 +35,14 @@ const LIST: &str = "il/";
 const LIST_STATE: &str = "is/";
 /// Counters: instances per workspace, business date and state.
 const DAY_COUNT: &str = "ic/";
+/// Counters: instances per workspace, business date and task, by state (a search reads these,
+/// one per task, rather than one key per instance).
+const TASK_COUNT: &str = "it/";
+/// Index: a task's instances of a day in cycle order (written once, at creation).
+const TASK_LIST: &str = "iq/";
+/// A search whose matches are at least this share of the day (1 in N) pages through the day in
+/// order, skipping other tasks' rows; a rarer one reads the matching tasks' rows and sorts them.
+const DENSE: u64 = 20;
 /// Marker: the store has the listing indexes (written with them by the migration, and on
 /// every new store).
 pub(super) const LISTING: &str = "m/listing-v1";
@@ -76,6 +88,31 @@ impl Position {
     fn count_key(&self, state: InstanceState) -> Vec<u8> {
         count_key(&self.workspace, &self.bizdate, state)
     }
+
+    fn task(&self) -> &str {
+        task_and_id(&self.place).map_or("", |(t, _)| t)
+    }
+
+    fn task_count_key(&self) -> Vec<u8> {
+        format!(
+            "{TASK_COUNT}{}|{}|{}",
+            self.workspace,
+            self.bizdate,
+            self.task()
+        )
+        .into_bytes()
+    }
+
+    /// `iq/<ws>|<bizdate>|<task>|<cyctime>|<id>`: the place with the task first.
+    fn task_list_key(&self, cyctime: &str, id: &str) -> Vec<u8> {
+        format!(
+            "{TASK_LIST}{}|{}|{}|{cyctime}|{id}",
+            self.workspace,
+            self.bizdate,
+            self.task()
+        )
+        .into_bytes()
+    }
 }
 
 fn count_key(workspace: &str, bizdate: &str, state: InstanceState) -> Vec<u8> {
@@ -108,13 +145,6 @@ pub struct ListQuery {
     pub offset: usize,
     pub limit: usize,
     pub descending: bool,
-}
-
-impl ListQuery {
-    /// Whether only the task, search or group filters need each row looked at.
-    fn filters_rows(&self) -> bool {
-        self.task.is_some() || !self.search.is_empty() || self.group.is_some()
-    }
 }
 
 /// One page of a list.
@@ -150,13 +180,26 @@ impl Store {
         if was.as_ref() == Some(&now) {
             return Ok(());
         }
-        if let Some(was) = &was {
-            w.remove(pos.state_key(was.state));
-            self.bump(w, pos.count_key(was.state), -1)?;
+        match &was {
+            Some(was) => {
+                w.remove(pos.state_key(was.state));
+                self.bump(w, pos.count_key(was.state), -1)?;
+            }
+            None => w.put(pos.task_list_key(&inst.cyctime, &inst.id), &())?,
         }
         w.put(list_key, &now)?;
         w.put(pos.state_key(now.state), &())?;
-        self.bump(w, pos.count_key(now.state), 1)
+        self.bump(w, pos.count_key(now.state), 1)?;
+        let key = pos.task_count_key();
+        let mut counts: BTreeMap<InstanceState, u64> = self.read(w, &key)?.unwrap_or_default();
+        if let Some(was) = &was
+            && let Some(n) = counts.get_mut(&was.state)
+        {
+            *n = n.saturating_sub(1);
+        }
+        *counts.entry(now.state).or_default() += 1;
+        counts.retain(|_, n| *n > 0);
+        w.put(key, &counts)
     }
 
     fn bump(&self, w: &mut Writes, key: Vec<u8>, by: i64) -> Result<()> {
@@ -178,7 +221,7 @@ impl Store {
             return Ok(());
         }
         let mut w = Writes::new();
-        for prefix in [LIST, LIST_STATE, DAY_COUNT] {
+        for prefix in [LIST, LIST_STATE, DAY_COUNT, TASK_COUNT, TASK_LIST] {
             for item in self.tree.scan_prefix(prefix.as_bytes()) {
                 w.remove(item?.0.to_vec());
             }
@@ -221,17 +264,41 @@ impl Store {
     }
 
     /// A page of a workspace's instances, with the total and the counts by state. Without a
-    /// task, search or group filter it reads the page's keys and the day's counters only;
-    /// with one, every key of the day (and the records of a task's instances).
+    /// filter but the day and state, it reads the page's keys and the day's counters; a search
+    /// in a day reads the day's per-task counters, then the matching rows (or the day in order
+    /// until the page is full, when they are many); a task, a group, or a search over every
+    /// day looks at each candidate row.
     pub fn list_instances(&self, q: &ListQuery) -> Result<ListPage> {
-        if q.filters_rows() {
+        if q.task.is_some() || q.group.is_some() {
             return self.list_filtered(q);
+        }
+        if !q.search.is_empty() {
+            return match &q.bizdate {
+                Some(day) => self.list_searched(q, day, None),
+                None => self.list_filtered(q),
+            };
         }
         let counts = self.day_counts(&q.workspace, q.bizdate.as_deref())?;
         let total = match q.state {
             Some(s) => counts.get(&s).copied().unwrap_or(0),
             None => counts.values().sum(),
         };
+        let (ids, next) = self.ordered_page(q, |_| true)?;
+        Ok(ListPage {
+            ids,
+            total,
+            counts,
+            next,
+        })
+    }
+
+    /// A page read in list order from the `il/` (or, with a state, the `is/`) index, keeping
+    /// the rows of the tasks `keep` accepts.
+    fn ordered_page(
+        &self,
+        q: &ListQuery,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<(Vec<String>, Option<String>)> {
         let root = match q.state {
             Some(s) => format!("{LIST_STATE}{}|{}|", q.workspace, s.as_str()),
             None => format!("{LIST}{}|", q.workspace),
@@ -247,17 +314,14 @@ impl Store {
             *last += 1;
         }
         let (lo, hi) = match (&q.after, q.descending) {
-            (None, _) => (
-                std::ops::Bound::Included(start),
-                std::ops::Bound::Excluded(end),
-            ),
+            (None, _) => (Bound::Included(start), Bound::Excluded(end)),
             (Some(a), false) => (
-                std::ops::Bound::Excluded(format!("{root}{a}").into_bytes()),
-                std::ops::Bound::Excluded(end),
+                Bound::Excluded(format!("{root}{a}").into_bytes()),
+                Bound::Excluded(end),
             ),
             (Some(a), true) => (
-                std::ops::Bound::Included(start),
-                std::ops::Bound::Excluded(format!("{root}{a}").into_bytes()),
+                Bound::Included(start),
+                Bound::Excluded(format!("{root}{a}").into_bytes()),
             ),
         };
         let range = self.tree.range::<Vec<u8>, _>((lo, hi));
@@ -268,21 +332,110 @@ impl Store {
             Box::new(range)
         };
         let mut ids = Vec::with_capacity(q.limit.min(1024));
-        let mut next = None;
+        let mut skip = q.offset;
         let mut last = String::new();
-        for item in keys.skip(q.offset) {
+        for item in keys {
             let (k, _) = item?;
-            let k = String::from_utf8_lossy(&k);
-            let place = k.get(root.len()..).unwrap_or_default();
-            if ids.len() == q.limit {
-                next = Some(last);
-                break;
+            let Some(place) = k
+                .get(root.len()..)
+                .and_then(|p| std::str::from_utf8(p).ok())
+            else {
+                continue;
+            };
+            let Some((task, id)) = task_and_id(place) else {
+                continue;
+            };
+            if !keep(task) {
+                continue;
             }
-            if let Some((_, id)) = task_and_id(place) {
-                ids.push(id.to_string());
-                last = place.to_string();
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            if ids.len() == q.limit {
+                return Ok((ids, Some(last)));
+            }
+            ids.push(id.to_string());
+            last = place.to_string();
+        }
+        Ok((ids, None))
+    }
+
+    /// A search in one day. `dense` forces the strategy (tests); `None` picks it by how many
+    /// rows match.
+    fn list_searched(&self, q: &ListQuery, day: &str, dense: Option<bool>) -> Result<ListPage> {
+        let search = q.search.to_ascii_lowercase();
+        let prefix = format!("{TASK_COUNT}{}|{day}|", q.workspace);
+        let mut counts: BTreeMap<InstanceState, u64> = BTreeMap::new();
+        let mut tasks: HashSet<String> = HashSet::new();
+        for item in self.tree.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = item?;
+            let Some(task) = k
+                .get(prefix.len()..)
+                .and_then(|t| std::str::from_utf8(t).ok())
+            else {
+                continue;
+            };
+            if !task.to_ascii_lowercase().contains(&search) {
+                continue;
+            }
+            let of_task: BTreeMap<InstanceState, u64> = serde_json::from_slice(&v)?;
+            for (s, n) in &of_task {
+                *counts.entry(*s).or_default() += n;
+            }
+            if q.state.is_none_or(|s| of_task.contains_key(&s)) {
+                tasks.insert(task.to_string());
             }
         }
+        let total = match q.state {
+            Some(s) => counts.get(&s).copied().unwrap_or(0),
+            None => counts.values().sum(),
+        };
+        if total == 0 {
+            return Ok(ListPage {
+                counts,
+                ..Default::default()
+            });
+        }
+        let dense = match dense {
+            Some(d) => d,
+            None => {
+                let day_counts = self.day_counts(&q.workspace, Some(day))?;
+                let of_day: u64 = match q.state {
+                    Some(s) => day_counts.get(&s).copied().unwrap_or(0),
+                    None => day_counts.values().sum(),
+                };
+                total.saturating_mul(DENSE) >= of_day
+            }
+        };
+        let (ids, next) = if dense {
+            self.ordered_page(q, |t| tasks.contains(t))?
+        } else {
+            let mut rows = Vec::new();
+            for task in &tasks {
+                let prefix = format!("{TASK_LIST}{}|{day}|{task}|", q.workspace);
+                for item in self.tree.scan_prefix(prefix.as_bytes()) {
+                    let (k, _) = item?;
+                    let Some((cyctime, id)) = k
+                        .get(prefix.len()..)
+                        .and_then(|t| std::str::from_utf8(t).ok())
+                        .and_then(|t| t.split_once('|'))
+                    else {
+                        continue;
+                    };
+                    let place = format!("{day}|{cyctime}|{task}|{id}");
+                    if let Some(s) = q.state {
+                        let key = format!("{LIST_STATE}{}|{}|{place}", q.workspace, s.as_str());
+                        if !self.tree.contains_key(key)? {
+                            continue;
+                        }
+                    }
+                    rows.push((place, id.to_string()));
+                }
+            }
+            rows.sort();
+            page_of(rows, q)
+        };
         Ok(ListPage {
             ids,
             total,
@@ -353,27 +506,36 @@ impl Store {
         for r in &rows {
             *counts.entry(r.state).or_default() += 1;
         }
-        rows.retain(|r| q.state.is_none_or(|s| s == r.state));
+        let rows: Vec<(String, String)> = rows
+            .into_iter()
+            .filter(|r| q.state.is_none_or(|s| s == r.state))
+            .map(|r| (r.place, r.id))
+            .collect();
         let total = rows.len() as u64;
-        if q.descending {
-            rows.reverse();
-        }
-        let from = match &q.after {
-            Some(a) if q.descending => rows.partition_point(|r| r.place >= *a),
-            Some(a) => rows.partition_point(|r| r.place <= *a),
-            None => 0,
-        };
-        let page: Vec<&Row> = rows.iter().skip(from + q.offset).take(q.limit).collect();
-        let next = (from + q.offset + page.len() < rows.len())
-            .then(|| page.last().map(|r| r.place.clone()))
-            .flatten();
+        let (ids, next) = page_of(rows, q);
         Ok(ListPage {
-            ids: page.into_iter().map(|r| r.id.clone()).collect(),
+            ids,
             total,
             counts,
             next,
         })
     }
+}
+
+/// The page `q` asks for of `rows` (place, id), sorted by place.
+fn page_of(mut rows: Vec<(String, String)>, q: &ListQuery) -> (Vec<String>, Option<String>) {
+    if q.descending {
+        rows.reverse();
+    }
+    let from = match &q.after {
+        Some(a) if q.descending => rows.partition_point(|r| r.0 >= *a),
+        Some(a) => rows.partition_point(|r| r.0 <= *a),
+        None => 0,
+    };
+    let start = from.saturating_add(q.offset).min(rows.len());
+    let end = start.saturating_add(q.limit).min(rows.len());
+    let next = (end < rows.len() && end > start).then(|| rows[end - 1].0.clone());
+    (rows[start..end].iter().map(|r| r.1.clone()).collect(), next)
 }
 
 #[cfg(test)]
@@ -450,6 +612,92 @@ mod tests {
             store.day_counts("ws1", Some("20261124"))?,
             BTreeMap::from([(InstanceState::WaitingResources, 3)])
         );
+        Ok(())
+    }
+
+    /// Both ways of answering a search (reading the matching tasks' rows, or the day in order)
+    /// give what looking at every row gives, for every state, page size, direction and cursor.
+    #[tokio::test]
+    async fn both_search_strategies_answer_alike() -> Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| crate::error::Error::InvalidArgument(e.to_string()))?;
+        let store = Store::open(dir.path())?;
+        let names = [
+            "orders",
+            "users",
+            "ods_orders",
+            "dim_user",
+            "sales",
+            "Sales_2",
+        ];
+        let mut all = Vec::new();
+        for (k, name) in names.iter().enumerate() {
+            for c in 0..(k % 4 + 1) {
+                all.push(instance(
+                    &format!("ws/{name}"),
+                    &format!("ws/{name}@{c}"),
+                    &format!("2026112{}000000", (c * 7 + k) % 10),
+                ));
+            }
+        }
+        let ids: Vec<String> = all.iter().map(|i| i.id.clone()).collect();
+        store
+            .propose(Command::AddInstances {
+                instances: all,
+                generated: None,
+                at_ms: 1,
+            })
+            .await?;
+        for (n, id) in ids.iter().enumerate().filter(|(n, _)| n % 3 != 0) {
+            let cmd = if n % 3 == 1 {
+                Command::MarkSuccess {
+                    id: id.clone(),
+                    reason: "test".into(),
+                    at_ms: 2,
+                }
+            } else {
+                Command::KillInstance {
+                    id: id.clone(),
+                    reason: "test".into(),
+                    at_ms: 2,
+                }
+            };
+            store.propose(cmd).await?;
+        }
+        let states = [
+            None,
+            Some(InstanceState::Success),
+            Some(InstanceState::Killed),
+            Some(InstanceState::Failed),
+        ];
+        for search in ["ord", "SALES", "user", "s", "none"] {
+            for state in states {
+                for limit in [1, 2, 5, 100] {
+                    for descending in [false, true] {
+                        let mut q = ListQuery {
+                            workspace: "ws".into(),
+                            bizdate: Some("20261124".into()),
+                            search: search.into(),
+                            state,
+                            limit,
+                            descending,
+                            ..Default::default()
+                        };
+                        loop {
+                            let want = store.list_filtered(&q)?;
+                            for dense in [true, false] {
+                                let got = store.list_searched(&q, "20261124", Some(dense))?;
+                                assert_eq!(got, want, "{q:?}, dense: {dense}");
+                            }
+                            match want.next {
+                                Some(next) => q.after = Some(next),
+                                None => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }
