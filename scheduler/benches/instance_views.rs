@@ -30,7 +30,7 @@ fn arg(name: &str, default: usize) -> Result<usize> {
             .get(i + 1)
             .ok_or_else(|| anyhow!("{name} needs a value"))?
             .parse()
-            .with_context(|| format!("{name}")),
+            .with_context(|| name.to_string()),
         None => Ok(default),
     }
 }

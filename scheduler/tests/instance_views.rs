@@ -717,3 +717,39 @@ async fn the_overview_comes_from_one_call() -> Result<()> {
     assert!(!d.truncated);
     Ok(())
 }
+
+/// An answer stops at 2,000 instances and says so.
+#[tokio::test]
+async fn a_dag_too_big_to_draw_is_cut() -> Result<()> {
+    let f = fixture(&small()).await?;
+    let many: Vec<Instance> = (0..2100)
+        .map(|n| Instance {
+            id: format!("{WS}/wide@{n:04}"),
+            task: format!("{WS}/wide"),
+            group: "rg".into(),
+            bizdate: "20261201".into(),
+            cyctime: format!("20261202{n:06}"),
+            ..Default::default()
+        })
+        .collect();
+    f.ctx
+        .store
+        .propose(Command::AddInstances {
+            instances: many,
+            generated: None,
+            at_ms: 100,
+        })
+        .await?;
+    let d = f
+        .api
+        .get_dag(request(pb::GetDagRequest {
+            bizdate: "20261201".into(),
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(d.instances.len(), 2000);
+    assert!(d.truncated);
+    assert_eq!(d.instances[0].id, format!("{WS}/wide@0000"));
+    Ok(())
+}
