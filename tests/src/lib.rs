@@ -7,6 +7,7 @@
 
 pub mod db;
 pub mod ha;
+pub mod http;
 pub mod netns;
 pub mod proxy;
 pub mod webhook;
