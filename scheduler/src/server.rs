@@ -183,11 +183,12 @@ pub async fn run_with_clock(
         // Agents sit behind NATs that drop idle flows: ping well inside common idle timeouts.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        // `/metrics`, `/healthz` and `/readyz` over plain HTTP/1.1 on the same address.
+        // `/metrics`, `/healthz`, `/readyz` and the web console (`/console/`) over plain
+        // HTTP/1.1 on the same address.
         .accept_http1(true)
-        .add_routes(tonic::service::Routes::from(crate::metrics::routes(
-            ctx.clone(),
-        )))
+        .add_routes(tonic::service::Routes::from(
+            crate::metrics::routes(ctx.clone()).merge(crate::console::routes()),
+        ))
         // Agents' reports are bounded by the agent (log lines cut, batches capped), so the default
         // 4 MiB limit holds for them; a job file sent by an operator may be larger.
         .add_service(
