@@ -99,7 +99,7 @@ export async function render(view, _params, query) {
     const ghosts = new Set();
     for (const e of edges) for (const id of [e.from, e.to]) if (!byId.has(id)) ghosts.add(id);
     const nodes = instances.map((i) => ({ id: i.id, label: i.task, sub: `${i.state} · ${i.cyctime || i.bizdate}`, state: i.state }))
-      .concat([...ghosts].map((id) => ({ id, label: id.split('@')[0] || id, sub: 'other day', state: 'unknown', ghost: true })));
+      .concat([...ghosts].map((id) => ({ id, label: (id.split('@')[0] || id).split('/').pop(), sub: 'other day', state: 'unknown', ghost: true })));
     const sig = JSON.stringify([nodes.map((n) => [n.id, n.state]), edges.map((e) => [e.from, e.to, e.previous])]);
     if (sig === signature) return;
     const firstDraw = !signature;
