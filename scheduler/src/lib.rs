@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod plan;
 pub mod raft;
 pub mod relay;
+pub mod rest;
 pub mod secrets;
 pub mod server;
 pub mod state;

@@ -183,12 +183,10 @@ pub async fn run_with_clock(
         // Agents sit behind NATs that drop idle flows: ping well inside common idle timeouts.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        // `/metrics`, `/healthz`, `/readyz` and the web console (`/console/`) over plain
-        // HTTP/1.1 on the same address.
+        // `/metrics`, `/healthz`, `/readyz`, the REST API and the web console over HTTP/1.1
+        // on the same address.
         .accept_http1(true)
-        .add_routes(tonic::service::Routes::from(
-            crate::metrics::routes(ctx.clone()).merge(crate::console::routes()),
-        ))
+        .add_routes(tonic::service::Routes::from(http_routes(ctx.clone())))
         // Agents' reports are bounded by the agent (log lines cut, batches capped), so the default
         // 4 MiB limit holds for them; a job file sent by an operator may be larger.
         .add_service(
@@ -231,4 +229,11 @@ pub async fn run_with_clock(
     ctx.store.flush().await?;
     info!("scheduler stopped");
     result.map_err(Into::into)
+}
+
+/// Everything served over plain HTTP beside gRPC: metrics and probes, the REST API, the console.
+pub fn http_routes(ctx: Arc<Context>) -> axum::Router {
+    crate::metrics::routes(ctx.clone())
+        .merge(crate::rest::routes(ctx))
+        .merge(crate::console::routes())
 }
