@@ -27,7 +27,7 @@ export async function render(view, _params, query) {
   api.get('/tasks').then((r) => fill(names, (r.tasks || []).map((t) => h('option', { value: t.name })))).catch(() => {});
 
   async function refresh() {
-    const r = await api.get('/instances', { bizdate: q.bizdate, task: q.task, state: q.state, limit: PAGE, offset: q.offset });
+    const r = await api.get('/instances', { bizdate: q.bizdate, task: q.task, state: q.state, limit: PAGE, offset: q.offset || undefined });
     const list = r.instances || [];
     fill(box, table(['Instance', 'Task', 'Business date', 'State', 'Run', 'Attempts', 'Created', 'Finished', ''], list.map((i) => h('tr', { 'data-instance': i.id },
       [link('#/instance/' + api.enc(i.id), h('code', i.id.slice(0, 12))), link('#/task/' + api.enc(i.task), i.task), i.bizdate, badge(i.state), i.run,
