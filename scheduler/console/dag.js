@@ -3,6 +3,8 @@
 // same-cycle edges are solid, cross-cycle ("previous") edges dashed. The wheel zooms around
 // the pointer, dragging the background pans, clicking a node selects it.
 
+import { shortId } from './ui.js';
+
 const SVG = 'http://www.w3.org/2000/svg';
 export const NODE_W = 180;
 export const NODE_H = 46;
@@ -98,7 +100,7 @@ export function draw(host, nodes, edges, { onSelect, selected } = {}) {
   };
   const svg = s('svg', { class: 'dag', role: 'img', 'aria-label': 'dependency graph' });
   const defs = s('defs', {},
-    s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
+    s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse' },
       s('path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrow' })));
   const world = s('g', { class: 'world' });
   svg.append(defs, s('rect', { class: 'backdrop', x: 0, y: 0, width: '100%', height: '100%' }), world);
@@ -120,7 +122,7 @@ export function draw(host, nodes, edges, { onSelect, selected } = {}) {
   for (const n of nodes) {
     const p = at(n.id);
     const g = s('g', { class: `node state-${n.state || 'unknown'}${n.ghost ? ' ghost' : ''}`, transform: `translate(${p.x},${p.y})`, 'data-id': n.id, 'data-state': n.state || '', tabindex: 0 },
-      s('title', {}, `${n.label} · ${n.state || ''}\n${n.id}`),
+      s('title', {}, `${n.label} · ${n.state || ''}\n${shortId(n.id)}`),
       s('rect', { width: NODE_W, height: NODE_H, rx: 6, ry: 6 }),
       s('text', { x: 10, y: 19, class: 'label' }, truncate(n.label, 22)),
       s('text', { x: 10, y: 36, class: 'sub' }, truncate(n.sub || '', 28)));

@@ -99,6 +99,12 @@ export function stateRank(s) {
   return i < 0 ? STATE_ORDER.length : i;
 }
 
+/// An instance id without the workspace part (`default/orders@run-20261125` ->
+/// `orders@run-20261125`; a backfill's `bf-…:default/orders@…` keeps its prefix).
+export function shortId(id) {
+  return String(id || '').replace(/(^|:)[^/:@]+\//g, '$1');
+}
+
 export function badge(state) {
   return h('span', { class: 'badge state-' + (state || 'unknown'), 'data-state': state || '' }, state || '?');
 }

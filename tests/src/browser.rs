@@ -179,6 +179,20 @@ impl Browser {
             .unwrap_or(0)
     }
 
+    /// Sets the value of a form field by script (date inputs take keys in the browser's locale
+    /// order) and tells the page it changed.
+    pub async fn set_value(&self, css: &str, value: &str) -> Result<()> {
+        self.el(css).await?;
+        self.client
+            .execute(
+                "const e = document.querySelector(arguments[0]); e.value = arguments[1]; \
+                 e.dispatchEvent(new Event('change', { bubbles: true }));",
+                vec![css.into(), value.into()],
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn body_text(&self) -> Result<String> {
         Ok(self.client.find(Locator::Css("body")).await?.text().await?)
     }
@@ -189,6 +203,10 @@ impl Browser {
             return Ok(());
         };
         std::fs::create_dir_all(dir)?;
+        // Passing messages ("saved", "rerun requested") are not part of the page.
+        self.client
+            .execute("document.getElementById('flash')?.replaceChildren()", vec![])
+            .await?;
         let png = self.client.screenshot().await?;
         let path = dir.join(format!("{name}.png"));
         std::fs::write(&path, png).with_context(|| format!("write {}", path.display()))?;

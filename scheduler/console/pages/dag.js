@@ -4,8 +4,14 @@
 // again itself, so an older scheduler gives the same picture. Refreshed every 5 seconds.
 
 import * as api from '../api.js';
-import { h, fill, badge, fmtTime, link, yesterday, toDateInput, fromDateInput, hashWith, busy, flash } from '../ui.js';
+import { h, fill, badge, fmtTime, link, shortId, yesterday, toDateInput, fromDateInput, hashWith, busy, flash } from '../ui.js';
 import { draw, neighbourhood } from '../dag.js';
+
+/// The cycle time as yyyy-mm-dd HH:MM (the business date when there is none).
+function cycle(i) {
+  const c = i.cyctime || '';
+  return c.length >= 12 ? `${c.slice(0, 4)}-${c.slice(4, 6)}-${c.slice(6, 8)} ${c.slice(8, 10)}:${c.slice(10, 12)}` : i.bizdate;
+}
 
 const LEGEND = ['success', 'running', 'waiting_resources', 'waiting_upstream', 'failed', 'killed', 'frozen'];
 
@@ -34,7 +40,7 @@ export async function render(view, _params, query) {
   const fitBtn = h('button.small', { type: 'button' }, 'Fit');
   const centerBox = q.instance
     ? h('span.row',
-      h('span.muted', 'around ', h('code', q.instance.slice(0, 12)), ' '),
+      h('span.muted', 'around ', h('code', shortId(q.instance)), ' '),
       h('label.field.narrow', h('span.label', 'Upstream depth'), up), h('label.field.narrow', h('span.label', 'Downstream depth'), down),
       link(hashWith('/dag', { bizdate: q.bizdate, task: q.task }), 'whole day'))
     : null;
@@ -66,7 +72,7 @@ export async function render(view, _params, query) {
       h('h3', i.task),
       h('p', badge(i.state), i.waiting_reason ? h('span.muted', ' ' + i.waiting_reason) : null),
       h('table.props', h('tbody',
-        [['Instance', h('code', i.id)], ['Business date', i.bizdate], ['Cycle time', i.cyctime || '-'], ['Run', i.run],
+        [['Instance', h('code', shortId(i.id))], ['Business date', i.bizdate], ['Cycle time', i.cyctime || '-'], ['Run', i.run],
           ['Attempts', String((i.attempts || []).length)], ['Finished', fmtTime(i.finished_ms)]]
           .map(([k, v]) => h('tr', h('th', k), h('td', v))))),
       h('p.actions', link('#/instance/' + api.enc(i.id), 'Open instance'), ' ',
@@ -98,7 +104,7 @@ export async function render(view, _params, query) {
     // Endpoints of edges outside the answer (a previous day's instance) are drawn as ghosts.
     const ghosts = new Set();
     for (const e of edges) for (const id of [e.from, e.to]) if (!byId.has(id)) ghosts.add(id);
-    const nodes = instances.map((i) => ({ id: i.id, label: i.task, sub: `${i.state} · ${i.cyctime || i.bizdate}`, state: i.state }))
+    const nodes = instances.map((i) => ({ id: i.id, label: i.task, sub: `${i.state} · ${cycle(i)}`, state: i.state }))
       .concat([...ghosts].map((id) => ({ id, label: (id.split('@')[0] || id).split('/').pop(), sub: 'other day', state: 'unknown', ghost: true })));
     const sig = JSON.stringify([nodes.map((n) => [n.id, n.state]), edges.map((e) => [e.from, e.to, e.previous])]);
     if (sig === signature) return;

@@ -3,7 +3,7 @@
 // the operator's actions: rerun, rerun with downstream, kill, freeze, mark success.
 
 import * as api from '../api.js';
-import { h, fill, badge, table, fmtTime, fmtDuration, fmtCount, flash, busy, link, hashWith, num, FINAL } from '../ui.js';
+import { h, fill, badge, table, shortId, fmtTime, fmtDuration, fmtCount, flash, busy, link, hashWith, num, FINAL } from '../ui.js';
 
 export async function render(view, params) {
   const id = params.id;
@@ -15,10 +15,10 @@ export async function render(view, params) {
   const attemptsBox = h('div#instance-attempts');
   const log = h('pre.log#instance-log');
   const logStatus = h('span.muted#log-status');
-  fill(view, head, actions, summary,
-    h('div.two', h('section', h('h2', 'Parameters (resolved)'), paramsBox), h('section', h('h2', 'History'), historyBox)),
+  fill(view, head, actions,
+    h('div.two', summary, h('section.log-box', h('div.section-head', h('h2', 'Log'), logStatus), log)),
     h('section', h('h2', 'Attempts'), attemptsBox),
-    h('section', h('div.section-head', h('h2', 'Log'), logStatus), log));
+    h('div.two', h('section', h('h2', 'Parameters (resolved)'), paramsBox), h('section', h('h2', 'History'), historyBox)));
 
   let inst = null;
   let shown = 0;
@@ -36,7 +36,7 @@ export async function render(view, params) {
   }
 
   function renderInstance(i) {
-    fill(head, h('h1', 'Instance ', h('code', i.id)),
+    fill(head, h('h1', 'Instance ', h('code', shortId(i.id))),
       h('span.actions', link('#/task/' + api.enc(i.task), 'Task ' + i.task), ' ', link(hashWith('/dag', { bizdate: i.bizdate, instance: i.id }), 'DAG')));
     const final = FINAL.has(i.state);
     fill(actions,
@@ -67,7 +67,7 @@ export async function render(view, params) {
       ['State', h('span', badge(i.state), i.waiting_reason ? h('span.muted', ' ' + i.waiting_reason) : null)],
       ['Run', i.run], ['Type', i.kind], ['Due', fmtTime(i.due_ms)], ['Created', fmtTime(i.created_ms)], ['Finished', fmtTime(i.finished_ms)],
       ['Retries left', String(num(i.retries_left))], ['Priority', String(num(i.priority))],
-      ['Upstream', (i.upstream || []).concat((i.previous || []).map((p) => p + ' (previous cycle)')).map((u, k) => [k ? ', ' : '', link('#/instance/' + api.enc(u.replace(/ \(previous cycle\)$/, '')), u)])],
+      ['Upstream', !(i.upstream || []).length && !(i.previous || []).length ? '-' : (i.upstream || []).concat((i.previous || []).map((p) => p + ' (previous cycle)')).map((u, k) => [k ? ', ' : '', link('#/instance/' + api.enc(u.replace(/ \(previous cycle\)$/, '')), shortId(u))])],
       i.dry_run ? ['Dry run', i.dry_run] : null,
       num(i.dirty_records) ? ['Dirty records', fmtCount(i.dirty_records)] : null,
     ].filter(Boolean);

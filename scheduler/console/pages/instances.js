@@ -2,7 +2,7 @@
 // (`offset`/`total`), refreshed every 5 seconds while open.
 
 import * as api from '../api.js';
-import { h, fill, badge, table, fmtTime, link, yesterday, toDateInput, fromDateInput, hashWith, num, STATE_ORDER } from '../ui.js';
+import { h, fill, badge, table, fmtTime, link, shortId, yesterday, toDateInput, fromDateInput, hashWith, num, STATE_ORDER } from '../ui.js';
 
 const PAGE = 100;
 
@@ -30,7 +30,7 @@ export async function render(view, _params, query) {
     const r = await api.get('/instances', { bizdate: q.bizdate, task: q.task, state: q.state, limit: PAGE, offset: q.offset || undefined });
     const list = r.instances || [];
     fill(box, table(['Instance', 'Task', 'Business date', 'State', 'Run', 'Attempts', 'Created', 'Finished', ''], list.map((i) => h('tr', { 'data-instance': i.id },
-      [link('#/instance/' + api.enc(i.id), h('code', i.id.slice(0, 12))), link('#/task/' + api.enc(i.task), i.task), i.bizdate, badge(i.state), i.run,
+      [link('#/instance/' + api.enc(i.id), h('code', shortId(i.id))), link('#/task/' + api.enc(i.task), i.task), i.bizdate, badge(i.state), i.run,
         String((i.attempts || []).length), fmtTime(i.created_ms), fmtTime(i.finished_ms),
         link(hashWith('/dag', { bizdate: i.bizdate, instance: i.id }), 'DAG')].map((c) => h('td', c)))),
     { empty: 'No instance matches.' }));

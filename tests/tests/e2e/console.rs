@@ -92,6 +92,23 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
     b.wait_text("#wiz-source-only", "note", SHORT).await?;
     b.wait_text("#wiz-target-only", "loaded_at", SHORT).await?;
     b.screenshot("wizard").await?;
+    // "Show as script": the wizard's job in the editor, and no way back to the wizard.
+    b.click("#wiz-show-script").await?;
+    let script = b
+        .wait(SHORT, "the wizard's job in the script editor", || async {
+            let v = b.el("#script-editor").await.ok()?.prop("value").await.ok()??;
+            v.contains("splitPk").then_some(v)
+        })
+        .await?;
+    let job: serde_json::Value = serde_json::from_str(&script)?;
+    ensure!(
+        job["job"]["content"][0]["reader"]["parameter"]["splitPk"] == "id",
+        "{script}"
+    );
+    ensure!(
+        b.attr("#mode-wizard", "disabled").await.is_some(),
+        "the wizard can be reopened after show as script"
+    );
     b.click("#task-save").await?;
     b.wait_text("#view h1", "Task copy_orders", LONG).await?;
 
@@ -118,18 +135,12 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
     );
     let url = b.client.current_url().await?;
     let instance_hash = url.fragment().unwrap_or_default().to_string();
-    b.screenshot("instance").await?;
-
-    b.goto(&format!("{}/console/#/instances", c.url)).await?;
-    b.wait_text("#instance-list", "copy_orders", SHORT).await?;
-    b.screenshot("instances").await?;
 
     // The DAG; the agent goes away, the rerun clicked on the graph waits for resources, and the
     // node's colour (its state) changes on the page.
     b.goto(&format!("{}/console/#/dag?task=copy_orders", c.url)).await?;
     let node = "g.node[data-state=\"success\"]";
     b.el(node).await?;
-    b.screenshot("dag").await?;
     for a in &mut c.agents {
         a.kill9();
     }
@@ -166,10 +177,55 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
     .await?;
     ensure!(b.count("#instance-attempts tr[data-attempt]").await == 2, "two attempts expected");
     b.wait_text("#instance-history", "rerun by admin", SHORT).await?;
+    b.screenshot("instance").await?;
     ensure!(
         db.psql("SELECT count(*) FROM orders_copy")? == ROWS.to_string(),
         "the rerun left other than {ROWS} rows (preSql deletes first)"
     );
+
+    // A backfill of two days with the downstream, from the task's page: the DAG of the later
+    // day shows same-cycle edges solid and the previous-cycle edge dashed.
+    for args in [
+        &["task", "create", "report_daily", "--type", "virtual", "--group", "rg", "--after", "copy_orders", "--after-previous", "report_daily"][..],
+        &["task", "create", "export_bi", "--type", "virtual", "--group", "rg", "--after", "copy_orders"],
+        &["task", "create", "report_weekly", "--type", "virtual", "--group", "rg", "--after", "report_daily,export_bi"],
+    ] {
+        c.ferry(args)?.ok()?;
+    }
+    let bizdate = b.wait_text("#instance-summary", "Business date", SHORT).await?;
+    let day = bizdate
+        .lines()
+        .find_map(|l| l.strip_prefix("Business date").map(str::trim))
+        .and_then(day_and_before)
+        .ok_or_else(|| anyhow::anyhow!("no business date in {bizdate}"))?;
+    b.goto(&format!("{}/console/#/task/copy_orders", c.url)).await?;
+    b.set_value("#backfill-from", &day.0).await?;
+    b.set_value("#backfill-to", &day.1).await?;
+    b.click("#backfill-downstream").await?;
+    b.click("#backfill-run").await?;
+    b.wait_text("#flash", "2 days", SHORT).await?;
+    b.goto(&format!("{}/console/#/dag?task=report_daily", c.url)).await?;
+    b.wait(LONG, "every backfilled instance to succeed", || async {
+        let nodes = b.count("g.node").await;
+        let done = b.count("g.node[data-state=\"success\"]").await;
+        (nodes >= 5 && nodes == done).then_some(())
+    })
+    .await?;
+    ensure!(
+        b.count("path.edge.previous").await >= 1,
+        "no dashed previous-cycle edge on the DAG"
+    );
+    ensure!(
+        b.count("path.edge:not(.previous)").await >= 3,
+        "too few same-cycle edges on the DAG"
+    );
+    b.click("g.node").await?;
+    b.wait_text("#dag-detail", "Open instance", SHORT).await?;
+    b.screenshot("dag").await?;
+
+    b.goto(&format!("{}/console/#/instances", c.url)).await?;
+    b.wait_text("#instance-list", "report_weekly", SHORT).await?;
+    b.screenshot("instances").await?;
 
     b.goto(&format!("{}/console/#/", c.url)).await?;
     b.wait_text("#state-counts", "success", SHORT).await?;
@@ -178,4 +234,14 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
     b.wait_text("#groups", "online", LONG).await?;
     b.screenshot("groups").await?;
     Ok(())
+}
+
+/// The day before `yyyymmdd` and the day itself, as yyyy-mm-dd (what date inputs hold).
+fn day_and_before(yyyymmdd: &str) -> Option<(String, String)> {
+    let day = chrono::NaiveDate::parse_from_str(yyyymmdd.get(..8)?, "%Y%m%d").ok()?;
+    let before = day.pred_opt()?;
+    Some((
+        before.format("%Y-%m-%d").to_string(),
+        day.format("%Y-%m-%d").to_string(),
+    ))
 }
