@@ -27,6 +27,17 @@ pub enum UserCmd {
     },
     /// Take a user's role in the workspace away.
     Revoke { name: String },
+    /// Set the password a user logs in to the web console with (yours without NAME; anyone's
+    /// as a cluster admin). Asked twice on a terminal, without echo.
+    Passwd {
+        name: Option<String>,
+        /// Read the password from the first line of standard input (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+        /// Remove the password: the user then works with API tokens only.
+        #[arg(long, conflicts_with = "password_stdin")]
+        remove: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -233,6 +244,33 @@ pub async fn user(admin: &mut Admin, cmd: UserCmd) -> anyhow::Result<i32> {
                 .into_inner();
             print_user(&u);
         }
+        UserCmd::Passwd {
+            name,
+            password_stdin,
+            remove,
+        } => {
+            let password = if remove {
+                String::new()
+            } else {
+                read_password(password_stdin)?
+            };
+            let u = admin
+                .set_password(pb::SetPasswordRequest {
+                    user: name.unwrap_or_default(),
+                    password,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if remove {
+                println!("password of {} removed", u.name);
+            } else {
+                println!(
+                    "password of {} set: log in to the console at the scheduler's address",
+                    u.name
+                );
+            }
+        }
         UserCmd::Revoke { name } => {
             let u = admin
                 .set_role(pb::SetRoleRequest {
@@ -361,6 +399,25 @@ pub async fn audit(admin: &mut Admin, since: Option<String>, limit: u32) -> anyh
         &rows,
     );
     Ok(0)
+}
+
+/// The new password: from standard input's first line, or asked twice on the terminal.
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("no terminal to ask for the password on: pass it with --password-stdin");
+    }
+    let first = rpassword::prompt_password("new password: ")?;
+    let second = rpassword::prompt_password("again: ")?;
+    if first != second {
+        anyhow::bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
 }
 
 #[cfg(test)]

@@ -368,3 +368,194 @@ mod tests {
         assert_eq!(workspace_of("ws/orders"), "ws");
     }
 }
+
+/// Shortest console password accepted.
+pub const MIN_PASSWORD: usize = 10;
+/// Longest (argon2 would take any length; nobody types more, and it bounds the work).
+pub const MAX_PASSWORD: usize = 1024;
+/// A console session lasts this long unless the login asks for less (or more, up to a week).
+pub const SESSION_SECS: u64 = 12 * 3600;
+const MAX_SESSION_SECS: u64 = 7 * 24 * 3600;
+/// Consecutive failed logins of one user before it is locked out for a while.
+const FREE_FAILURES: u32 = 5;
+/// The longest lock-out.
+const MAX_LOCKOUT_MS: i64 = 15 * 60 * 1000;
+
+/// The argon2id hash of a password someone types (OWASP's default parameters), as a PHC string.
+/// Slow on purpose; call it off the async threads.
+pub fn hash_password(password: &str) -> Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    check_password(password)?;
+    let salt = SaltString::generate(&mut OsRng);
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Secrets(format!("password hashing failed: {e}")))
+}
+
+fn check_password(password: &str) -> Result<()> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD {
+        return Err(Error::InvalidArgument(format!(
+            "the password is too short: use at least {MIN_PASSWORD} characters"
+        )));
+    }
+    if password.len() > MAX_PASSWORD {
+        return Err(Error::InvalidArgument(format!(
+            "the password is too long: at most {MAX_PASSWORD} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `password` matches the stored hash (false for an empty or damaged hash).
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    match PasswordHash::new(hash) {
+        Ok(parsed) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A hash no password matches, verified against for unknown users so a login takes as long
+/// whether or not the user exists.
+fn decoy_hash() -> &'static str {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DECOY.get_or_init(|| hash_password(&random_token("decoy_")).unwrap_or_default())
+}
+
+/// Failed logins per user name: after [`FREE_FAILURES`] in a row, each further try waits twice
+/// as long (2 s, 4 s, ... up to 15 min), so a password cannot be guessed at argon2's speed.
+/// Kept in memory on the leader: a restart forgets it, which only gives a guesser a few tries.
+#[derive(Default)]
+struct Lockouts {
+    by_user: std::collections::HashMap<String, (u32, i64)>,
+}
+
+fn lockouts() -> &'static std::sync::Mutex<Lockouts> {
+    static L: std::sync::OnceLock<std::sync::Mutex<Lockouts>> = std::sync::OnceLock::new();
+    L.get_or_init(Default::default)
+}
+
+/// Why a login was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("wrong user name or password")]
+    Wrong,
+    #[error("too many failed logins for this user; try again in {0} s")]
+    LockedOut(i64),
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+impl From<LoginError> for Status {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::Wrong => Status::unauthenticated(e.to_string()),
+            LoginError::LockedOut(_) => Status::resource_exhausted(e.to_string()),
+            LoginError::Other(e) => Status::from(e),
+        }
+    }
+}
+
+/// Console login: checks the password and creates a session token (recorded in the audit log
+/// either way). Unknown users and wrong passwords get the same answer in the same time.
+pub async fn login(
+    ctx: &Context,
+    user: &str,
+    password: &str,
+    ttl_secs: u64,
+    from: &str,
+) -> std::result::Result<(String, ApiToken), LoginError> {
+    let now = ctx.now_ms();
+    let locked_for = {
+        let l = lockouts()
+            .lock()
+            .map_err(|_| Error::Unavailable("login state poisoned".into()))?;
+        l.by_user
+            .get(user)
+            .map(|(_, until)| until - now)
+            .filter(|ms| *ms > 0)
+    };
+    let audit = |outcome: &str| AuditRecord {
+        at_ms: now,
+        user: user.chars().take(64).collect(),
+        action: "Login".into(),
+        workspace: String::new(),
+        target: String::new(),
+        from: from.to_string(),
+        outcome: outcome.to_string(),
+    };
+    if let Some(ms) = locked_for {
+        let secs = (ms + 999) / 1000;
+        tracing::warn!(%from, user, "console login refused: locked out after failed logins");
+        let _ = ctx
+            .store
+            .propose(Command::RecordAudit {
+                record: audit("denied: locked out after failed logins"),
+            })
+            .await;
+        return Err(LoginError::LockedOut(secs));
+    }
+    let stored = ctx.store.user(user)?;
+    let hash = stored
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| decoy_hash().to_string());
+    let typed = password.to_string();
+    let matched = password.len() <= MAX_PASSWORD
+        && tokio::task::spawn_blocking(move || verify_password(&typed, &hash))
+            .await
+            .unwrap_or(false)
+        && stored.as_ref().is_some_and(|u| !u.password_hash.is_empty());
+    if !matched {
+        {
+            let mut l = lockouts()
+                .lock()
+                .map_err(|_| Error::Unavailable("login state poisoned".into()))?;
+            // Bounded: names of users that do not exist are not remembered past a few thousand.
+            if l.by_user.len() > 10_000 {
+                l.by_user.clear();
+            }
+            let entry = l.by_user.entry(user.to_string()).or_insert((0, 0));
+            entry.0 += 1;
+            if entry.0 >= FREE_FAILURES {
+                let doubling = (entry.0 - FREE_FAILURES).min(20);
+                entry.1 = now + (2000i64 << doubling).min(MAX_LOCKOUT_MS);
+            }
+        }
+        tracing::warn!(%from, user, "console login refused: wrong user name or password");
+        let _ = ctx
+            .store
+            .propose(Command::RecordAudit {
+                record: audit("denied: wrong user name or password"),
+            })
+            .await;
+        return Err(LoginError::Wrong);
+    }
+    if let Ok(mut l) = lockouts().lock() {
+        l.by_user.remove(user);
+    }
+    let ttl = match ttl_secs {
+        0 => SESSION_SECS,
+        t => t.min(MAX_SESSION_SECS),
+    };
+    let expires = now.saturating_add((ttl as i64).saturating_mul(1000));
+    let (token, record) = new_token(user, "console session", now, expires);
+    ctx.store
+        .propose(Command::Audited {
+            record: AuditRecord {
+                target: record.id.clone(),
+                ..audit("ok")
+            },
+            change: Box::new(Command::CreateToken {
+                token: record.clone(),
+            }),
+        })
+        .await?;
+    tracing::info!(%from, user, token = %record.id, "console login");
+    Ok((token, record))
+}

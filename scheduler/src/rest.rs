@@ -403,6 +403,33 @@ async fn events(State(rest): State<Rest>, Path(id): Path<String>, request: Reque
         .into_response()
 }
 
+/// Console login: user name and password for a session token (the one call without a token).
+async fn login(State(rest): State<Rest>, request: Request) -> Response {
+    let from = peer(&request);
+    let result = async {
+        cluster::gate(&rest.ctx)?;
+        let req = decode::<pb::LoginRequest>(&Method::POST, BTreeMap::new(), request).await?;
+        let (token, record) =
+            crate::auth::login(&rest.ctx, &req.user, &req.password, req.ttl_secs, &from).await?;
+        Ok::<_, Status>(pb::CreateTokenResponse {
+            token,
+            info: Some(pb::TokenInfo {
+                id: record.id,
+                user: record.user,
+                name: record.name,
+                created_ms: record.created_ms,
+                expires_ms: record.expires_ms,
+                revoked_ms: record.revoked_ms,
+            }),
+        })
+    }
+    .await;
+    match result {
+        Ok(answer) => (StatusCode::OK, json_body(&answer)).into_response(),
+        Err(status) => error_response(&status),
+    }
+}
+
 /// What the OpenAPI document says about one route.
 struct RouteDoc {
     method: HttpMethod,
@@ -472,6 +499,7 @@ macro_rules! rest_routes {
             )*
             router
                 .route(concat!("/api/v1", "/instances/{id}/events"), axum::routing::get(events))
+                .route("/api/v1/login", axum::routing::post(login))
                 .route("/api/v1/openapi.json", axum::routing::get(openapi_json))
                 .route("/api/v1", axum::routing::any(unknown_route))
                 .route("/api/v1/{*rest}", axum::routing::any(unknown_route))
@@ -517,6 +545,7 @@ rest_routes! {
     get "/whoami" "access" Admin::whoami(WhoamiRequest) -> UserInfo "The caller: user, roles, token, workspace.";
     get "/users" "access" Admin::list_users(ListUsersRequest) -> ListUsersResponse "List users (cluster admin).";
     post "/users" "access" Admin::create_user(CreateUserRequest) -> UserInfo "Create a user (cluster admin).";
+    put "/users/{user}/password" "access" Admin::set_password(SetPasswordRequest) -> UserInfo "Set a user's console password (your own; anyone's as cluster admin); empty removes it.";
     put "/users/{user}/role" "access" Admin::set_role(SetRoleRequest) -> UserInfo "Set a user's role in the workspace (`viewer`, `developer`, `operator`, `admin`, `none`).";
     get "/tokens" "access" Admin::list_tokens(ListTokensRequest) -> ListTokensResponse "List API tokens (yours; all for a cluster admin).";
     post "/tokens" "access" Admin::create_token(CreateTokenRequest) -> CreateTokenResponse "Create an API token; the token is shown once.";
@@ -693,6 +722,12 @@ fn build_openapi() -> OpenApi {
         set_operation(item, doc.method, operation);
     }
     items.insert(format!("{BASE}/instances/{{id}}/events"), events_item());
+    let (login_schema, login_nested) = schema_of::<pb::LoginRequest>();
+    components = components.schema(login_schema.0, login_schema.1);
+    for (name, schema) in login_nested {
+        components = components.schema(name, schema);
+    }
+    items.insert(format!("{BASE}/login"), login_item());
     let mut paths = PathsBuilder::new();
     for (path, item) in items {
         paths = paths.path(path, item);
@@ -750,6 +785,47 @@ fn events_item() -> PathItem {
                                 ))))
                                 .build(),
                         ),
+                    )
+                    .build(),
+            )
+            .build(),
+    );
+    item
+}
+
+/// `POST /login`: the one route without a bearer token.
+fn login_item() -> PathItem {
+    let json_ref = |name: &str| {
+        ContentBuilder::new()
+            .schema(Some(RefOr::<Schema>::Ref(Ref::from_schema_name(name))))
+            .build()
+    };
+    let mut item = PathItem::default();
+    item.post = Some(
+        OperationBuilder::new()
+            .operation_id(Some("Login"))
+            .tag("access")
+            .summary(Some(
+                "Console login: a user name and password (set with `ferry user passwd`) for a session token (12 h by default). Five failures in a row lock the user's password logins out for 2 s, doubling up to 15 min; tokens keep working.",
+            ))
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .content("application/json", json_ref("LoginRequest"))
+                    .build(),
+            ))
+            .responses(
+                ResponsesBuilder::new()
+                    .response(
+                        "200",
+                        ResponseBuilder::new()
+                            .description("The session token (shown once) and its record.")
+                            .content("application/json", json_ref("CreateTokenResponse")),
+                    )
+                    .response(
+                        "default",
+                        ResponseBuilder::new()
+                            .description("401 wrong user name or password, 429 locked out, 400 malformed.")
+                            .content("application/json", json_ref("ErrorBody")),
                     )
                     .build(),
             )

@@ -59,6 +59,10 @@ impl Answer {
 
 impl Server {
     async fn start() -> Result<Self> {
+        Self::start_with_clock(ferry_scheduler::clock::system()).await
+    }
+
+    async fn start_with_clock(clock: ferry_scheduler::clock::SharedClock) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -68,7 +72,9 @@ impl Server {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let handle = tokio::spawn(async move {
-            if let Err(e) = ferry_scheduler::server::run(listener, config, stop).await {
+            if let Err(e) =
+                ferry_scheduler::server::run_with_clock(listener, config, clock, stop).await
+            {
                 eprintln!("scheduler stopped: {e}");
             }
         });
@@ -265,8 +271,9 @@ async fn the_document_lists_every_route_and_no_route_is_open() -> Result<()> {
     assert_eq!(ids.len(), unique.len(), "operation ids repeat: {ids:?}");
     assert_eq!(dangling_refs(&doc), Vec::<String>::new());
 
-    // The class: no documented route answers without a token, or with a wrong one.
-    for (m, p) in &routes {
+    // The class: no documented route answers without a token, or with a wrong one (login, the
+    // one that takes a password instead, is tested on its own).
+    for (m, p) in routes.iter().filter(|(_, p)| p != "/login") {
         let body = matches!(*m, Method::POST | Method::PUT | Method::PATCH).then(|| "{}".into());
         let anonymous = s.send(m.clone(), p, None, None, body.clone()).await?;
         anonymous
@@ -793,6 +800,150 @@ async fn instance_events_stream_as_server_sent_events() -> Result<()> {
     )
     .await?
     .refused(401, "unauthenticated")?;
+    s.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn console_login_with_a_password_gives_a_session_token() -> Result<()> {
+    let clock = ferry_scheduler::clock::ManualClock::new(1_795_000_000_000);
+    let s = Server::start_with_clock(clock.clone()).await?;
+    let login = |user: &str, password: &str| {
+        s.send(
+            Method::POST,
+            "/login",
+            None,
+            None,
+            Some(json!({"user": user, "password": password}).to_string()),
+        )
+    };
+    // No password set yet: tokens only.
+    login("admin", "correct horse battery")
+        .await?
+        .refused(401, "unauthenticated")?;
+    let m = s
+        .call(
+            Method::PUT,
+            "/users/admin/password",
+            Some(json!({"password": "short"})),
+        )
+        .await?
+        .refused(400, "invalid_argument")?;
+    assert!(m.contains("at least 10"), "{m}");
+    let me = s
+        .call(
+            Method::PUT,
+            "/users/admin/password",
+            Some(json!({"password": "correct horse battery"})),
+        )
+        .await?
+        .ok()?;
+    assert_eq!(me["has_password"], true);
+    // The hash is never answered.
+    let users = s.call(Method::GET, "/users", None).await?.ok()?;
+    assert!(!users.to_string().contains("argon2"), "{users}");
+
+    let session = login("admin", "correct horse battery").await?.ok()?;
+    let token = session["token"].as_str().unwrap_or_default().to_string();
+    let expires = session["info"]["expires_ms"].as_i64().unwrap_or_default();
+    assert_eq!(expires, 1_795_000_000_000 + 12 * 3600 * 1000);
+    let me = s
+        .send(Method::GET, "/whoami", Some(&token), None, None)
+        .await?
+        .ok()?;
+    assert_eq!(me["name"], "admin");
+    // Wrong password and unknown user: the same answer.
+    let wrong = login("admin", "not the password")
+        .await?
+        .refused(401, "unauthenticated")?;
+    let unknown = login("nobody", "not the password")
+        .await?
+        .refused(401, "unauthenticated")?;
+    assert_eq!(wrong, unknown);
+
+    // Another user sets their own password; a viewer may not set someone else's.
+    s.call(Method::POST, "/users", Some(json!({"name": "ann"})))
+        .await?
+        .ok()?;
+    s.call(
+        Method::PUT,
+        "/users/ann/role",
+        Some(json!({"role": "viewer"})),
+    )
+    .await?
+    .ok()?;
+    s.call(
+        Method::PUT,
+        "/users/ann/password",
+        Some(json!({"password": "ann's long password"})),
+    )
+    .await?
+    .ok()?;
+    let ann = login("ann", "ann's long password").await?.ok()?;
+    let ann_token = ann["token"].as_str().unwrap_or_default().to_string();
+    s.send(
+        Method::PUT,
+        "/users/admin/password",
+        Some(&ann_token),
+        None,
+        Some(json!({"password": "taken over!!"}).to_string()),
+    )
+    .await?
+    .refused(403, "permission_denied")?;
+    login("admin", "correct horse battery").await?.ok()?;
+
+    // Guessing: five failures in a row lock the user's logins out, even the right password,
+    // while its tokens keep working; the lock-out passes with time.
+    for _ in 0..5 {
+        login("ann", "guess guess guess")
+            .await?
+            .refused(401, "unauthenticated")?;
+    }
+    let m = login("ann", "ann's long password")
+        .await?
+        .refused(429, "resource_exhausted")?;
+    assert!(m.contains("try again in 2 s"), "{m}");
+    s.send(Method::GET, "/whoami", Some(&ann_token), None, None)
+        .await?
+        .ok()?;
+    clock.advance(2_001);
+    login("ann", "ann's long password").await?.ok()?;
+
+    // Sessions expire with the clock.
+    clock.advance(12 * 3600 * 1000);
+    s.send(Method::GET, "/whoami", Some(&token), None, None)
+        .await?
+        .refused(401, "unauthenticated")?;
+
+    // Every login, good or bad, is in the audit log (read with a new session: the first one
+    // expired above).
+    let fresh = login("admin", "correct horse battery").await?.ok()?;
+    let fresh = fresh["token"].as_str().unwrap_or_default().to_string();
+    let audit = s
+        .send(Method::GET, "/audit?limit=1000", Some(&fresh), None, None)
+        .await?
+        .ok()?;
+    let logins: Vec<String> = audit["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["action"] == "Login")
+        .map(|e| format!("{} {}", e["user"], e["outcome"]))
+        .collect();
+    assert!(
+        logins.iter().any(|l| l.contains("\"admin\" \"ok\"")),
+        "{logins:?}"
+    );
+    assert!(
+        logins
+            .iter()
+            .any(|l| l.contains("nobody") && l.contains("denied: wrong")),
+        "{logins:?}"
+    );
+    assert!(
+        logins.iter().any(|l| l.contains("locked out")),
+        "{logins:?}"
+    );
     s.stop().await;
     Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod db;
 pub mod ha;
+pub mod http;
 pub mod netns;
 pub mod proxy;
 pub mod webhook;

@@ -19,6 +19,7 @@ fn user_info(u: &User) -> pb::UserInfo {
         created_ms: u.created_ms,
         token_id: String::new(),
         workspace: String::new(),
+        has_password: !u.password_hash.is_empty(),
     }
 }
 
@@ -395,4 +396,48 @@ pub async fn reseal_secrets(
         datasources,
         task_versions,
     })
+}
+
+/// Sets or removes a console password: one's own, or anyone's for a cluster admin.
+pub async fn set_password(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::SetPasswordRequest,
+) -> Result<pb::UserInfo> {
+    let user = if req.user.is_empty() {
+        p.user.clone()
+    } else {
+        req.user.clone()
+    };
+    if user != p.user {
+        api.allow(
+            p,
+            Action::AdministerCluster,
+            &p.workspace,
+            "SetPassword",
+            &user,
+        )
+        .await?;
+    }
+    require_user(api, &user)?;
+    let hash = if req.password.is_empty() {
+        String::new()
+    } else {
+        let password = req.password;
+        tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+            .await
+            .map_err(|e| Error::Unavailable(format!("password hashing stopped: {e}")))??
+    };
+    let what = if hash.is_empty() { "removed" } else { "set" };
+    api.audited(
+        p,
+        "SetPassword",
+        &format!("{user} ({what})"),
+        Command::SetPassword {
+            user: user.clone(),
+            hash,
+        },
+    )
+    .await?;
+    Ok(user_info(&require_user(api, &user)?))
 }

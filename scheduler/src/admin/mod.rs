@@ -183,6 +183,13 @@ impl AdminService for AdminApi {
         handle!(self, r, access::reseal_secrets)
     }
 
+    async fn set_password(
+        &self,
+        r: Request<pb::SetPasswordRequest>,
+    ) -> Result<Response<pb::UserInfo>, Status> {
+        handle!(self, r, access::set_password)
+    }
+
     async fn create_group(
         &self,
         r: Request<pb::CreateGroupRequest>,

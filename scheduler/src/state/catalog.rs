@@ -60,6 +60,7 @@ impl Store {
                         cluster_admin: true,
                         roles: Default::default(),
                         created_ms: at_ms,
+                        password_hash: String::new(),
                     },
                 )?;
                 w.put(key(TOKEN, &token.hash), &token)?;
@@ -86,6 +87,7 @@ impl Store {
                         cluster_admin,
                         roles: Default::default(),
                         created_ms: at_ms,
+                        password_hash: String::new(),
                     },
                 )?;
                 Applied::Done
@@ -107,6 +109,18 @@ impl Store {
                     Some(r) => u.roles.insert(workspace, r),
                     None => u.roles.remove(&workspace),
                 };
+                w.put(key(USER, &user), &u)?;
+                Applied::Done
+            }
+            Command::SetPassword { user, hash } => {
+                let mut u =
+                    self.get_in::<User>(w, USER, &user)?
+                        .ok_or_else(|| Error::NotFound {
+                            what: "user",
+                            name: user.clone(),
+                            hint: "see `ferry user list`",
+                        })?;
+                u.password_hash = hash;
                 w.put(key(USER, &user), &u)?;
                 Applied::Done
             }

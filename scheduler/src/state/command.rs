@@ -54,6 +54,12 @@ pub enum Command {
         workspace: String,
         role: Option<Role>,
     },
+    /// Sets (or with an empty hash, removes) `user`'s console password; the hash is made by
+    /// the proposer, so every node stores the same one.
+    SetPassword {
+        user: String,
+        hash: String,
+    },
     CreateToken {
         token: ApiToken,
     },

@@ -641,6 +641,10 @@ pub struct User {
     /// Role per workspace.
     pub roles: BTreeMap<String, Role>,
     pub created_ms: i64,
+    /// Argon2id hash (PHC string) of the password the console logs in with; empty: none set,
+    /// the user works with API tokens only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password_hash: String,
 }
 
 /// An API token; only its SHA-256 is kept.

@@ -471,3 +471,41 @@ fn a_tampered_agent_credential_is_refused() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_password_set_with_the_cli_logs_in_to_the_console_api() -> Result<()> {
+    let c = Cluster::start()?;
+    let out = c.ferry_stdin(
+        &["user", "passwd", "--password-stdin"],
+        Some("a long console password\n"),
+    )?;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let login = |password: &str| {
+        ferry_tests::http::request(
+            &c.url,
+            "POST",
+            "/api/v1/login",
+            None,
+            Some(&serde_json::json!({"user": "admin", "password": password}).to_string()),
+        )
+    };
+    let (code, body) = login("a long console password")?;
+    assert_eq!(code, 200, "{body}");
+    let session: serde_json::Value = serde_json::from_str(&body)?;
+    let token = session["token"].as_str().unwrap_or_default().to_string();
+    // The session token works for the CLI too, and shows as a token of its own.
+    let out = c.ferry_as(&token, &["whoami"], None)?.ok()?;
+    assert!(out.stdout.contains("admin"), "{}", out.stdout);
+    let (code, body) = login("a wrong console password")?;
+    assert_eq!(code, 401, "{body}");
+    // Too short, and the password never reaches the scheduler's log or data files.
+    let out = c.ferry_stdin(&["user", "passwd", "--password-stdin"], Some("short\n"))?;
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("at least 10"), "{}", out.stderr);
+    assert!(files_holding(&c.path(""), "a long console password").is_empty());
+    // Removed: tokens only again.
+    c.ferry(&["user", "passwd", "--remove"])?.ok()?;
+    let (code, _) = login("a long console password")?;
+    assert_eq!(code, 401);
+    Ok(())
+}

@@ -4,33 +4,8 @@
 use anyhow::{Result, anyhow, bail};
 use ferry_tests::Cluster;
 use ferry_tests::ha::Replicated;
-use std::io::{Read, Write};
+use ferry_tests::http::get;
 use std::time::Duration;
-
-/// A GET over HTTP/1.1; returns the status code and the body.
-fn get(url: &str, path: &str) -> Result<(u16, String)> {
-    let addr = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("not an http URL: {url}"))?;
-    let mut s = std::net::TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("no HTTP answer: {raw}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| anyhow!("no status in {head}"))?;
-    // Chunked bodies: the figures we look for sit inside the chunks unchanged.
-    Ok((code, body.to_string()))
-}
 
 /// The value of the sample `name` (with its labels, as exposed), if present.
 fn sample(body: &str, name: &str) -> Option<f64> {
