@@ -4,6 +4,7 @@
 const BASE = '/api/v1';
 const TOKEN = 'ferry.token';
 const WORKSPACE = 'ferry.workspace';
+const SESSION = 'ferry.session';
 
 /// An answer of the API that is not a success: HTTP status, the API's code and message.
 export class ApiError extends Error {
@@ -22,9 +23,16 @@ export function workspace() {
   return sessionStorage.getItem(WORKSPACE) || 'default';
 }
 
-export function setSession(tok, ws) {
+/// Keeps the token (and, for a password login, the id of its session token, revoked at logout).
+export function setSession(tok, ws, sessionId) {
   sessionStorage.setItem(TOKEN, tok);
   sessionStorage.setItem(WORKSPACE, ws || 'default');
+  if (sessionId) sessionStorage.setItem(SESSION, sessionId);
+  else sessionStorage.removeItem(SESSION);
+}
+
+export function sessionTokenId() {
+  return sessionStorage.getItem(SESSION) || '';
 }
 
 export function setWorkspace(ws) {
@@ -33,6 +41,7 @@ export function setWorkspace(ws) {
 
 export function logout() {
   sessionStorage.removeItem(TOKEN);
+  sessionStorage.removeItem(SESSION);
 }
 
 function url(path, query) {
@@ -46,11 +55,9 @@ function url(path, query) {
 
 /// One call; resolves with the parsed JSON answer (or {} when empty), rejects with ApiError.
 export async function call(method, path, { query, body, tok, ws } = {}) {
-  const headers = {
-    Authorization: 'Bearer ' + (tok ?? token()),
-    'X-Ferry-Workspace': ws ?? workspace(),
-    Accept: 'application/json',
-  };
+  const bearer = tok ?? token();
+  const headers = { 'X-Ferry-Workspace': ws ?? workspace(), Accept: 'application/json' };
+  if (bearer) headers.Authorization = 'Bearer ' + bearer;
   const init = { method, headers };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';

@@ -43,11 +43,45 @@ function match(path) {
 
 function loginPage(view) {
   document.getElementById('top').hidden = true;
-  const tok = h('textarea', { id: 'login-token', rows: 2, autocomplete: 'off', spellcheck: 'false', placeholder: 'frt_… or the admin token printed at the first start' });
-  const ws = h('input', { id: 'login-workspace', value: api.workspace(), autocomplete: 'off' });
   const error = h('p.error#login-error');
-  const submit = h('button.primary#login-submit', { type: 'submit' }, 'Log in');
-  const form = h('form.login', {
+  const after = () => {
+    const next = sessionStorage.getItem('ferry.after');
+    sessionStorage.removeItem('ferry.after');
+    location.hash = next && next !== '#/login' ? next : '#/';
+  };
+  const ws = h('input', { id: 'login-workspace', value: api.workspace(), autocomplete: 'off' });
+  const workspace = () => ws.value.trim() || 'default';
+
+  // A user name and password (`ferry user passwd`) buys a session token of 12 hours.
+  const user = h('input', { id: 'login-user', autocomplete: 'username' });
+  const password = h('input', { id: 'login-password', type: 'password', autocomplete: 'current-password' });
+  const signIn = h('button.primary#login-password-submit', { type: 'submit' }, 'Log in');
+  const withPassword = h('form.login-part', {
+    on: {
+      submit: (e) => {
+        e.preventDefault();
+        busy(signIn, async () => {
+          error.textContent = '';
+          let r;
+          try {
+            r = await api.call('POST', '/login', { body: { user: user.value.trim(), password: password.value }, tok: '', ws: workspace() });
+          } catch (err) {
+            error.textContent = err.status === 401 ? 'Wrong user name or password.' : err.message;
+            return;
+          } finally {
+            password.value = '';
+          }
+          api.setSession(r.token, workspace(), r.info?.id);
+          after();
+        });
+      },
+    },
+  }, field('User', user), field('Password', password), signIn);
+
+  // Or an API token: the first admin's, printed at the first start, or one of `ferry token create`.
+  const tok = h('textarea', { id: 'login-token', rows: 2, autocomplete: 'off', spellcheck: 'false', placeholder: 'frt_…' });
+  const submit = h('button#login-submit', { type: 'submit' }, 'Use token');
+  const withToken = h('form.login-part', {
     on: {
       submit: (e) => {
         e.preventDefault();
@@ -55,27 +89,27 @@ function loginPage(view) {
           error.textContent = '';
           const t = tok.value.trim();
           try {
-            await api.call('GET', '/whoami', { tok: t, ws: ws.value.trim() || 'default' });
+            await api.call('GET', '/whoami', { tok: t, ws: workspace() });
           } catch (err) {
             error.textContent = err.status === 401 ? 'This token is not valid (unknown, revoked or expired).' : err.message;
             return;
           }
-          api.setSession(t, ws.value.trim() || 'default');
-          const after = sessionStorage.getItem('ferry.after');
-          sessionStorage.removeItem('ferry.after');
-          location.hash = after && after !== '#/login' ? after : '#/';
+          api.setSession(t, workspace());
+          after();
         });
       },
     },
-  },
-  h('h1', 'Ferry console'),
-  h('p.muted', 'Paste an API token: the first admin token the scheduler printed at its first start, or one from ', h('code', 'ferry token create'), '. It is kept in this tab only.'),
-  field('API token', tok),
-  field('Workspace', ws),
-  error,
-  submit);
-  fill(view, form);
-  tok.focus();
+  }, field('API token', tok, 'the admin token printed at the first start, or one from ferry token create'), submit);
+
+  fill(view, h('div.login',
+    h('h1', 'Ferry console'),
+    h('p.muted', 'Your session is kept in this browser tab only.'),
+    field('Workspace', ws),
+    withPassword,
+    h('p.or', 'or'),
+    withToken,
+    error));
+  user.focus();
 }
 
 async function header(navName) {
@@ -141,7 +175,10 @@ document.getElementById('workspace').addEventListener('change', (e) => {
   flash('workspace ' + e.target.value);
   route();
 });
-document.getElementById('logout').addEventListener('click', () => {
+document.getElementById('logout').addEventListener('click', async () => {
+  // A password login's session token is revoked, not just forgotten.
+  const id = api.sessionTokenId();
+  if (id) await api.del('/tokens/' + api.enc(id)).catch(() => {});
   api.logout();
   me = null;
   location.hash = '#/login';

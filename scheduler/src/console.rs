@@ -77,7 +77,10 @@ fn security_headers(headers: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
 }
 
@@ -158,14 +161,23 @@ mod tests {
         let r = serve("app.js", &HeaderMap::new());
         assert_eq!(r.status(), StatusCode::OK);
         let h = r.headers();
-        assert_eq!(h.get(header::CONTENT_SECURITY_POLICY), Some(&HeaderValue::from_static(CSP)));
-        assert_eq!(h.get(header::CONTENT_TYPE), Some(&HeaderValue::from_static(JS)));
+        assert_eq!(
+            h.get(header::CONTENT_SECURITY_POLICY),
+            Some(&HeaderValue::from_static(CSP))
+        );
+        assert_eq!(
+            h.get(header::CONTENT_TYPE),
+            Some(&HeaderValue::from_static(JS))
+        );
         let tag = h.get(header::ETAG).cloned();
         let mut again = HeaderMap::new();
         if let Some(tag) = tag {
             again.insert(header::IF_NONE_MATCH, tag);
         }
         assert_eq!(serve("app.js", &again).status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(serve("../Cargo.toml", &HeaderMap::new()).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            serve("../Cargo.toml", &HeaderMap::new()).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

@@ -11,7 +11,11 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const CHROMIUM: &[&str] = &["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"];
+const CHROMIUM: &[&str] = &[
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+    "/usr/bin/google-chrome",
+];
 const CHROMEDRIVER: &[&str] = &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"];
 
 fn find(env: &str, candidates: &[&str]) -> Option<PathBuf> {
@@ -41,7 +45,9 @@ impl Browser {
         let driver = find("FERRY_CHROMEDRIVER", CHROMEDRIVER)
             .ok_or_else(|| anyhow!("chromedriver not found; {missing}"))?;
         // chromedriver takes a port number, not a listener: pick a free one and wait for it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let proc = Proc::spawn(
             &driver,
             &[format!("--port={port}"), "--allowed-ips=127.0.0.1".into()],
@@ -51,7 +57,10 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if Instant::now() > deadline {
-                bail!("chromedriver did not listen on {port} within 20 s:\n{}", proc.log_text());
+                bail!(
+                    "chromedriver did not listen on {port} within 20 s:\n{}",
+                    proc.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -69,13 +78,13 @@ impl Browser {
                 ],
             }),
         );
-        let client = ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&url)
-        .await
-        .with_context(|| format!("start a Chromium session through chromedriver ({missing})"))?;
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&url)
+            .await
+            .with_context(|| {
+                format!("start a Chromium session through chromedriver ({missing})")
+            })?;
         // Relative to the repository (tests run in tests/): FERRY_SCREENSHOTS=docs/console.
         let root = Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
@@ -123,16 +132,25 @@ impl Browser {
 
     /// The element matching `css`, once it is there.
     pub async fn el(&self, css: &str) -> Result<fantoccini::elements::Element> {
-        self.wait(Duration::from_secs(20), &format!("element {css}"), || async {
-            self.client.find(Locator::Css(css)).await.ok()
-        })
+        self.wait(
+            Duration::from_secs(20),
+            &format!("element {css}"),
+            || async { self.client.find(Locator::Css(css)).await.ok() },
+        )
         .await
     }
 
     /// Waits until the element matching `css` shows text containing `text`; returns its text.
     pub async fn wait_text(&self, css: &str, text: &str, timeout: Duration) -> Result<String> {
         self.wait(timeout, &format!("{css} to show {text:?}"), || async {
-            let t = self.client.find(Locator::Css(css)).await.ok()?.text().await.ok()?;
+            let t = self
+                .client
+                .find(Locator::Css(css))
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
             t.contains(text).then_some(t)
         })
         .await
@@ -152,10 +170,14 @@ impl Browser {
     }
 
     pub async fn select(&self, css: &str, value: &str) -> Result<()> {
-        self.wait(Duration::from_secs(20), &format!("option {value} of {css}"), || async {
-            let e = self.client.find(Locator::Css(css)).await.ok()?;
-            e.select_by_value(value).await.ok()
-        })
+        self.wait(
+            Duration::from_secs(20),
+            &format!("option {value} of {css}"),
+            || async {
+                let e = self.client.find(Locator::Css(css)).await.ok()?;
+                e.select_by_value(value).await.ok()
+            },
+        )
         .await
     }
 
@@ -205,7 +227,10 @@ impl Browser {
         std::fs::create_dir_all(dir)?;
         // Passing messages ("saved", "rerun requested") are not part of the page.
         self.client
-            .execute("document.getElementById('flash')?.replaceChildren()", vec![])
+            .execute(
+                "document.getElementById('flash')?.replaceChildren()",
+                vec![],
+            )
             .await?;
         let png = self.client.screenshot().await?;
         let path = dir.join(format!("{name}.png"));

@@ -346,7 +346,10 @@ pub async fn add_data_source(
     }
     api.ctx.secrets.seal(&mut config)?;
     if req.keep_secrets
-        && let Some(mut old) = api.ctx.store.datasource(&qualify(&p.workspace, &req.name))?
+        && let Some(mut old) = api
+            .ctx
+            .store
+            .datasource(&qualify(&p.workspace, &req.name))?
         && old.config.kind() == config.kind()
     {
         // Still sealed: moved from the stored record as they are, never opened here.

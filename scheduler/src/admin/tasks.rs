@@ -513,9 +513,9 @@ pub async fn wizard_script(
     api.allow(p, Action::Develop, &p.workspace, "WizardScript", &target)
         .await?;
     let side = |text: &str| -> Result<Side> {
-        let (ds, _) = text.split_once('.').ok_or_else(|| {
-            Error::InvalidArgument(format!("\"{text}\" is not datasource.table"))
-        })?;
+        let (ds, _) = text
+            .split_once('.')
+            .ok_or_else(|| Error::InvalidArgument(format!("\"{text}\" is not datasource.table")))?;
         let record = require_datasource(api, &p.workspace, ds)?;
         Ok(Side::parse(text, record.config.kind())?)
     };

@@ -1,6 +1,7 @@
 //! The web console in headless Chromium against a real scheduler, agent and PostgreSQL: log in
-//! with the first admin's token, create a data source and test it, build a sync task in the
-//! wizard, run it and watch its log, open the DAG, rerun the instance and see its state change.
+//! with a password and with the first admin's token, create a data source and test it, build a
+//! sync task in the wizard, run it and watch its log, open the DAG, rerun the instance and see
+//! its state change.
 //! With `FERRY_SCREENSHOTS=docs/console` it also writes the screenshots of docs/console.md.
 
 use anyhow::{Result, ensure};
@@ -34,10 +35,26 @@ fn console_logs_in_builds_a_task_runs_and_reruns_it() -> Result<()> {
 }
 
 async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str) -> Result<()> {
-    // Log in: the scheduler's root leads to the console, which asks for a token.
+    // Log in: the scheduler's root leads to the console, which asks for a password or a
+    // token. A password login's session ends with the logout; then the first admin's token.
+    c.ferry_stdin(
+        &["user", "passwd", "--password-stdin"],
+        Some("a long console password\n"),
+    )?
+    .ok()?;
     b.goto(&format!("{}/", c.url)).await?;
-    b.el("#login-token").await?;
+    b.el("#login-user").await?;
     b.screenshot("login").await?;
+    b.fill("#login-user", "admin").await?;
+    b.fill("#login-password", "not the password").await?;
+    b.click("#login-password-submit").await?;
+    b.wait_text("#login-error", "password", SHORT).await?;
+    b.fill("#login-password", "a long console password").await?;
+    b.click("#login-password-submit").await?;
+    b.wait_text("#view h1", "Overview", SHORT).await?;
+    b.wait_text("#user", "admin", SHORT).await?;
+    b.click("#logout").await?;
+    b.el("#login-token").await?;
     b.fill("#login-token", "frt_not_a_real_token").await?;
     b.click("#login-submit").await?;
     b.wait_text("#login-error", "not valid", SHORT).await?;
@@ -62,19 +79,23 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
     b.select("#test-group", "rg").await?;
     b.fill("#test-table", "orders").await?;
     b.click("#test-run").await?;
-    let verdict = b
-        .wait_text("#test-verdict", "reachable", LONG)
-        .await?;
+    let verdict = b.wait_text("#test-verdict", "reachable", LONG).await?;
     ensure!(verdict.contains("reachable from every agent"), "{verdict}");
     b.wait_text("#test-result", "numeric(12,2)", SHORT).await?;
     b.screenshot("datasources").await?;
 
     // Script mode checks the JSON in the browser and points at line and column.
-    b.goto(&format!("{}/console/#/tasks/new?mode=script", c.url)).await?;
+    b.goto(&format!("{}/console/#/tasks/new?mode=script", c.url))
+        .await?;
     b.fill("#task-name", "broken").await?;
-    b.fill("#script-editor", "{\n  \"job\": {\n    \"content\": [1, 2,]\n  }\n}").await?;
+    b.fill(
+        "#script-editor",
+        "{\n  \"job\": {\n    \"content\": [1, 2,]\n  }\n}",
+    )
+    .await?;
     b.click("#task-save").await?;
-    b.wait_text("#script-editor-pos", "line 3, column 22", SHORT).await?;
+    b.wait_text("#script-editor-pos", "line 3, column 22", SHORT)
+        .await?;
 
     // The wizard: both tables' columns read through the agent, the mapping shown, saved.
     b.goto(&format!("{}/console/#/tasks", c.url)).await?;
@@ -96,7 +117,13 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
     b.click("#wiz-show-script").await?;
     let script = b
         .wait(SHORT, "the wizard's job in the script editor", || async {
-            let v = b.el("#script-editor").await.ok()?.prop("value").await.ok()??;
+            let v = b
+                .el("#script-editor")
+                .await
+                .ok()?
+                .prop("value")
+                .await
+                .ok()??;
             v.contains("splitPk").then_some(v)
         })
         .await?;
@@ -138,7 +165,8 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
 
     // The DAG; the agent goes away, the rerun clicked on the graph waits for resources, and the
     // node's colour (its state) changes on the page.
-    b.goto(&format!("{}/console/#/dag?task=copy_orders", c.url)).await?;
+    b.goto(&format!("{}/console/#/dag?task=copy_orders", c.url))
+        .await?;
     let node = "g.node[data-state=\"success\"]";
     b.el(node).await?;
     for a in &mut c.agents {
@@ -146,8 +174,11 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
     }
     ferry_tests::wait_for(SHORT, "the agent to be offline", || {
         let out = c.ferry(&["group", "list"]).ok()?;
-        (!out.stdout.lines().any(|l| l.starts_with("rg ") && l.trim_end().ends_with("online")))
-            .then_some(())
+        (!out
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("rg ") && l.trim_end().ends_with("online")))
+        .then_some(())
     })?;
     b.click(node).await?;
     b.wait_text("#dag-detail", "copy_orders", SHORT).await?;
@@ -160,7 +191,8 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
 
     // Back on the instance: it waits, then the agent returns, and the second attempt's log
     // lines arrive on the open page.
-    b.goto(&format!("{}/console/#{instance_hash}", c.url)).await?;
+    b.goto(&format!("{}/console/#{instance_hash}", c.url))
+        .await?;
     b.wait(SHORT, "the instance to wait for resources", || async {
         (b.attr("#instance-state", "data-state").await? == "waiting_resources").then_some(())
     })
@@ -175,8 +207,12 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
         (n > first_lines).then_some(())
     })
     .await?;
-    ensure!(b.count("#instance-attempts tr[data-attempt]").await == 2, "two attempts expected");
-    b.wait_text("#instance-history", "rerun by admin", SHORT).await?;
+    ensure!(
+        b.count("#instance-attempts tr[data-attempt]").await == 2,
+        "two attempts expected"
+    );
+    b.wait_text("#instance-history", "rerun by admin", SHORT)
+        .await?;
     b.screenshot("instance").await?;
     ensure!(
         db.psql("SELECT count(*) FROM orders_copy")? == ROWS.to_string(),
@@ -186,25 +222,61 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
     // A backfill of two days with the downstream, from the task's page: the DAG of the later
     // day shows same-cycle edges solid and the previous-cycle edge dashed.
     for args in [
-        &["task", "create", "report_daily", "--type", "virtual", "--group", "rg", "--after", "copy_orders", "--after-previous", "report_daily"][..],
-        &["task", "create", "export_bi", "--type", "virtual", "--group", "rg", "--after", "copy_orders"],
-        &["task", "create", "report_weekly", "--type", "virtual", "--group", "rg", "--after", "report_daily,export_bi"],
+        &[
+            "task",
+            "create",
+            "report_daily",
+            "--type",
+            "virtual",
+            "--group",
+            "rg",
+            "--after",
+            "copy_orders",
+            "--after-previous",
+            "report_daily",
+        ][..],
+        &[
+            "task",
+            "create",
+            "export_bi",
+            "--type",
+            "virtual",
+            "--group",
+            "rg",
+            "--after",
+            "copy_orders",
+        ],
+        &[
+            "task",
+            "create",
+            "report_weekly",
+            "--type",
+            "virtual",
+            "--group",
+            "rg",
+            "--after",
+            "report_daily,export_bi",
+        ],
     ] {
         c.ferry(args)?.ok()?;
     }
-    let bizdate = b.wait_text("#instance-summary", "Business date", SHORT).await?;
+    let bizdate = b
+        .wait_text("#instance-summary", "Business date", SHORT)
+        .await?;
     let day = bizdate
         .lines()
         .find_map(|l| l.strip_prefix("Business date").map(str::trim))
         .and_then(day_and_before)
         .ok_or_else(|| anyhow::anyhow!("no business date in {bizdate}"))?;
-    b.goto(&format!("{}/console/#/task/copy_orders", c.url)).await?;
+    b.goto(&format!("{}/console/#/task/copy_orders", c.url))
+        .await?;
     b.set_value("#backfill-from", &day.0).await?;
     b.set_value("#backfill-to", &day.1).await?;
     b.click("#backfill-downstream").await?;
     b.click("#backfill-run").await?;
     b.wait_text("#flash", "2 days", SHORT).await?;
-    b.goto(&format!("{}/console/#/dag?task=report_daily", c.url)).await?;
+    b.goto(&format!("{}/console/#/dag?task=report_daily", c.url))
+        .await?;
     b.wait(LONG, "every backfilled instance to succeed", || async {
         let nodes = b.count("g.node").await;
         let done = b.count("g.node[data-state=\"success\"]").await;
@@ -224,7 +296,8 @@ async fn journey(b: &Browser, c: &mut Cluster, db: &ScratchDb, group_token: &str
     b.screenshot("dag").await?;
 
     b.goto(&format!("{}/console/#/instances", c.url)).await?;
-    b.wait_text("#instance-list", "report_weekly", SHORT).await?;
+    b.wait_text("#instance-list", "report_weekly", SHORT)
+        .await?;
     b.screenshot("instances").await?;
 
     b.goto(&format!("{}/console/#/", c.url)).await?;
