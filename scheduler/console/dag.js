@@ -86,8 +86,8 @@ function truncate(text, n) {
   return text.length > n ? text.slice(0, n - 1) + '…' : text;
 }
 
-/// Draws the graph into `host`; `nodes` are {id, label, sub, state, ghost}, `edges` {from, to,
-/// previous}. Returns { select(id), fit() }.
+/// Draws the graph into `host`; `nodes` are {id, label, sub, state, ghost, moreUp, moreDown},
+/// `edges` {from, to, previous}. Returns { select(id), fit() }.
 export function draw(host, nodes, edges, { onSelect, selected } = {}) {
   const byId = new Map(nodes.map((n) => [n.id, n]));
   const lay = layout(nodes.map((n) => n.id), edges, (id) => byId.get(id).label);
@@ -125,7 +125,10 @@ export function draw(host, nodes, edges, { onSelect, selected } = {}) {
       s('title', {}, `${n.label} · ${n.state || ''}\n${shortId(n.id)}`),
       s('rect', { width: NODE_W, height: NODE_H, rx: 6, ry: 6 }),
       s('text', { x: 10, y: 19, class: 'label' }, truncate(n.label, 22)),
-      s('text', { x: 10, y: 36, class: 'sub' }, truncate(n.sub || '', 28)));
+      s('text', { x: 10, y: 36, class: 'sub' }, truncate(n.sub || '', 28)),
+      // More of the graph beyond the drawing: centre on the node to see it.
+      n.moreUp ? s('text', { x: NODE_W / 2, y: -5, class: 'more', 'text-anchor': 'middle' }, '⋯ more upstream') : null,
+      n.moreDown ? s('text', { x: NODE_W / 2, y: NODE_H + 13, class: 'more', 'text-anchor': 'middle' }, '⋯ more downstream') : null);
     g.addEventListener('click', (ev) => {
       ev.stopPropagation();
       select(n.id);

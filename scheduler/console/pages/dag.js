@@ -34,6 +34,8 @@ export async function render(view, _params, query) {
   };
   for (const el of [bizdate, task, up, down]) el.addEventListener('change', go);
   const canvas = h('div.dag-canvas#dag-canvas');
+  const notice = h('p.notice#dag-truncated', { hidden: true },
+    'This day has more instances than one picture holds: only the first ones are drawn. Choose a task, or an instance and a depth.');
   const detail = h('aside.dag-detail#dag-detail', h('p.muted', 'Click an instance for its details.'));
   const zoomIn = h('button.small', { type: 'button', title: 'zoom in' }, '+');
   const zoomOut = h('button.small', { type: 'button', title: 'zoom out' }, '−');
@@ -48,6 +50,7 @@ export async function render(view, _params, query) {
     h('div.page-head', h('h1', 'DAG'), h('span.row', zoomOut, zoomIn, fitBtn)),
     h('div.row.filters', h('label.field', h('span.label', 'Business date'), bizdate), h('label.field', h('span.label', 'Task'), task), centerBox),
     h('div.legend', LEGEND.map((s) => h('span', badge(s))), h('span.edge-key.same', 'same cycle'), h('span.edge-key.previous', 'previous cycle')),
+    notice,
     h('div.dag-wrap', canvas, detail));
 
   let graph = null;
@@ -101,10 +104,16 @@ export async function render(view, _params, query) {
       edges = edges.filter((e) => keep.has(e.from) && keep.has(e.to));
     }
     byId = new Map(instances.map((i) => [i.id, i]));
+    // Instances whose graph goes on beyond the answer (an API that cuts the walk says which).
+    const borders = new Map((r.borders || []).map((b) => [b.id, b]));
+    notice.hidden = !r.truncated;
     // Endpoints of edges outside the answer (a previous day's instance) are drawn as ghosts.
     const ghosts = new Set();
     for (const e of edges) for (const id of [e.from, e.to]) if (!byId.has(id)) ghosts.add(id);
-    const nodes = instances.map((i) => ({ id: i.id, label: i.task, sub: `${i.state} · ${cycle(i)}`, state: i.state }))
+    const nodes = instances.map((i) => ({
+      id: i.id, label: i.task, sub: `${i.state} · ${cycle(i)}`, state: i.state,
+      moreUp: !!borders.get(i.id)?.more_upstream, moreDown: !!borders.get(i.id)?.more_downstream,
+    }))
       .concat([...ghosts].map((id) => ({ id, label: (id.split('@')[0] || id).split('/').pop(), sub: 'other day', state: 'unknown', ghost: true })));
     const sig = JSON.stringify([nodes.map((n) => [n.id, n.state]), edges.map((e) => [e.from, e.to, e.previous])]);
     if (sig === signature) return;

@@ -23,8 +23,14 @@ export async function render(view, _params, query) {
       api.get('/groups'),
     ]);
     const all = inst.instances || [];
+    // The API's counts by state cover the whole day (the list may be a first page of it);
+    // an older API gives none, and the page counts what it got.
     const by = {};
-    for (const i of all) by[i.state] = (by[i.state] || 0) + 1;
+    if (inst.counts && Object.keys(inst.counts).length) {
+      for (const [s, n] of Object.entries(inst.counts)) if (num(n)) by[s] = num(n);
+    } else {
+      for (const i of all) by[i.state] = (by[i.state] || 0) + 1;
+    }
     const states = STATE_ORDER.filter((s) => by[s]).concat(Object.keys(by).filter((s) => !STATE_ORDER.includes(s)));
     fill(counts,
       h('a.card.total', { href: hashWith('/instances', { bizdate }) }, h('span.count', String(num(inst.total) || all.length)), h('span', 'instances')),
