@@ -18,11 +18,12 @@ const CHROMIUM: &[&str] = &[
 ];
 const CHROMEDRIVER: &[&str] = &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"];
 
+/// The program named by `env`, else the first of `candidates` that exists.
 fn find(env: &str, candidates: &[&str]) -> Option<PathBuf> {
-    if let Ok(p) = std::env::var(env) {
-        return Some(PathBuf::from(p));
+    match std::env::var_os(env) {
+        Some(p) => Some(PathBuf::from(p)).filter(|p| p.exists()),
+        None => candidates.iter().map(PathBuf::from).find(|p| p.exists()),
     }
-    candidates.iter().map(PathBuf::from).find(|p| p.exists())
 }
 
 /// A headless browser session and the chromedriver behind it; both end when dropped.
