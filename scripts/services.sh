@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the PostgreSQL and MariaDB servers the tests use are running on 127.0.0.1.
+# Makes sure the PostgreSQL and MariaDB servers the tests use are running on 127.0.0.1, and that
+# headless Chromium and chromedriver (the console's browser tests) are installed.
 # Starts them when installed but stopped; installs the Debian packages when missing (as root).
 # Says what it did; exits non-zero with instructions when it cannot.
 set -euo pipefail
@@ -61,5 +62,14 @@ ensure_mariadb() {
   as_root mysql -uroot -e "CREATE DATABASE IF NOT EXISTS test; ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket;" 2>/dev/null || true
 }
 
+ensure_browser() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    say "Chromium and chromedriver are installed"; return
+  fi
+  apt_install chromium chromium-driver
+  command -v chromedriver >/dev/null || { say "chromedriver is still missing after installing chromium-driver"; exit 1; }
+}
+
 ensure_postgres
 ensure_mariadb
+ensure_browser

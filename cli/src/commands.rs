@@ -173,6 +173,7 @@ impl DatasourceFields {
             fields,
             secrets,
             groups: self.groups,
+            keep_secrets: false,
         })
     }
 }

@@ -324,6 +324,7 @@ pub async fn run(workdir: &Path, rows: u64, keep_running: bool) -> anyhow::Resul
                     .into_iter()
                     .collect(),
                 secrets: Default::default(),
+                keep_secrets: false,
                 groups: vec![],
             })
             .await

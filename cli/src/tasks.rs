@@ -138,106 +138,47 @@ pub struct Submit {
     agent_labels: Vec<(String, String)>,
 }
 
-/// The columns of `side`'s table as the first agent of `group` that reaches it sees them.
-async fn describe(
-    admin: &mut Admin,
-    group: &str,
-    side: &ferry_common::job::wizard::Side,
-    access: &str,
-) -> anyhow::Result<Vec<ferry_common::job::wizard::Column>> {
+/// Wizard mode: the scheduler reads both tables' columns through the group's agents, maps
+/// them and writes the job file (the same logic as the console's form); the mapping and what
+/// it left out go to stderr.
+async fn wizard(admin: &mut Admin, s: &Submit, from: &str, to: &str) -> anyhow::Result<String> {
     let r = admin
-        .test_data_source(pb::TestDataSourceRequest {
-            name: side.datasource.clone(),
-            group: group.to_string(),
-            timeout_ms: 0,
-            inline: None,
-            table: side.table.clone(),
-            access: access.into(),
-            describe: true,
+        .wizard_script(pb::WizardScriptRequest {
+            group: s.group.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+            columns: s.columns.clone(),
+            where_clause: s.where_clause.clone().unwrap_or_default(),
+            write_mode: s.write_mode.clone().unwrap_or_default(),
+            channels: s.channels.unwrap_or(0),
+            pre_sql: s.pre_sql.clone(),
+            writer_group: s.writer_group.clone().unwrap_or_default(),
         })
         .await
         .map_err(status)?
         .into_inner();
-    match r
-        .reports
+    let pairs: Vec<String> = r
+        .mapping
         .iter()
-        .find(|x| x.reachable && !x.columns.is_empty())
-    {
-        Some(x) => Ok(x
-            .columns
-            .iter()
-            .map(|c| ferry_common::job::wizard::Column {
-                name: c.name.clone(),
-                type_name: c.r#type.clone(),
-                nullable: c.nullable,
-                primary_key: c.primary_key,
-            })
-            .collect()),
-        None => {
-            let why: Vec<String> = r
-                .reports
-                .iter()
-                .map(|x| format!("{}: {} {}", x.agent_id, x.error_kind, x.message))
-                .collect();
-            bail!(
-                "no agent of group {group} could read the columns of {}.{}: {}",
-                side.datasource,
-                side.table,
-                why.join("; ")
-            )
-        }
-    }
-}
-
-/// Wizard mode: reads both tables' columns through the group's agents, maps them and writes
-/// the job file (the mapping and what it left out go to stderr).
-async fn wizard(admin: &mut Admin, s: &Submit, from: &str, to: &str) -> anyhow::Result<String> {
-    use ferry_common::job::wizard::{self, Options, Side};
-    let kind = |text: &str| text.split_once('.').map(|(d, _)| d.to_string());
-    let mut sides = Vec::new();
-    for text in [from, to] {
-        let ds = kind(text).ok_or_else(|| anyhow::anyhow!("\"{text}\" is not datasource.table"))?;
-        let info = admin
-            .get_data_source(pb::GetDataSourceRequest { name: ds })
-            .await
-            .map_err(status)?
-            .into_inner();
-        sides.push(Side::parse(text, &info.r#type)?);
-    }
-    let (src, dst) = (&sides[0], &sides[1]);
-    let src_cols = describe(admin, &s.group, src, "read").await?;
-    let dst_cols = describe(admin, &s.group, dst, "write").await?;
-    let mapping = wizard::map_columns(&src_cols, &dst_cols, &s.columns)?;
-    let opts = Options {
-        columns: s.columns.clone(),
-        where_clause: s.where_clause.clone(),
-        write_mode: s.write_mode.clone(),
-        channels: s.channels,
-        pre_sql: s.pre_sql.clone(),
-    };
-    let job = wizard::build(src, &src_cols, dst, &mapping, &opts)?;
-    let pairs: Vec<String> = mapping
-        .pairs
-        .iter()
-        .map(|(a, b)| {
-            if a == b {
-                a.clone()
+        .map(|m| {
+            if m.source == m.target {
+                m.source.clone()
             } else {
-                format!("{a} -> {b}")
+                format!("{} -> {}", m.source, m.target)
             }
         })
         .collect();
     eprintln!("columns: {}", pairs.join(", "));
-    if !mapping.source_only.is_empty() {
+    if !r.source_only.is_empty() {
         eprintln!(
             "not copied (no such target column): {}",
-            mapping.source_only.join(", ")
+            r.source_only.join(", ")
         );
     }
-    if !mapping.target_only.is_empty() {
-        eprintln!("left to their defaults: {}", mapping.target_only.join(", "));
+    if !r.target_only.is_empty() {
+        eprintln!("left to their defaults: {}", r.target_only.join(", "));
     }
-    Ok(serde_json::to_string_pretty(&job)?)
+    Ok(r.job_json)
 }
 
 /// `90d` / `12h` / `30m` / `45s` -> seconds.

@@ -16,6 +16,7 @@
 //!   the leader's ticks.
 //! - [`plan`]: pure instance planning: a day's instances of every node and their edges.
 //! - [`secrets`]: seals secrets at rest under a master key (rotation, inline job passwords).
+//! - [`console`]: the web console's pages, embedded in the binary and served beside gRPC.
 //! - [`server`]: wires it all on one listener: `server::run(listener, config, shutdown)`.
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod alerts;
 pub mod auth;
 pub mod clock;
 pub mod cluster;
+pub mod console;
 pub mod context;
 pub mod convert;
 pub mod dispatch;

@@ -570,6 +570,7 @@ rest_routes! {
     get "/tasks" "tasks" Admin::list_tasks(ListTasksRequest) -> ListTasksResponse "List tasks.";
     post "/tasks" "tasks" Admin::create_task(CreateTaskRequest) -> TaskInfo "Create a task or submit a new version of it.";
     get "/tasks/{name}" "tasks" Admin::get_task(GetTaskRequest) -> TaskInfo "One task with its current version.";
+    post "/wizard/script" "tasks" Admin::wizard_script(WizardScriptRequest) -> WizardScriptResponse "Wizard mode: read two tables' columns through an agent and write the sync job with the proposed column mapping (submits nothing).";
     post "/tasks/{name}/run" "tasks" Admin::run_task(RunTaskRequest) -> InstanceInfo "Run a task now for a business date (joined when already waiting or running).";
     post "/tasks/{name}/freeze" "tasks" Admin::freeze_task(FreezeTaskRequest) -> TaskInfo "Freeze (`freeze: true`) or unfreeze a task.";
     post "/tasks/{task}/backfill" "operations" Admin::backfill(BackfillRequest) -> BackfillResponse "Backfill a task over business dates, optionally with its downstream.";

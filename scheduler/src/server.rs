@@ -183,7 +183,8 @@ pub async fn run_with_clock(
         // Agents sit behind NATs that drop idle flows: ping well inside common idle timeouts.
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        // `/metrics`, `/healthz`, `/readyz` and the REST API over HTTP/1.1 on the same address.
+        // `/metrics`, `/healthz`, `/readyz`, the REST API and the web console over HTTP/1.1
+        // on the same address.
         .accept_http1(true)
         .add_routes(tonic::service::Routes::from(http_routes(ctx.clone())))
         // Agents' reports are bounded by the agent (log lines cut, batches capped), so the default
@@ -230,7 +231,9 @@ pub async fn run_with_clock(
     result.map_err(Into::into)
 }
 
-/// Everything served over plain HTTP beside gRPC: metrics and probes, the REST API.
+/// Everything served over plain HTTP beside gRPC: metrics and probes, the REST API, the console.
 pub fn http_routes(ctx: Arc<Context>) -> axum::Router {
-    crate::metrics::routes(ctx.clone()).merge(crate::rest::routes(ctx))
+    crate::metrics::routes(ctx.clone())
+        .merge(crate::rest::routes(ctx))
+        .merge(crate::console::routes())
 }

@@ -947,3 +947,92 @@ async fn console_login_with_a_password_gives_a_session_token() -> Result<()> {
     s.stop().await;
     Ok(())
 }
+
+/// The console edits a data source without ever seeing its password: `keep_secrets` keeps the
+/// stored one when the form leaves it empty, a new one replaces it, and without `keep_secrets`
+/// (the CLI's `datasource add`) the record is exactly what was sent.
+#[tokio::test]
+async fn editing_a_data_source_keeps_its_password_unless_given() -> Result<()> {
+    let s = Server::start().await?;
+    let base = json!({"name": "shop", "type": "postgresql",
+        "fields": {"host": "db1", "database": "shop", "username": "etl"}});
+    let mut with_password = base.clone();
+    with_password["secrets"] = json!({"password": "first secret"});
+    let saved = s
+        .call(Method::POST, "/datasources", Some(with_password))
+        .await?
+        .ok()?;
+    assert_eq!(saved["secret_fields"], json!(["password"]));
+    let mut edit = base.clone();
+    edit["fields"]["host"] = json!("db2");
+    edit["keep_secrets"] = json!(true);
+    let edited = s
+        .call(Method::POST, "/datasources", Some(edit.clone()))
+        .await?
+        .ok()?;
+    assert_eq!(edited["fields"]["host"], "db2");
+    assert_eq!(edited["secret_fields"], json!(["password"]));
+    assert!(!edited.to_string().contains("first secret"), "{edited}");
+    let replaced = s
+        .call(Method::POST, "/datasources", Some(base))
+        .await?
+        .ok()?;
+    assert_eq!(replaced["secret_fields"], json!([]));
+    s.stop().await;
+    Ok(())
+}
+
+/// The console is served on the scheduler's address, under a policy that forbids inline script,
+/// and the wizard's REST route refuses plainly when no agent can read the tables.
+#[tokio::test]
+async fn the_console_is_served_and_the_wizard_needs_an_agent() -> Result<()> {
+    let s = Server::start().await?;
+    let root = s.http.get(format!("http://{}/", s.addr)).send().await?;
+    // The scheduler's root leads to the console.
+    assert_eq!(root.url().path(), "/console/");
+    let page = s
+        .http
+        .get(format!("http://{}/console/", s.addr))
+        .send()
+        .await?;
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(page.text().await?.contains("/console/app.js"));
+    s.call(Method::POST, "/groups", Some(json!({"name": "rg"})))
+        .await?
+        .ok()?;
+    s.call(
+        Method::POST,
+        "/datasources",
+        Some(json!({"name": "pg", "type": "postgresql",
+            "fields": {"host": "db1", "database": "shop", "username": "etl"}})),
+    )
+    .await?
+    .ok()?;
+    let message = s
+        .call(
+            Method::POST,
+            "/wizard/script",
+            Some(json!({"group": "rg", "from": "pg.orders", "to": "pg.orders_copy"})),
+        )
+        .await?
+        .refused(409, "failed_precondition")?;
+    assert!(message.contains("no online agent"), "{message}");
+    s.call(
+        Method::POST,
+        "/wizard/script",
+        Some(json!({"group": "rg", "from": "nowhere.orders", "to": "pg.orders_copy"})),
+    )
+    .await?
+    .refused(404, "not_found")?;
+    s.stop().await;
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! The binaries come from the same target folder as the test executable; the test command
 //! builds them first (`cargo build --bins`).
 
+pub mod browser;
 pub mod db;
 pub mod ha;
 pub mod http;

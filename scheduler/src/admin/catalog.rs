@@ -345,6 +345,24 @@ pub async fn add_data_source(
         usable_group(api, g, &p.workspace)?;
     }
     api.ctx.secrets.seal(&mut config)?;
+    if req.keep_secrets
+        && let Some(mut old) = api
+            .ctx
+            .store
+            .datasource(&qualify(&p.workspace, &req.name))?
+        && old.config.kind() == config.kind()
+    {
+        // Still sealed: moved from the stored record as they are, never opened here.
+        for (new, old) in config
+            .secrets_mut()
+            .into_iter()
+            .zip(old.config.secrets_mut())
+        {
+            if new.is_empty() {
+                std::mem::swap(new, old);
+            }
+        }
+    }
     let record = DataSourceRecord {
         name: qualify(&p.workspace, &req.name),
         config,

@@ -5,8 +5,8 @@
 //! proposes a command, wrapped with an audit record of who did it, from where, and when, so a
 //! refused request changes nothing and every change is accounted for. Handlers live with their
 //! subject: [`access`] (users, tokens, workspaces, audit), [`catalog`] (groups, agents, data
-//! sources), [`tasks`] (submit, run), [`instances`] (list, logs, rerun, kill, freeze, backfill),
-//! [`dag`] (the graph around an instance), [`alerts`] (rules and deliveries).
+//! sources), [`tasks`] (submit, run, wizard), [`instances`] (list, logs, rerun, kill, freeze,
+//! backfill), [`dag`] (the graph around an instance), [`alerts`] (rules and deliveries).
 
 mod access;
 mod alerts;
@@ -294,6 +294,12 @@ impl AdminService for AdminApi {
         r: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::TaskInfo>, Status> {
         handle!(self, r, tasks::get_task)
+    }
+    async fn wizard_script(
+        &self,
+        r: Request<pb::WizardScriptRequest>,
+    ) -> Result<Response<pb::WizardScriptResponse>, Status> {
+        handle!(self, r, tasks::wizard_script)
     }
     async fn freeze_task(
         &self,

@@ -1,7 +1,9 @@
 //! Tasks: submitting versions (job, schedule, dependencies, parameters, policies), listing,
-//! freezing, and running one for a business date now.
+//! freezing, running one for a business date now, and wizard mode (the job written from two
+//! tables' columns), which lives here so the CLI and the console get the same job from one
+//! logic.
 
-use super::catalog::usable_group;
+use super::catalog::{require_datasource, test_data_source, usable_group};
 use super::{AdminApi, check_name};
 use crate::auth::{Action, Principal, qualify, workspace_of};
 use crate::convert::{instance_info, task_info};
@@ -12,6 +14,7 @@ use crate::state::command::{Applied, Command};
 use crate::state::model::{DependencySpec, RerunPolicy, ScheduleSpec, Task, TaskKind, TaskVersion};
 use chrono::NaiveDate;
 use ferry_common::job::JobSpec;
+use ferry_common::job::wizard::{self, Column, Options, Side};
 use ferry_common::params::{self, ParamContext, ParamDefs};
 use ferry_common::schedule::CronSchedule;
 use ferry_proto::admin::v1 as pb;
@@ -434,5 +437,131 @@ pub async fn run_task(
     Ok(pb::InstanceInfo {
         joined,
         ..instance_info(&api.ctx, &inst)?
+    })
+}
+
+/// The columns of `side`'s table as the first agent of `group` that reads them sees them
+/// (through the connectivity test, so the same group rules and time-outs apply).
+async fn describe(
+    api: &AdminApi,
+    p: &Principal,
+    group: &str,
+    side: &Side,
+    access: &str,
+) -> Result<Vec<Column>> {
+    let r = test_data_source(
+        api,
+        p,
+        pb::TestDataSourceRequest {
+            name: side.datasource.clone(),
+            group: group.to_string(),
+            timeout_ms: 0,
+            inline: None,
+            table: side.table.clone(),
+            access: access.into(),
+            describe: true,
+        },
+    )
+    .await?;
+    match r
+        .reports
+        .iter()
+        .find(|x| x.reachable && !x.columns.is_empty())
+    {
+        Some(x) => Ok(x
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                type_name: c.r#type.clone(),
+                nullable: c.nullable,
+                primary_key: c.primary_key,
+            })
+            .collect()),
+        None => {
+            let why: Vec<String> = r
+                .reports
+                .iter()
+                .map(|x| format!("{}: {} {}", x.agent_id, x.error_kind, x.message))
+                .collect();
+            Err(Error::FailedPrecondition(format!(
+                "no agent of group {group} could read the columns of {}.{}: {}",
+                side.datasource,
+                side.table,
+                why.join("; ")
+            )))
+        }
+    }
+}
+
+fn column_info(c: &Column) -> pb::ColumnInfo {
+    pb::ColumnInfo {
+        name: c.name.clone(),
+        r#type: c.type_name.clone(),
+        nullable: c.nullable,
+        primary_key: c.primary_key,
+    }
+}
+
+/// Wizard mode: both tables described by agents, the mapping proposed, the job written.
+pub async fn wizard_script(
+    api: &AdminApi,
+    p: &Principal,
+    req: pb::WizardScriptRequest,
+) -> Result<pb::WizardScriptResponse> {
+    let target = format!("{} -> {}", req.from, req.to);
+    api.allow(p, Action::Develop, &p.workspace, "WizardScript", &target)
+        .await?;
+    let side = |text: &str| -> Result<Side> {
+        let (ds, _) = text
+            .split_once('.')
+            .ok_or_else(|| Error::InvalidArgument(format!("\"{text}\" is not datasource.table")))?;
+        let record = require_datasource(api, &p.workspace, ds)?;
+        Ok(Side::parse(text, record.config.kind())?)
+    };
+    let (src, dst) = (side(&req.from)?, side(&req.to)?);
+    let writer_group = if req.writer_group.trim().is_empty() {
+        req.group.as_str()
+    } else {
+        req.writer_group.trim()
+    };
+    let src_cols = describe(api, p, &req.group, &src, "read").await?;
+    let dst_cols = describe(api, p, writer_group, &dst, "write").await?;
+    let mapping = wizard::map_columns(&src_cols, &dst_cols, &req.columns)?;
+    let opts = Options {
+        columns: req.columns,
+        where_clause: Some(req.where_clause).filter(|w| !w.trim().is_empty()),
+        write_mode: Some(req.write_mode).filter(|w| !w.trim().is_empty()),
+        channels: Some(req.channels).filter(|&n| n > 0),
+        pre_sql: req
+            .pre_sql
+            .into_iter()
+            .filter(|s| !s.trim().is_empty())
+            .collect(),
+    };
+    let job = wizard::build(&src, &src_cols, &dst, &mapping, &opts)?;
+    let type_of = |cols: &[Column], name: &str| {
+        cols.iter()
+            .find(|c| c.name == name)
+            .map(|c| c.type_name.clone())
+            .unwrap_or_default()
+    };
+    info!(from = %req.from, to = %req.to, columns = mapping.pairs.len(), user = %p.user, "wizard wrote a job");
+    Ok(pb::WizardScriptResponse {
+        job_json: serde_json::to_string_pretty(&job)?,
+        mapping: mapping
+            .pairs
+            .iter()
+            .map(|(s, t)| pb::ColumnPair {
+                source: s.clone(),
+                source_type: type_of(&src_cols, s),
+                target: t.clone(),
+                target_type: type_of(&dst_cols, t),
+            })
+            .collect(),
+        source_only: mapping.source_only,
+        target_only: mapping.target_only,
+        source_columns: src_cols.iter().map(column_info).collect(),
+        target_columns: dst_cols.iter().map(column_info).collect(),
     })
 }

@@ -4,6 +4,7 @@
 mod access;
 mod agents;
 mod alerts;
+mod console;
 mod databases;
 mod errors;
 mod files;
