@@ -574,14 +574,14 @@ rest_routes! {
     post "/tasks/{name}/run" "tasks" Admin::run_task(RunTaskRequest) -> InstanceInfo "Run a task now for a business date (joined when already waiting or running).";
     post "/tasks/{name}/freeze" "tasks" Admin::freeze_task(FreezeTaskRequest) -> TaskInfo "Freeze (`freeze: true`) or unfreeze a task.";
     post "/tasks/{task}/backfill" "operations" Admin::backfill(BackfillRequest) -> BackfillResponse "Backfill a task over business dates, optionally with its downstream.";
-    get "/instances" "operations" Admin::list_instances(ListInstancesRequest) -> ListInstancesResponse "Instances, filtered by business date, task and state.";
+    get "/instances" "operations" Admin::list_instances(ListInstancesRequest) -> ListInstancesResponse "Instances in cycle-time order (`descending` for newest first), filtered by business date, task, name `search`, state and group; paged by `limit` with `offset` or `page_token`; answers `total` and `counts` by state.";
     get "/instances/{id}" "operations" Admin::get_instance(GetInstanceRequest) -> InstanceInfo "One instance with its attempts, parameters and history.";
     get "/instances/{instance}/logs" "operations" Admin::get_logs(GetLogsRequest) -> GetLogsResponse "An instance's log (one attempt with `attempt`).";
     post "/instances/{id}/rerun" "operations" Admin::rerun_instance(RerunInstanceRequest) -> RerunInstanceResponse "Rerun an ended instance (and its downstream with `downstream: true`).";
     post "/instances/{id}/kill" "operations" Admin::kill_instance(InstanceActionRequest) -> InstanceInfo "Kill a waiting or running instance.";
     post "/instances/{id}/freeze" "operations" Admin::freeze_instance(FreezeInstanceRequest) -> InstanceInfo "Freeze (`freeze: true`) or unfreeze an instance; frozen blocks its downstream.";
     post "/instances/{id}/mark-success" "operations" Admin::mark_success(InstanceActionRequest) -> InstanceInfo "Mark an ended instance successful so its downstream runs.";
-    get "/dag" "operations" Admin::get_dag(GetDagRequest) -> DagResponse "The DAG of a business date's instances (around a task).";
+    get "/dag" "operations" Admin::get_dag(GetDagRequest) -> DagResponse "The DAG around an `instance` or a `task` (`depth_up`/`depth_down` hops, default 2, at most 10), or a whole business date up to 2,000 instances; `borders` flags nodes whose graph goes on.";
     get "/alerts" "alerts" Admin::list_alert_rules(ListAlertRulesRequest) -> ListAlertRulesResponse "List alert rules.";
     post "/alerts" "alerts" Admin::add_alert_rule(AddAlertRuleRequest) -> AlertRuleInfo "Add an alert rule (on failure, timeout or a baseline) with its webhook.";
     delete "/alerts/{name}" "alerts" Admin::remove_alert_rule(RemoveAlertRuleRequest) -> RemoveAlertRuleResponse "Remove an alert rule.";
