@@ -196,6 +196,24 @@ pub fn authenticate(
     })
 }
 
+/// The token of an `authorization: Bearer …` value (gRPC metadata or HTTP header).
+pub fn bearer(value: Option<&str>) -> Option<String> {
+    value
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string())
+}
+
+/// The workspace a call names (`x-ferry-workspace`), or the default one.
+pub fn workspace_or_default(value: Option<&str>) -> String {
+    value
+        .filter(|w| !w.is_empty())
+        .unwrap_or(DEFAULT_WORKSPACE)
+        .to_string()
+}
+
 /// Authenticates every admin call before its handler runs, and puts the [`Principal`] in the
 /// request's extensions.
 #[derive(Clone)]
@@ -210,22 +228,16 @@ impl tonic::service::Interceptor for Authenticator {
         if self.leader_only {
             crate::cluster::gate(&self.ctx)?;
         }
-        let token = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(|t| t.trim().to_string());
-        let workspace = req
-            .metadata()
-            .get(WORKSPACE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|w| !w.is_empty())
-            .unwrap_or(DEFAULT_WORKSPACE)
-            .to_string();
+        let token = bearer(
+            req.metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let workspace = workspace_or_default(
+            req.metadata()
+                .get(WORKSPACE_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
         let from = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         match authenticate(
             &self.ctx.store,

@@ -15,7 +15,7 @@
 //! refused by name rather than ignored (a misspelt filter would otherwise list everything).
 
 use crate::admin::AdminApi;
-use crate::auth::{DEFAULT_WORKSPACE, WORKSPACE_HEADER, authenticate};
+use crate::auth::{WORKSPACE_HEADER, authenticate, bearer, workspace_or_default};
 use crate::cluster::{self, ClusterApi};
 use crate::context::Context;
 use axum::Router;
@@ -283,20 +283,13 @@ fn caller(
     if leader_only {
         cluster::gate(&rest.ctx)?;
     }
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(|t| t.trim().to_string());
-    let workspace = headers
-        .get(WORKSPACE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|w| !w.is_empty())
-        .unwrap_or(DEFAULT_WORKSPACE)
-        .to_string();
+    let token = bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let workspace =
+        workspace_or_default(headers.get(WORKSPACE_HEADER).and_then(|v| v.to_str().ok()));
     authenticate(
         &rest.ctx.store,
         &rest.ctx.clock,
