@@ -423,6 +423,10 @@ pub async fn run(workdir: &Path, rows: u64, keep_running: bool) -> anyhow::Resul
     );
     println!();
     if keep_running {
+        println!(
+            "web console: {url}/console/ (log in with the admin token in {})",
+            workdir.join("admin.token").display()
+        );
         println!("scheduler and agent keep running; in another terminal try:");
         println!("  ferry --scheduler {url} group list");
         println!("  ferry --scheduler {url} task logs orders_sync");
@@ -430,7 +434,9 @@ pub async fn run(workdir: &Path, rows: u64, keep_running: bool) -> anyhow::Resul
         println!("press Ctrl-C to stop them");
         let _ = tokio::signal::ctrl_c().await;
     } else {
-        println!("to explore with the CLI afterwards, rerun with --keep-running");
+        println!(
+            "to explore with the CLI or the web console afterwards, rerun with --keep-running"
+        );
     }
     drop(procs);
     Ok(0)
