@@ -96,6 +96,10 @@ export async function renderNew(view, _params, query) {
 
   const name = h('input', { id: 'task-name', required: true, autocomplete: 'off', placeholder: 'copy_orders' });
   const group = h('select', { id: 'task-group' }, (groups.length ? groups : groupsR.groups || []).map((g) => option(g.name)));
+  // A target in another private network: the writer runs on an agent of this group and the
+  // rows cross through the scheduler's relay.
+  const writerGroup = h('select', { id: 'task-writer-group' }, option('', 'same group'),
+    (groups.length ? groups : groupsR.groups || []).map((g) => option(g.name)));
   const cron = h('input', { id: 'task-cron', placeholder: 'manual only; e.g. 30 2 * * *' });
   const timezone = h('input', { id: 'task-timezone', value: 'UTC' });
   const after = h('input', { id: 'task-after', placeholder: 'upstream tasks, comma separated' });
@@ -131,6 +135,7 @@ export async function renderNew(view, _params, query) {
   function wizardRequest() {
     return {
       group: group.value,
+      writer_group: writerGroup.value,
       from: `${srcDs.value}.${srcTable.value.trim()}`,
       to: `${dstDs.value}.${dstTable.value.trim()}`,
       columns: columns.value.split(',').map((c) => c.trim()).filter(Boolean),
@@ -208,7 +213,7 @@ export async function renderNew(view, _params, query) {
             jobJson = editor.value();
           }
           const body = {
-            name: name.value.trim(), group: group.value, kind: 'sync', job_json: jobJson,
+            name: name.value.trim(), group: group.value, writer_group: writerGroup.value, kind: 'sync', job_json: jobJson,
             cron: cron.value.trim(), timezone: timezone.value.trim() || 'UTC', params: params.value.trim(),
             retries: Number(retries.value) || 0, rerun: 'always',
             dependencies: after.value.split(',').map((u) => u.trim()).filter(Boolean).map((u) => ({ upstream: u, previous: false })),
@@ -227,7 +232,7 @@ export async function renderNew(view, _params, query) {
       },
     },
   },
-  h('div.row', field('Task name', name), field('Resource group', group), field('Schedule (cron)', cron), field('Time zone', timezone)),
+  h('div.row', field('Task name', name), field('Resource group', group), field('Writer group', writerGroup), field('Schedule (cron)', cron), field('Time zone', timezone)),
   h('div.row', field('After (upstream)', after), field('Parameters', params), field('Retries', retries)),
   h('div.tabs', wizardTab, scriptTab),
   wizardBox, scriptBox, error, save);
