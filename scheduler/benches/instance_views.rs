@@ -88,10 +88,14 @@ async fn main() -> Result<()> {
     let t = Instant::now();
     let day = busy_day::build(nodes, hourly)?;
     println!(
-        "instance_views: {nodes} nodes, {} instances on {}, built in {:.1?}",
+        "instance_views: {nodes} nodes, {} instances on {}, built in {:.1?} (applying: \
+         generation {:.1?}, run {:.1?} for {} commands)",
         day.instances,
         day.bizdate,
-        t.elapsed()
+        t.elapsed(),
+        day.timings.generate,
+        day.timings.run,
+        day.timings.run_commands
     );
     let counts = day.ctx.store.instance_counts()?;
     println!(

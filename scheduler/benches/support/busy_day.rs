@@ -5,6 +5,9 @@
 //! agents): most instances that came due succeed, three in a thousand fail, one in a thousand
 //! is killed (their downstream waits), up to 300 are left running, and what is not due yet
 //! waits.
+//!
+//! It also times the applies that build it (`apply_day.rs`): the state machine alone, on one
+//! thread, with nothing else in the way.
 
 use super::plan_shape;
 use anyhow::{Context as _, Result, anyhow};
@@ -31,20 +34,40 @@ const AGENT: &str = "agt-bench";
 const ZONE: &str = "Asia/Shanghai";
 
 /// The built day and what the timings need to know of it.
+#[allow(dead_code)] // `apply_day` reads only the counts and timings
 pub struct Day {
     pub ctx: Arc<Context>,
     pub dir: tempfile::TempDir,
     /// yyyymmdd
     pub bizdate: String,
     pub instances: usize,
+    pub timings: Timings,
+}
+
+/// Time spent inside `StateMachine::apply` while building the day.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Timings {
+    /// The `AddInstances` commands of the day (500 instances each).
+    pub generate: std::time::Duration,
+    /// The tick and every dispatch, start, finish and kill after it.
+    pub run: std::time::Duration,
+    /// Commands applied in `run`.
+    pub run_commands: usize,
 }
 
 /// Applies commands in calls of up to 1,000, as a busy raft applier would.
 struct Applier<'a> {
     store: &'a Store,
+    spent: std::cell::Cell<std::time::Duration>,
+    commands: std::cell::Cell<usize>,
 }
 
 impl Applier<'_> {
+    /// Time spent applying and commands applied since the last call.
+    fn take(&self) -> (std::time::Duration, usize) {
+        (self.spent.take(), self.commands.take())
+    }
+
     fn apply(&self, cmds: &[Command]) -> Result<()> {
         for chunk in cmds.chunks(1000) {
             let first = self.store.applied_index() + 1;
@@ -61,7 +84,10 @@ impl Applier<'_> {
                     data: d,
                 })
                 .collect();
+            let t = std::time::Instant::now();
             StateMachine::apply(self.store, &entries).map_err(|e| anyhow!("apply: {e}"))?;
+            self.spent.set(self.spent.get() + t.elapsed());
+            self.commands.set(self.commands.get() + chunk.len());
         }
         Ok(())
     }
@@ -101,11 +127,25 @@ fn pick(id: &str) -> u64 {
 }
 
 /// Builds the day: `nodes` tasks, `hourly` in 1,000 of them hourly.
+#[allow(dead_code)] // not every bench that includes this module builds the default way
 pub fn build(nodes: usize, hourly: usize) -> Result<Day> {
+    build_with(nodes, hourly, Store::open)
+}
+
+/// [`build`] on a store opened by `open` (a store configured another way).
+pub fn build_with(
+    nodes: usize,
+    hourly: usize,
+    open: impl FnOnce(&std::path::Path) -> ferry_scheduler::error::Result<Store>,
+) -> Result<Day> {
     let dir = tempfile::tempdir()?;
     let day = NaiveDate::from_ymd_opt(2026, 11, 25).ok_or_else(|| anyhow!("date"))?;
-    let store = Arc::new(Store::open(dir.path())?);
-    let a = Applier { store: &store };
+    let store = Arc::new(open(dir.path())?);
+    let a = Applier {
+        store: &store,
+        spent: Default::default(),
+        commands: Default::default(),
+    };
     a.apply(&[
         Command::CreateWorkspace {
             name: WORKSPACE.into(),
@@ -167,7 +207,9 @@ pub fn build(nodes: usize, hourly: usize) -> Result<Day> {
             at_ms: 2,
         })
         .collect();
+    a.take();
     a.apply(&adds)?;
+    let (generate, _) = a.take();
     a.apply(&[Command::Tick { at_ms: now }])?;
     // Run the day: what is ready succeeds, fails or is killed, until nothing more is ready.
     let mut attempt = 0u64;
@@ -251,12 +293,18 @@ pub fn build(nodes: usize, hourly: usize) -> Result<Day> {
         }
         a.apply(&reports)?;
     }
+    let (run, run_commands) = a.take();
     let ctx = context(store, &dir, now)?;
     Ok(Day {
         ctx,
         dir,
         bizdate,
         instances: count,
+        timings: Timings {
+            generate,
+            run,
+            run_commands,
+        },
     })
 }
 
