@@ -496,6 +496,7 @@ macro_rules! rest_routes {
                 .route("/api/v1/openapi.json", axum::routing::get(openapi_json))
                 .route("/api/v1", axum::routing::any(unknown_route))
                 .route("/api/v1/{*rest}", axum::routing::any(unknown_route))
+                .method_not_allowed_fallback(wrong_method)
                 .with_state(rest)
         }
 
@@ -588,6 +589,19 @@ async fn unknown_route(method: Method, uri: axum::http::Uri) -> Response {
         "no API route {method} {}; the routes are listed in {BASE}/openapi.json",
         uri.path()
     )))
+}
+
+async fn wrong_method(method: Method, uri: axum::http::Uri) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "method_not_allowed".into(),
+            message: format!(
+                "{} does not take {method}; the methods of each route are in {BASE}/openapi.json",
+                uri.path()
+            ),
+        },
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, json_body(&body)).into_response()
 }
 
 async fn openapi_json() -> Response {

@@ -348,6 +348,12 @@ async fn malformed_requests_are_refused_by_name() -> Result<()> {
         .await?
         .refused(404, "not_found")?;
     assert!(m.contains("openapi.json"), "{m}");
+    // A route with the wrong method answers JSON too.
+    let m = s
+        .call(Method::DELETE, "/whoami", None)
+        .await?
+        .refused(405, "method_not_allowed")?;
+    assert!(m.contains("DELETE"), "{m}");
     // Nothing above created a group.
     let groups = s.call(Method::GET, "/groups", None).await?.ok()?;
     assert_eq!(groups["groups"].as_array().map(Vec::len), Some(0));
