@@ -28,7 +28,7 @@ use ferry_proto::admin::v1::admin_service_server::AdminService;
 use ferry_proto::admin::v1::cluster_service_server::ClusterService;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use tokio_stream::StreamExt;
@@ -121,27 +121,29 @@ fn bad_request(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
 }
 
-/// The field names a request message accepts (its schema's properties).
-fn fields_of<T: PartialSchema>() -> BTreeSet<String> {
+/// The fields a request message accepts with their schemas (its schema's properties).
+type Fields = BTreeMap<String, RefOr<Schema>>;
+
+fn fields_of<T: PartialSchema>() -> Fields {
     match T::schema() {
-        RefOr::T(Schema::Object(o)) => o.properties.keys().cloned().collect(),
-        _ => BTreeSet::new(),
+        RefOr::T(Schema::Object(o)) => o.properties.into_iter().collect(),
+        _ => Fields::new(),
     }
 }
 
-fn refuse_unknown<T: PartialSchema>(
+fn refuse_unknown(
+    known: &Fields,
     keys: impl Iterator<Item = String>,
     place: &str,
 ) -> Result<(), Status> {
-    let known = fields_of::<T>();
-    let unknown: Vec<String> = keys.filter(|k| !known.contains(k)).collect();
+    let unknown: Vec<String> = keys.filter(|k| !known.contains_key(k)).collect();
     if unknown.is_empty() {
         return Ok(());
     }
     let accepted = if known.is_empty() {
         "none".to_string()
     } else {
-        known.into_iter().collect::<Vec<_>>().join(", ")
+        known.keys().cloned().collect::<Vec<_>>().join(", ")
     };
     Err(bad_request(format!(
         "unknown {place} {}; this call accepts: {accepted}",
@@ -162,12 +164,17 @@ async fn decode<T: DeserializeOwned + PartialSchema>(
 ) -> Result<T, Status> {
     let query = request.uri().query().unwrap_or("").to_string();
     let has_body = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    let fields = fields_of::<T>();
     if !has_body {
         // Query and path parameters, typed by the message's schema (numbers, booleans).
         let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-        refuse_unknown::<T>(pairs.iter().map(|(k, _)| k.clone()), "query parameter")?;
+        refuse_unknown(
+            &fields,
+            pairs.iter().map(|(k, _)| k.clone()),
+            "query parameter",
+        )?;
         let mut object = serde_json::Map::new();
         for (k, v) in pairs {
             if path.contains_key(&k) {
@@ -180,7 +187,7 @@ async fn decode<T: DeserializeOwned + PartialSchema>(
                     "query parameter \"{k}\" is given twice"
                 )));
             }
-            let typed = typed_parameter::<T>(&k, &v)?;
+            let typed = typed_parameter(fields.get(&k), &k, &v)?;
             object.insert(k, typed);
         }
         for (k, v) in path {
@@ -205,7 +212,7 @@ async fn decode<T: DeserializeOwned + PartialSchema>(
     let serde_json::Value::Object(object) = &mut value else {
         return Err(bad_request("the body must be a JSON object"));
     };
-    refuse_unknown::<T>(object.keys().cloned(), "field")?;
+    refuse_unknown(&fields, object.keys().cloned(), "field")?;
     for (k, v) in path {
         match object.get(&k) {
             Some(serde_json::Value::String(s)) if *s == v => {}
@@ -229,14 +236,15 @@ fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Status>
     })
 }
 
-/// A query parameter's text as the JSON value its field takes.
-fn typed_parameter<T: PartialSchema>(name: &str, text: &str) -> Result<serde_json::Value, Status> {
-    let kind = match T::schema() {
-        RefOr::T(Schema::Object(o)) => match o.properties.get(name) {
-            Some(RefOr::T(Schema::Object(field))) => match &field.schema_type {
-                SchemaType::Type(t) => Some(t.clone()),
-                _ => None,
-            },
+/// A query parameter's text as the JSON value its field (of schema `field`) takes.
+fn typed_parameter(
+    field: Option<&RefOr<Schema>>,
+    name: &str,
+    text: &str,
+) -> Result<serde_json::Value, Status> {
+    let kind = match field {
+        Some(RefOr::T(Schema::Object(field))) => match &field.schema_type {
+            SchemaType::Type(t) => Some(t.clone()),
             _ => None,
         },
         _ => None,
@@ -406,14 +414,7 @@ async fn login(State(rest): State<Rest>, request: Request) -> Response {
             crate::auth::login(&rest.ctx, &req.user, &req.password, req.ttl_secs, &from).await?;
         Ok::<_, Status>(pb::CreateTokenResponse {
             token,
-            info: Some(pb::TokenInfo {
-                id: record.id,
-                user: record.user,
-                name: record.name,
-                created_ms: record.created_ms,
-                expires_ms: record.expires_ms,
-                revoked_ms: record.revoked_ms,
-            }),
+            info: Some(crate::admin::token_info(&record)),
         })
     }
     .await;

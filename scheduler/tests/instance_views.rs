@@ -585,73 +585,57 @@ fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> Res
 #[tokio::test]
 async fn refusals_name_what_is_wrong() -> Result<()> {
     let f = fixture(&small()).await?;
-    let list = |req: pb::ListInstancesRequest| f.api.list_instances(request(req));
-    assert_eq!(
-        code(
-            list(pb::ListInstancesRequest {
-                state: "broken".into(),
-                ..Default::default()
-            })
-            .await
-        )?,
-        tonic::Code::InvalidArgument
-    );
-    assert_eq!(
-        code(
-            list(pb::ListInstancesRequest {
-                bizdate: "2026-13-45".into(),
-                ..Default::default()
-            })
-            .await
-        )?,
-        tonic::Code::InvalidArgument
-    );
-    assert_eq!(
-        code(
-            list(pb::ListInstancesRequest {
-                page_token: "not-hex".into(),
-                ..Default::default()
-            })
-            .await
-        )?,
-        tonic::Code::InvalidArgument
-    );
-    let dag = |req: pb::GetDagRequest| f.api.get_dag(request(req));
-    assert_eq!(
-        code(
-            dag(pb::GetDagRequest {
+    let lists = [
+        pb::ListInstancesRequest {
+            state: "broken".into(),
+            ..Default::default()
+        },
+        pb::ListInstancesRequest {
+            bizdate: "2026-13-45".into(),
+            ..Default::default()
+        },
+        pb::ListInstancesRequest {
+            page_token: "not-hex".into(),
+            ..Default::default()
+        },
+    ];
+    for req in lists {
+        let what = format!("{req:?}");
+        assert_eq!(
+            code(f.api.list_instances(request(req)).await)?,
+            tonic::Code::InvalidArgument,
+            "{what}"
+        );
+    }
+    let dags = [
+        (
+            pb::GetDagRequest {
                 instance: "default/nope@x".into(),
                 ..Default::default()
-            })
-            .await
-        )?,
-        tonic::Code::NotFound
-    );
-    // Another workspace's instance looks like it does not exist.
-    assert_eq!(
-        code(
-            dag(pb::GetDagRequest {
+            },
+            tonic::Code::NotFound,
+        ),
+        // Another workspace's instance looks like it does not exist.
+        (
+            pb::GetDagRequest {
                 instance: "other/orders_0@x".into(),
                 ..Default::default()
-            })
-            .await
-        )?,
-        tonic::Code::NotFound
-    );
-    assert_eq!(
-        code(dag(pb::GetDagRequest::default()).await)?,
-        tonic::Code::InvalidArgument
-    );
-    assert_eq!(
-        code(
-            dag(pb::GetDagRequest {
+            },
+            tonic::Code::NotFound,
+        ),
+        (pb::GetDagRequest::default(), tonic::Code::InvalidArgument),
+        (
+            pb::GetDagRequest {
                 bizdate: "yesterday".into(),
                 ..Default::default()
-            })
-            .await
-        )?,
-        tonic::Code::InvalidArgument
-    );
+            },
+            tonic::Code::InvalidArgument,
+        ),
+    ];
+    for (req, expected) in dags {
+        let what = format!("{req:?}");
+        assert_eq!(code(f.api.get_dag(request(req)).await)?, expected, "{what}");
+    }
     assert_eq!(
         code(
             f.api

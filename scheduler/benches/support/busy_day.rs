@@ -223,44 +223,31 @@ pub fn build_with(
         let mut finish = Vec::new();
         for q in &queue {
             let h = pick(&q.id) % 1000;
-            if h == 999 && left_running < 300 {
+            // A few left running, a few failed, one in a thousand killed, the rest succeed.
+            let outcome = if h == 999 && left_running < 300 {
                 left_running += 1;
-                attempt += 1;
-                let id = format!("at-{attempt}");
-                cmds.push(Command::DispatchAttempt {
-                    id: id.clone(),
-                    instance_id: q.id.clone(),
-                    agent_id: AGENT.into(),
-                    at_ms: now,
-                });
-                finish.push((id, None));
+                None
             } else if h < 3 {
-                attempt += 1;
-                let id = format!("at-{attempt}");
-                cmds.push(Command::DispatchAttempt {
-                    id: id.clone(),
-                    instance_id: q.id.clone(),
-                    agent_id: AGENT.into(),
-                    at_ms: now,
-                });
-                finish.push((id, Some(AttemptState::Failed)));
+                Some(AttemptState::Failed)
             } else if h == 3 {
                 cmds.push(Command::KillInstance {
                     id: q.id.clone(),
                     reason: "killed by the benchmark".into(),
                     at_ms: now,
                 });
+                continue;
             } else {
-                attempt += 1;
-                let id = format!("at-{attempt}");
-                cmds.push(Command::DispatchAttempt {
-                    id: id.clone(),
-                    instance_id: q.id.clone(),
-                    agent_id: AGENT.into(),
-                    at_ms: now,
-                });
-                finish.push((id, Some(AttemptState::Succeeded)));
-            }
+                Some(AttemptState::Succeeded)
+            };
+            attempt += 1;
+            let id = format!("at-{attempt}");
+            cmds.push(Command::DispatchAttempt {
+                id: id.clone(),
+                instance_id: q.id.clone(),
+                agent_id: AGENT.into(),
+                at_ms: now,
+            });
+            finish.push((id, outcome));
         }
         a.apply(&cmds)?;
         let mut reports = Vec::new();

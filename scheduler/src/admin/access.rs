@@ -23,7 +23,7 @@ fn user_info(u: &User) -> pb::UserInfo {
     }
 }
 
-fn token_info(t: &ApiToken) -> pb::TokenInfo {
+pub(crate) fn token_info(t: &ApiToken) -> pb::TokenInfo {
     pb::TokenInfo {
         id: t.id.clone(),
         user: t.user.clone(),
@@ -40,6 +40,27 @@ fn require_user(api: &AdminApi, name: &str) -> Result<User> {
         name: name.to_string(),
         hint: "see `ferry user list`",
     })
+}
+
+/// The user a call acts on: the caller when `requested` is empty or names them; anyone else
+/// only for a cluster admin. The user must exist.
+async fn own_or_administered(
+    api: &AdminApi,
+    p: &Principal,
+    requested: &str,
+    call: &str,
+) -> Result<String> {
+    let user = if requested.is_empty() {
+        p.user.clone()
+    } else {
+        requested.to_string()
+    };
+    if user != p.user {
+        api.allow(p, Action::AdministerCluster, &p.workspace, call, &user)
+            .await?;
+    }
+    require_user(api, &user)?;
+    Ok(user)
 }
 
 pub async fn whoami(api: &AdminApi, p: &Principal, _: pb::WhoamiRequest) -> Result<pb::UserInfo> {
@@ -145,22 +166,7 @@ pub async fn create_token(
     p: &Principal,
     req: pb::CreateTokenRequest,
 ) -> Result<pb::CreateTokenResponse> {
-    let user = if req.user.is_empty() {
-        p.user.clone()
-    } else {
-        req.user.clone()
-    };
-    if user != p.user {
-        api.allow(
-            p,
-            Action::AdministerCluster,
-            &p.workspace,
-            "CreateToken",
-            &user,
-        )
-        .await?;
-    }
-    require_user(api, &user)?;
+    let user = own_or_administered(api, p, &req.user, "CreateToken").await?;
     let now = api.ctx.now_ms();
     let expires = if req.ttl_secs == 0 {
         0
@@ -404,22 +410,7 @@ pub async fn set_password(
     p: &Principal,
     req: pb::SetPasswordRequest,
 ) -> Result<pb::UserInfo> {
-    let user = if req.user.is_empty() {
-        p.user.clone()
-    } else {
-        req.user.clone()
-    };
-    if user != p.user {
-        api.allow(
-            p,
-            Action::AdministerCluster,
-            &p.workspace,
-            "SetPassword",
-            &user,
-        )
-        .await?;
-    }
-    require_user(api, &user)?;
+    let user = own_or_administered(api, p, &req.user, "SetPassword").await?;
     let hash = if req.password.is_empty() {
         String::new()
     } else {

@@ -9,6 +9,7 @@
 //! backfill), [`dag`] (the graph around an instance), [`alerts`] (rules and deliveries).
 
 mod access;
+pub(crate) use access::token_info;
 mod alerts;
 mod catalog;
 mod dag;
