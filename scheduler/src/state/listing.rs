@@ -3,49 +3,51 @@
 //!
 //! Listing used to read every instance of a business date (JSON records of a kilobyte or two
 //! each) to filter, count and sort them in memory, which took seconds on the scheduling
-//! benchmark's day. These indexes, written by [`Store::save_instance`] in the apply batch of
+//! benchmark's day. Two stored indexes, written by [`Store::save_instance`] in the apply batch of
 //! every change of an instance (so every replica, every snapshot and every restart agrees with
-//! the records), answer the list's questions from keys:
+//! the records), answer from keys:
 //! - `il/<ws>|<place>`, where an instance's *place* is `<bizdate>|<cyctime>|<task>|<id>` (the
 //!   task without its workspace): every instance in the list's order, valued with its state and
 //!   group. A page is a range read from the place after the last row seen.
-//! - `is/<ws>|<state>|<place>`: the same by state, so "the failed ones" is a range too.
 //! - `ic/<ws>|<bizdate>|<state>`: how many instances of the day are in the state, so totals and
 //!   the overview's counts read at most ten keys a day.
-//! - `it/<ws>|<bizdate>|<task>`: the same per task, and `iq/<ws>|<bizdate>|<task>|<cyctime>|<id>`
-//!   (written once): a search reads one counter per task of the day (a fifth of the keys of
-//!   the benchmark's day), then either the matching tasks' `iq/` rows, or, when they are a
-//!   large share of the day, the day in order until the page is full.
+//!
+//! A day's filters (state, search, task, group) are answered from a [`DayList`] held in memory:
+//! the day's `il/` range read once (keys and small values, no records) and then kept in step
+//! by the applier after every batch it stores. Only the days read lately are held
+//! ([`DAYS_HELD`]). The first version kept three more stored indexes for these filters (by state,
+//! by task, and per-task counters); they were a third of every instance change's writes, and
+//! the applier is what limits dispatch (issue 9), so they became this derived, per-node cache,
+//! which nothing replicated depends on.
 //!
 //! The list index is the one kept in step by reading it, not by trusting the caller's `before`:
-//! each save compares the instance with its `il/` value and moves the others from there, so the
-//! counters cannot drift from the keys. Stores made before these indexes get them at open
-//! (and after restoring a snapshot without them), in one batch with the [`LISTING`] marker.
+//! each save compares the instance with its `il/` value and moves the counter from there, so
+//! the counters cannot drift from the keys. Stores made before these indexes get them at open
+//! (and after restoring a snapshot without them), in one batch with the [`LISTING`] marker;
+//! stores of the first version lose the three dropped indexes the same way.
 
 use super::model::{Instance, InstanceState};
-use super::{INSTANCE, Store, Writes, task_day_prefix};
+use super::{INSTANCE, Store, Writes};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 /// Index: instances in list order, per workspace.
 const LIST: &str = "il/";
-/// Index: instances in list order, per workspace and state.
-const LIST_STATE: &str = "is/";
 /// Counters: instances per workspace, business date and state.
 const DAY_COUNT: &str = "ic/";
-/// Counters: instances per workspace, business date and task, by state (a search reads these,
-/// one per task, rather than one key per instance).
-const TASK_COUNT: &str = "it/";
-/// Index: a task's instances of a day in cycle order (written once, at creation).
-const TASK_LIST: &str = "iq/";
-/// A search whose matches are at least this share of the day (1 in N) pages through the day in
-/// order, skipping other tasks' rows; a rarer one reads the matching tasks' rows and sorts them.
-const DENSE: u64 = 20;
-/// Marker: the store has the listing indexes (written with them by the migration, and on
-/// every new store).
-pub(super) const LISTING: &str = "m/listing-v1";
+/// Indexes of the first version, removed when a store is opened: by state, per-task counters,
+/// and a task's rows.
+const DROPPED: [&str; 3] = ["is/", "it/", "iq/"];
+/// Marker: the store has the listing indexes of this version (written with them by the
+/// migration, and on every new store).
+pub(super) const LISTING: &str = "m/listing-v2";
+/// The first version's marker: its `il/` and `ic/` are this version's.
+const LISTING_V1: &str = "m/listing-v1";
+/// Days whose lists are held in memory; the least recently read goes first. A day of 100,000
+/// instances takes about 25 MiB.
+const DAYS_HELD: usize = 4;
 
 /// The value of an instance's `il/` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,43 +77,8 @@ impl Position {
         format!("{LIST}{}|{}", self.workspace, self.place).into_bytes()
     }
 
-    fn state_key(&self, state: InstanceState) -> Vec<u8> {
-        format!(
-            "{LIST_STATE}{}|{}|{}",
-            self.workspace,
-            state.as_str(),
-            self.place
-        )
-        .into_bytes()
-    }
-
     fn count_key(&self, state: InstanceState) -> Vec<u8> {
         count_key(&self.workspace, &self.bizdate, state)
-    }
-
-    fn task(&self) -> &str {
-        task_and_id(&self.place).map_or("", |(t, _)| t)
-    }
-
-    fn task_count_key(&self) -> Vec<u8> {
-        format!(
-            "{TASK_COUNT}{}|{}|{}",
-            self.workspace,
-            self.bizdate,
-            self.task()
-        )
-        .into_bytes()
-    }
-
-    /// `iq/<ws>|<bizdate>|<task>|<cyctime>|<id>`: the place with the task first.
-    fn task_list_key(&self, cyctime: &str, id: &str) -> Vec<u8> {
-        format!(
-            "{TASK_LIST}{}|{}|{}|{cyctime}|{id}",
-            self.workspace,
-            self.bizdate,
-            self.task()
-        )
-        .into_bytes()
     }
 }
 
@@ -124,6 +91,23 @@ fn task_and_id(place: &str) -> Option<(&str, &str)> {
     let mut parts = place.splitn(4, '|');
     let (_, _, task, id) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some((task, id))
+}
+
+/// An `il/` key's parts: (workspace, business date, place).
+fn split_list_key(k: &[u8]) -> Option<(&str, &str, &str)> {
+    let rest = std::str::from_utf8(k.strip_prefix(LIST.as_bytes())?).ok()?;
+    let (ws, place) = rest.split_once('|')?;
+    let (day, _) = place.split_once('|')?;
+    Some((ws, day, place))
+}
+
+/// Whether `text` contains `lower` (already lower case), ignoring ASCII case.
+fn contains_ignoring_case(text: &str, lower: &str) -> bool {
+    lower.is_empty()
+        || text
+            .as_bytes()
+            .windows(lower.len())
+            .any(|w| w.eq_ignore_ascii_case(lower.as_bytes()))
 }
 
 /// What a list asks for. Rows are in the order of their place (business date, cycle time,
@@ -147,6 +131,26 @@ pub struct ListQuery {
     pub descending: bool,
 }
 
+impl ListQuery {
+    /// Whether a row passes every filter but the state.
+    fn keeps(&self, place: &str, listed: &Listed, search: &str) -> bool {
+        let Some((task, _)) = task_and_id(place) else {
+            return false;
+        };
+        self.group.as_ref().is_none_or(|g| *g == listed.group)
+            && self.task.as_ref().is_none_or(|t| {
+                t.split_once('/')
+                    .map_or(t.as_str(), |(_, name)| name)
+                    .eq(task)
+            })
+            && contains_ignoring_case(task, search)
+    }
+
+    fn filters(&self) -> bool {
+        self.task.is_some() || self.group.is_some() || !self.search.is_empty()
+    }
+}
+
 /// One page of a list.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ListPage {
@@ -160,11 +164,124 @@ pub struct ListPage {
     pub next: Option<String>,
 }
 
-/// A row of the slow path: a place and what its index entry says.
-struct Row {
-    place: String,
-    id: String,
-    state: InstanceState,
+/// A workspace's day in list order, as its `il/` range says.
+#[derive(Debug, Default)]
+pub(super) struct DayList {
+    rows: BTreeMap<String, Listed>,
+    counts: BTreeMap<InstanceState, u64>,
+}
+
+impl DayList {
+    fn set(&mut self, place: String, listed: Option<Listed>) {
+        let was = match listed {
+            Some(l) => {
+                *self.counts.entry(l.state).or_default() += 1;
+                self.rows.insert(place, l)
+            }
+            None => self.rows.remove(&place),
+        };
+        if let Some(was) = was
+            && let Some(n) = self.counts.get_mut(&was.state)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.counts.remove(&was.state);
+            }
+        }
+    }
+
+    /// The page `q` asks for.
+    fn page(&self, q: &ListQuery) -> ListPage {
+        let search = q.search.to_ascii_lowercase();
+        let counts = if q.filters() {
+            let mut counts = BTreeMap::new();
+            for (place, listed) in &self.rows {
+                if q.keeps(place, listed, &search) {
+                    *counts.entry(listed.state).or_default() += 1;
+                }
+            }
+            counts
+        } else {
+            self.counts.clone()
+        };
+        let total = match q.state {
+            Some(s) => counts.get(&s).copied().unwrap_or(0),
+            None => counts.values().sum(),
+        };
+        let range = match (&q.after, q.descending) {
+            (None, _) => (Bound::Unbounded, Bound::Unbounded),
+            (Some(a), false) => (Bound::Excluded(a.as_str()), Bound::Unbounded),
+            (Some(a), true) => (Bound::Unbounded, Bound::Excluded(a.as_str())),
+        };
+        let rows = self.rows.range::<str, _>(range);
+        let rows: Box<dyn Iterator<Item = (&String, &Listed)>> = if q.descending {
+            Box::new(rows.rev())
+        } else {
+            Box::new(rows)
+        };
+        let matching = rows.filter(|(place, listed)| {
+            q.state.is_none_or(|s| s == listed.state) && q.keeps(place, listed, &search)
+        });
+        let (ids, next) = take_page(matching.map(|(place, _)| place.as_str()), q);
+        ListPage {
+            ids,
+            total,
+            counts,
+            next,
+        }
+    }
+}
+
+/// Skips `q.offset` places and takes `q.limit`: their ids, and the last one's place when more
+/// follow.
+fn take_page<'a>(
+    places: impl Iterator<Item = &'a str>,
+    q: &ListQuery,
+) -> (Vec<String>, Option<String>) {
+    let mut ids = Vec::with_capacity(q.limit.min(1024));
+    let mut last = "";
+    for place in places.skip(q.offset) {
+        if ids.len() == q.limit {
+            return (ids, Some(last.to_string()));
+        }
+        let Some((_, id)) = task_and_id(place) else {
+            continue;
+        };
+        ids.push(id.to_string());
+        last = place;
+    }
+    (ids, None)
+}
+
+/// A day's list, or the changes it missed while being read.
+enum Held {
+    Loading(Vec<(String, Option<Listed>)>),
+    Ready(DayList),
+}
+
+/// The days held in memory, by (workspace, business date), and the order they were read in.
+#[derive(Default)]
+pub(super) struct DayLists {
+    days: HashMap<(String, String), Held>,
+    /// Least recently read first.
+    recent: Vec<(String, String)>,
+}
+
+impl DayLists {
+    fn touch(&mut self, day: &(String, String)) {
+        self.recent.retain(|d| d != day);
+        self.recent.push(day.clone());
+        while self.recent.len() > DAYS_HELD {
+            let gone = self.recent.remove(0);
+            self.days.remove(&gone);
+        }
+    }
+
+    /// Forgets every day (a snapshot replaced the records).
+    pub(super) fn clear(&mut self) {
+        self.days.clear();
+        self.recent.clear();
+    }
 }
 
 impl Store {
@@ -180,26 +297,14 @@ impl Store {
         if was.as_ref() == Some(&now) {
             return Ok(());
         }
-        match &was {
-            Some(was) => {
-                w.remove(pos.state_key(was.state));
-                self.bump(w, pos.count_key(was.state), -1)?;
+        if let Some(was) = &was {
+            if was.state == now.state {
+                return w.put(list_key, &now);
             }
-            None => w.put(pos.task_list_key(&inst.cyctime, &inst.id), &())?,
+            self.bump(w, pos.count_key(was.state), -1)?;
         }
         w.put(list_key, &now)?;
-        w.put(pos.state_key(now.state), &())?;
-        self.bump(w, pos.count_key(now.state), 1)?;
-        let key = pos.task_count_key();
-        let mut counts: BTreeMap<InstanceState, u64> = self.read(w, &key)?.unwrap_or_default();
-        if let Some(was) = &was
-            && let Some(n) = counts.get_mut(&was.state)
-        {
-            *n = n.saturating_sub(1);
-        }
-        *counts.entry(now.state).or_default() += 1;
-        counts.retain(|_, n| *n > 0);
-        w.put(key, &counts)
+        self.bump(w, pos.count_key(now.state), 1)
     }
 
     fn bump(&self, w: &mut Writes, key: Vec<u8>, by: i64) -> Result<()> {
@@ -213,28 +318,154 @@ impl Store {
         Ok(())
     }
 
+    /// The `il/` entries of a batch about to be stored: what [`Store::listed_stored`] gives the
+    /// held days once it is. Taken even when no day is held, as one may start being read
+    /// before the batch is stored.
+    pub(super) fn listed_changes(&self, w: &Writes) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        w.overlay
+            .range(LIST.as_bytes().to_vec()..)
+            .take_while(|(k, _)| k.starts_with(LIST.as_bytes()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Brings the held days up to a stored batch's `il/` entries. The batch is stored already,
+    /// so nothing here may fail it: a day an entry cannot be read into is dropped (and read
+    /// again when next asked for).
+    pub(super) fn listed_stored(&self, changes: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut lists = self.day_lists();
+        if lists.days.is_empty() {
+            return;
+        }
+        for (k, v) in changes {
+            let Some((ws, day, place)) = split_list_key(&k) else {
+                continue;
+            };
+            let at = (ws.to_string(), day.to_string());
+            let Some(held) = lists.days.get_mut(&at) else {
+                continue;
+            };
+            let listed = match v.as_deref().map(serde_json::from_slice::<Listed>) {
+                Some(Ok(l)) => Some(l),
+                None => None,
+                Some(Err(e)) => {
+                    tracing::warn!(workspace = ws, bizdate = day, error = %e, "unreadable list entry; the day is read again when next listed");
+                    lists.days.remove(&at);
+                    continue;
+                }
+            };
+            match held {
+                Held::Loading(missed) => missed.push((place.to_string(), listed)),
+                Held::Ready(list) => list.set(place.to_string(), listed),
+            }
+        }
+    }
+
+    pub(super) fn day_lists(&self) -> std::sync::MutexGuard<'_, DayLists> {
+        // A panic while holding it can leave a day half updated: forget them all.
+        self.listing.lock().unwrap_or_else(|p| {
+            let mut g = p.into_inner();
+            g.clear();
+            g
+        })
+    }
+
+    /// A workspace's day read from its `il/` range.
+    fn read_day(&self, workspace: &str, day: &str) -> Result<DayList> {
+        let root = format!("{LIST}{workspace}|");
+        let mut list = DayList::default();
+        for item in self.tree.scan_prefix(format!("{root}{day}|").as_bytes()) {
+            let (k, v) = item?;
+            let Some(place) = k
+                .get(root.len()..)
+                .and_then(|p| std::str::from_utf8(p).ok())
+            else {
+                continue;
+            };
+            list.set(place.to_string(), Some(serde_json::from_slice(&v)?));
+        }
+        Ok(list)
+    }
+
+    /// Answers `f` from a workspace's day: held, or read now and held from then on. Changes
+    /// stored while it is read are kept aside and applied to it after, so it misses none.
+    fn with_day<R>(&self, workspace: &str, day: &str, f: impl FnOnce(&DayList) -> R) -> Result<R> {
+        let at = (workspace.to_string(), day.to_string());
+        {
+            let mut lists = self.day_lists();
+            match lists.days.get(&at) {
+                Some(Held::Ready(list)) => {
+                    let r = f(list);
+                    lists.touch(&at);
+                    return Ok(r);
+                }
+                // Another reader is reading it: read it too, without holding it.
+                Some(Held::Loading(_)) => {
+                    drop(lists);
+                    return Ok(f(&self.read_day(workspace, day)?));
+                }
+                None => {
+                    lists.days.insert(at.clone(), Held::Loading(Vec::new()));
+                }
+            }
+        }
+        let read = self.read_day(workspace, day);
+        let mut lists = self.day_lists();
+        let missed = match lists.days.remove(&at) {
+            Some(Held::Loading(missed)) => Some(missed),
+            // Cleared meanwhile (a restore): answer, but do not hold what was read.
+            _ => None,
+        };
+        let mut list = read?;
+        match missed {
+            Some(missed) => {
+                for (place, listed) in missed {
+                    list.set(place, listed);
+                }
+                let r = f(&list);
+                lists.days.insert(at.clone(), Held::Ready(list));
+                lists.touch(&at);
+                Ok(r)
+            }
+            None => Ok(f(&list)),
+        }
+    }
+
     /// Builds the listing indexes from the instance records when the store does not have them
     /// (made before them, or restored from a snapshot of such a store): one batch, with the
-    /// marker, so a crash half way leaves no marker and the next open builds them again.
+    /// marker, so a crash half way leaves no marker and the next open builds them again. A
+    /// store of the first version only loses the indexes this one no longer keeps.
     pub(super) fn ensure_listing(&self) -> Result<()> {
         if self.tree.contains_key(LISTING)? {
             return Ok(());
         }
         let mut w = Writes::new();
-        for prefix in [LIST, LIST_STATE, DAY_COUNT, TASK_COUNT, TASK_LIST] {
+        for prefix in DROPPED {
             for item in self.tree.scan_prefix(prefix.as_bytes()) {
                 w.remove(item?.0.to_vec());
             }
         }
         let mut count = 0usize;
-        for item in self.tree.scan_prefix(INSTANCE.as_bytes()) {
-            let inst: Instance = serde_json::from_slice(&item?.1)?;
-            self.index_listing(&mut w, &inst)?;
-            count += 1;
+        if !self.tree.contains_key(LISTING_V1)? {
+            for prefix in [LIST, DAY_COUNT] {
+                for item in self.tree.scan_prefix(prefix.as_bytes()) {
+                    w.remove(item?.0.to_vec());
+                }
+            }
+            for item in self.tree.scan_prefix(INSTANCE.as_bytes()) {
+                let inst: Instance = serde_json::from_slice(&item?.1)?;
+                self.index_listing(&mut w, &inst)?;
+                count += 1;
+            }
         }
+        w.remove(LISTING_V1.as_bytes().to_vec());
         w.put(LISTING.as_bytes().to_vec(), &1u32)?;
         self.tree.apply_batch(w.into_batch())?;
         self.db.flush()?;
+        self.day_lists().clear();
         if count > 0 {
             tracing::info!(instances = count, "listing indexes built");
         }
@@ -263,27 +494,56 @@ impl Store {
         Ok(counts)
     }
 
-    /// A page of a workspace's instances, with the total and the counts by state. Without a
-    /// filter but the day and state, it reads the page's keys and the day's counters; a search
-    /// in a day reads the day's per-task counters, then the matching rows (or the day in order
-    /// until the page is full, when they are many); a task, a group, or a search over every
-    /// day looks at each candidate row.
+    /// A page of a workspace's instances, with the total and the counts by state. A day is
+    /// answered from its list in memory; every day at once reads the `il/` index in order (and
+    /// the counters, without filters).
     pub fn list_instances(&self, q: &ListQuery) -> Result<ListPage> {
-        if q.task.is_some() || q.group.is_some() {
-            return self.list_filtered(q);
+        if let Some(day) = &q.bizdate {
+            return self.with_day(&q.workspace, day, |list| list.page(q));
         }
-        if !q.search.is_empty() {
-            return match &q.bizdate {
-                Some(day) => self.list_searched(q, day, None),
-                None => self.list_filtered(q),
+        let root = format!("{LIST}{}|", q.workspace);
+        let start = root.as_bytes().to_vec();
+        let mut end = start.clone();
+        // '|' + 1: just past every key under the prefix.
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        if !q.filters() && q.state.is_none() {
+            return self.every_day_page(q, &root, start, end);
+        }
+        let search = q.search.to_ascii_lowercase();
+        let mut counts = BTreeMap::new();
+        let mut places = Vec::new();
+        for item in self.tree.range(start..end) {
+            let (k, v) = item?;
+            let Some(place) = k
+                .get(root.len()..)
+                .and_then(|p| std::str::from_utf8(p).ok())
+            else {
+                continue;
             };
+            let listed: Listed = serde_json::from_slice(&v)?;
+            if !q.keeps(place, &listed, &search) {
+                continue;
+            }
+            *counts.entry(listed.state).or_default() += 1;
+            if q.state.is_none_or(|s| s == listed.state) {
+                places.push(place.to_string());
+            }
         }
-        let counts = self.day_counts(&q.workspace, q.bizdate.as_deref())?;
+        if q.descending {
+            places.reverse();
+        }
+        let from = match &q.after {
+            Some(a) if q.descending => places.partition_point(|p| p >= a),
+            Some(a) => places.partition_point(|p| p <= a),
+            None => 0,
+        };
         let total = match q.state {
             Some(s) => counts.get(&s).copied().unwrap_or(0),
             None => counts.values().sum(),
         };
-        let (ids, next) = self.ordered_page(q, |_| true)?;
+        let (ids, next) = take_page(places[from..].iter().map(String::as_str), q);
         Ok(ListPage {
             ids,
             total,
@@ -292,27 +552,14 @@ impl Store {
         })
     }
 
-    /// A page read in list order from the `il/` (or, with a state, the `is/`) index, keeping
-    /// the rows of the tasks `keep` accepts.
-    fn ordered_page(
+    /// Every day without a filter: the page's keys in order, and the counters.
+    fn every_day_page(
         &self,
         q: &ListQuery,
-        keep: impl Fn(&str) -> bool,
-    ) -> Result<(Vec<String>, Option<String>)> {
-        let root = match q.state {
-            Some(s) => format!("{LIST_STATE}{}|{}|", q.workspace, s.as_str()),
-            None => format!("{LIST}{}|", q.workspace),
-        };
-        let prefix = match &q.bizdate {
-            Some(d) => format!("{root}{d}|"),
-            None => root.clone(),
-        };
-        let start = prefix.as_bytes().to_vec();
-        let mut end = start.clone();
-        // '|' + 1: just past every key under the prefix.
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
+        root: &str,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    ) -> Result<ListPage> {
         let (lo, hi) = match (&q.after, q.descending) {
             (None, _) => (Bound::Included(start), Bound::Excluded(end)),
             (Some(a), false) => (
@@ -331,211 +578,28 @@ impl Store {
         } else {
             Box::new(range)
         };
-        let mut ids = Vec::with_capacity(q.limit.min(1024));
-        let mut skip = q.offset;
-        let mut last = String::new();
+        let mut places = Vec::new();
         for item in keys {
             let (k, _) = item?;
-            let Some(place) = k
+            if let Some(place) = k
                 .get(root.len()..)
                 .and_then(|p| std::str::from_utf8(p).ok())
-            else {
-                continue;
-            };
-            let Some((task, id)) = task_and_id(place) else {
-                continue;
-            };
-            if !keep(task) {
-                continue;
+            {
+                places.push(place.to_string());
             }
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            if ids.len() == q.limit {
-                return Ok((ids, Some(last)));
-            }
-            ids.push(id.to_string());
-            last = place.to_string();
-        }
-        Ok((ids, None))
-    }
-
-    /// A search in one day. `dense` forces the strategy (tests); `None` picks it by how many
-    /// rows match.
-    fn list_searched(&self, q: &ListQuery, day: &str, dense: Option<bool>) -> Result<ListPage> {
-        let search = q.search.to_ascii_lowercase();
-        let prefix = format!("{TASK_COUNT}{}|{day}|", q.workspace);
-        let mut counts: BTreeMap<InstanceState, u64> = BTreeMap::new();
-        let mut tasks: HashSet<String> = HashSet::new();
-        for item in self.tree.scan_prefix(prefix.as_bytes()) {
-            let (k, v) = item?;
-            let Some(task) = k
-                .get(prefix.len()..)
-                .and_then(|t| std::str::from_utf8(t).ok())
-            else {
-                continue;
-            };
-            if !task.to_ascii_lowercase().contains(&search) {
-                continue;
-            }
-            let of_task: BTreeMap<InstanceState, u64> = serde_json::from_slice(&v)?;
-            for (s, n) in &of_task {
-                *counts.entry(*s).or_default() += n;
-            }
-            if q.state.is_none_or(|s| of_task.contains_key(&s)) {
-                tasks.insert(task.to_string());
+            if places.len() > q.offset.saturating_add(q.limit) {
+                break;
             }
         }
-        let total = match q.state {
-            Some(s) => counts.get(&s).copied().unwrap_or(0),
-            None => counts.values().sum(),
-        };
-        if total == 0 {
-            return Ok(ListPage {
-                counts,
-                ..Default::default()
-            });
-        }
-        let dense = match dense {
-            Some(d) => d,
-            None => {
-                let day_counts = self.day_counts(&q.workspace, Some(day))?;
-                let of_day: u64 = match q.state {
-                    Some(s) => day_counts.get(&s).copied().unwrap_or(0),
-                    None => day_counts.values().sum(),
-                };
-                total.saturating_mul(DENSE) >= of_day
-            }
-        };
-        let (ids, next) = if dense {
-            self.ordered_page(q, |t| tasks.contains(t))?
-        } else {
-            let mut rows = Vec::new();
-            for task in &tasks {
-                let prefix = format!("{TASK_LIST}{}|{day}|{task}|", q.workspace);
-                for item in self.tree.scan_prefix(prefix.as_bytes()) {
-                    let (k, _) = item?;
-                    let Some((cyctime, id)) = k
-                        .get(prefix.len()..)
-                        .and_then(|t| std::str::from_utf8(t).ok())
-                        .and_then(|t| t.split_once('|'))
-                    else {
-                        continue;
-                    };
-                    let place = format!("{day}|{cyctime}|{task}|{id}");
-                    if let Some(s) = q.state {
-                        let key = format!("{LIST_STATE}{}|{}|{place}", q.workspace, s.as_str());
-                        if !self.tree.contains_key(key)? {
-                            continue;
-                        }
-                    }
-                    rows.push((place, id.to_string()));
-                }
-            }
-            rows.sort();
-            page_of(rows, q)
-        };
+        let counts = self.day_counts(&q.workspace, None)?;
+        let (ids, next) = take_page(places.iter().map(String::as_str), q);
         Ok(ListPage {
             ids,
-            total,
+            total: counts.values().sum(),
             counts,
             next,
         })
     }
-
-    /// The list with a task, search or group filter: every row of the day looked at once.
-    fn list_filtered(&self, q: &ListQuery) -> Result<ListPage> {
-        let search = q.search.to_ascii_lowercase();
-        let mut rows = Vec::new();
-        if let Some(task) = &q.task {
-            // A task has few instances a day: read them.
-            let prefix = match &q.bizdate {
-                Some(d) => task_day_prefix(task, d),
-                None => format!("{}{task}|", super::TASK_DAY),
-            };
-            for id in self.index(&prefix)? {
-                let Some(inst) = self.instance(&id)? else {
-                    continue;
-                };
-                let pos = Position::of(&inst);
-                if pos.workspace != q.workspace
-                    || q.group.as_ref().is_some_and(|g| *g != inst.group)
-                    || !task_and_id(&pos.place)
-                        .is_some_and(|(t, _)| t.to_ascii_lowercase().contains(&search))
-                {
-                    continue;
-                }
-                rows.push(Row {
-                    place: pos.place,
-                    id: inst.id,
-                    state: inst.state,
-                });
-            }
-            rows.sort_by(|a, b| a.place.cmp(&b.place));
-        } else {
-            let root = format!("{LIST}{}|", q.workspace);
-            let prefix = match &q.bizdate {
-                Some(d) => format!("{root}{d}|"),
-                None => root.clone(),
-            };
-            for item in self.tree.scan_prefix(prefix.as_bytes()) {
-                let (k, v) = item?;
-                let Some(place) = k.get(root.len()..) else {
-                    continue;
-                };
-                let place = String::from_utf8_lossy(place);
-                let Some((task, id)) = task_and_id(&place) else {
-                    continue;
-                };
-                if !search.is_empty() && !task.to_ascii_lowercase().contains(&search) {
-                    continue;
-                }
-                let listed: Listed = serde_json::from_slice(&v)?;
-                if q.group.as_ref().is_some_and(|g| *g != listed.group) {
-                    continue;
-                }
-                rows.push(Row {
-                    id: id.to_string(),
-                    place: place.into_owned(),
-                    state: listed.state,
-                });
-            }
-        }
-        let mut counts: BTreeMap<InstanceState, u64> = BTreeMap::new();
-        for r in &rows {
-            *counts.entry(r.state).or_default() += 1;
-        }
-        let rows: Vec<(String, String)> = rows
-            .into_iter()
-            .filter(|r| q.state.is_none_or(|s| s == r.state))
-            .map(|r| (r.place, r.id))
-            .collect();
-        let total = rows.len() as u64;
-        let (ids, next) = page_of(rows, q);
-        Ok(ListPage {
-            ids,
-            total,
-            counts,
-            next,
-        })
-    }
-}
-
-/// The page `q` asks for of `rows` (place, id), sorted by place.
-fn page_of(mut rows: Vec<(String, String)>, q: &ListQuery) -> (Vec<String>, Option<String>) {
-    if q.descending {
-        rows.reverse();
-    }
-    let from = match &q.after {
-        Some(a) if q.descending => rows.partition_point(|r| r.0 >= *a),
-        Some(a) => rows.partition_point(|r| r.0 <= *a),
-        None => 0,
-    };
-    let start = from.saturating_add(q.offset).min(rows.len());
-    let end = start.saturating_add(q.limit).min(rows.len());
-    let next = (end < rows.len() && end > start).then(|| rows[end - 1].0.clone());
-    (rows[start..end].iter().map(|r| r.1.clone()).collect(), next)
 }
 
 #[cfg(test)]
@@ -587,11 +651,17 @@ mod tests {
             assert_eq!(ws1.ids, ["ws1/a@1", "ws1/b@1", "ws1/a@2"]);
             assert_eq!(ws2.ids, ["ws2/a@1"]);
             let mut batch = sled::Batch::default();
-            for prefix in [LIST, LIST_STATE, DAY_COUNT] {
+            for prefix in [LIST, DAY_COUNT] {
                 for item in store.tree.scan_prefix(prefix) {
                     batch.remove(item?.0);
                 }
             }
+            // What the first version kept besides.
+            batch.insert(
+                "is/ws1|success|20261124|20261125000000|gone|ws1/gone@0",
+                "null",
+            );
+            batch.insert("iq/ws1|20261124|gone|20261125000000|ws1/gone@0", "null");
             batch.remove(LISTING);
             batch.insert("il/ws1|20261124|20261125000000|gone|ws1/gone@0", "{}");
             store.tree.apply_batch(batch)?;
@@ -612,13 +682,18 @@ mod tests {
             store.day_counts("ws1", Some("20261124"))?,
             BTreeMap::from([(InstanceState::WaitingResources, 3)])
         );
+        for prefix in DROPPED {
+            assert_eq!(store.tree.scan_prefix(prefix).count(), 0, "{prefix}");
+        }
         Ok(())
     }
 
-    /// Both ways of answering a search (reading the matching tasks' rows, or the day in order)
-    /// give what looking at every row gives, for every state, page size, direction and cursor.
+    /// A day held in memory and kept in step by the applies after it was read answers every
+    /// query as the day read afresh does, and as the every-day path (which reads the stored
+    /// index) does when the store holds that one day: every filter, state, page size,
+    /// direction, offset and cursor.
     #[tokio::test]
-    async fn both_search_strategies_answer_alike() -> Result<()> {
+    async fn a_held_day_answers_as_the_stored_index_does() -> Result<()> {
         let dir =
             tempfile::tempdir().map_err(|e| crate::error::Error::InvalidArgument(e.to_string()))?;
         let store = Store::open(dir.path())?;
@@ -633,17 +708,37 @@ mod tests {
         let mut all = Vec::new();
         for (k, name) in names.iter().enumerate() {
             for c in 0..(k % 4 + 1) {
-                all.push(instance(
+                let mut i = instance(
                     &format!("ws/{name}"),
                     &format!("ws/{name}@{c}"),
                     &format!("2026112{}000000", (c * 7 + k) % 10),
-                ));
+                );
+                if k % 2 == 1 {
+                    i.group = "other".into();
+                }
+                all.push(i);
             }
         }
         let ids: Vec<String> = all.iter().map(|i| i.id.clone()).collect();
+        let (first, rest) = all.split_at(5);
         store
             .propose(Command::AddInstances {
-                instances: all,
+                instances: first.to_vec(),
+                generated: None,
+                at_ms: 1,
+            })
+            .await?;
+        // Held from here on, with five of the rows.
+        let day = |q: &ListQuery| store.list_instances(q);
+        day(&ListQuery {
+            workspace: "ws".into(),
+            bizdate: Some("20261124".into()),
+            limit: 1,
+            ..Default::default()
+        })?;
+        store
+            .propose(Command::AddInstances {
+                instances: rest.to_vec(),
                 generated: None,
                 at_ms: 1,
             })
@@ -670,26 +765,42 @@ mod tests {
             Some(InstanceState::Killed),
             Some(InstanceState::Failed),
         ];
-        for search in ["ord", "SALES", "user", "s", "none"] {
+        let mut pages = 0;
+        for (search, task, group) in [
+            ("", None, None),
+            ("ord", None, None),
+            ("SALES", None, None),
+            ("s", None, Some("other")),
+            ("", Some("ws/users"), None),
+            ("", Some("ws/dim_user"), Some("rg")),
+            ("none", None, None),
+        ] {
             for state in states {
-                for limit in [1, 2, 5, 100] {
+                for (limit, offset) in [(1, 0), (2, 1), (5, 0), (100, 3)] {
                     for descending in [false, true] {
                         let mut q = ListQuery {
                             workspace: "ws".into(),
                             bizdate: Some("20261124".into()),
                             search: search.into(),
+                            task: task.map(String::from),
+                            group: group.map(String::from),
                             state,
                             limit,
+                            offset,
                             descending,
                             ..Default::default()
                         };
                         loop {
-                            let want = store.list_filtered(&q)?;
-                            for dense in [true, false] {
-                                let got = store.list_searched(&q, "20261124", Some(dense))?;
-                                assert_eq!(got, want, "{q:?}, dense: {dense}");
-                            }
-                            match want.next {
+                            let held = store.list_instances(&q)?;
+                            let fresh = store.read_day("ws", "20261124")?.page(&q);
+                            assert_eq!(held, fresh, "{q:?}");
+                            let every_day = store.list_instances(&ListQuery {
+                                bizdate: None,
+                                ..q.clone()
+                            })?;
+                            assert_eq!(held, every_day, "{q:?}, every day");
+                            pages += 1;
+                            match held.next {
                                 Some(next) => q.after = Some(next),
                                 None => break,
                             }
@@ -698,6 +809,7 @@ mod tests {
                 }
             }
         }
+        assert!(pages > 200, "{pages} pages");
         Ok(())
     }
 }

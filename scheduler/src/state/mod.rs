@@ -15,7 +15,8 @@
 //! - `attempts`: dispatching an instance to an agent and what the agent reports.
 //! - `lifecycle`: instances from creation to their end — upstreams, cycle times, retries,
 //!   timeouts, reruns, kills, freezes, backfills.
-//! - `listing`: the indexes the instance list pages through (by day, state and counts).
+//! - `listing`: the index the instance list pages through, its counters, and the days held in
+//!   memory for its filters.
 
 pub mod alerts;
 mod attempts;
@@ -95,6 +96,8 @@ pub struct Store {
     tasks_epoch: std::sync::atomic::AtomicU64,
     /// The time zones of scheduled tasks as of a `tasks_epoch`.
     zones: std::sync::Mutex<Option<(u64, std::collections::BTreeSet<String>)>>,
+    /// Days of the instance list held in memory (see `listing`).
+    listing: std::sync::Mutex<listing::DayLists>,
 }
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
@@ -244,6 +247,7 @@ impl Store {
             applied: std::sync::atomic::AtomicU64::new(applied),
             tasks_epoch: std::sync::atomic::AtomicU64::new(0),
             zones: std::sync::Mutex::new(None),
+            listing: std::sync::Mutex::new(listing::DayLists::default()),
         };
         store.ensure_listing()?;
         Ok(store)
@@ -389,7 +393,10 @@ impl Store {
         }
         let tasks_changed = w.touches(TASK) || w.touches(VERSION);
         self.cow.before_write(w.overlay.keys().map(Vec::as_slice))?;
+        let listed = self.listed_changes(&w);
         self.tree.apply_batch(w.into_batch())?;
+        // Before the index moves: a read that waits for this index sees the held days too.
+        self.listed_stored(listed);
         self.applied
             .store(last, std::sync::atomic::Ordering::SeqCst);
         if tasks_changed {

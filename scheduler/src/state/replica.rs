@@ -132,6 +132,7 @@ impl StateMachine for Store {
         self.applied
             .store(index, std::sync::atomic::Ordering::SeqCst);
         self.tasks_changed();
+        self.day_lists().clear();
         // A snapshot from a scheduler older than the listing indexes has none.
         self.ensure_listing()?;
         Ok(())
