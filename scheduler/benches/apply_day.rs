@@ -6,7 +6,7 @@
 //! [--rounds 2]`
 //!
 //! Each round builds the day of `support/busy_day.rs` (about 100,000 instances generated with
-//! `AddInstances` of 500, then run to mid-afternoon by dispatch, start, finish and kill commands
+//! `AddInstances` of 2,000, each applied alone as the scheduler does, then run to mid-afternoon by dispatch, start, finish and kill commands
 //! applied in calls of up to 1,000). Prints the seconds spent inside `StateMachine::apply` for
 //! the generation and for the run, and the run's commands per second. To compare two builds,
 //! run their binaries alternately (`--rounds 1` each): the second day built in one process was

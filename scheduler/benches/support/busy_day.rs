@@ -47,7 +47,7 @@ pub struct Day {
 /// Time spent inside `StateMachine::apply` while building the day.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Timings {
-    /// The `AddInstances` commands of the day (500 instances each).
+    /// The `AddInstances` commands of the day (2,000 instances each, one apply call each).
     pub generate: std::time::Duration,
     /// The tick and every dispatch, start, finish and kill after it.
     pub run: std::time::Duration,
@@ -199,8 +199,10 @@ pub fn build_with(
     due.sort_unstable();
     // "Now": when 60% of the day's cycles have come.
     let now = due.get(due.len() * 6 / 10).copied().unwrap_or_default();
+    // As the scheduler generates a day: chunks of 2,000 (`generate::CHUNK`), each proposed
+    // once the one before is applied, so each is an apply call (and a batch) of its own.
     let adds: Vec<Command> = instances
-        .chunks(500)
+        .chunks(2000)
         .map(|c| Command::AddInstances {
             instances: c.to_vec(),
             generated: None,
@@ -208,7 +210,9 @@ pub fn build_with(
         })
         .collect();
     a.take();
-    a.apply(&adds)?;
+    for add in adds {
+        a.apply(&[add])?;
+    }
     let (generate, _) = a.take();
     a.apply(&[Command::Tick { at_ms: now }])?;
     // Run the day: what is ready succeeds, fails or is killed, until nothing more is ready.
