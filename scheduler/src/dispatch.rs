@@ -10,6 +10,7 @@
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::hub::{InstanceEvent, Session};
+use crate::state::DispatchNeeds;
 use crate::state::command::{Applied, Command, Reporter};
 use crate::state::model::{
     Agent, Attempt, AttemptState, Group, Instance, InstanceState, Labels, Queued,
@@ -78,20 +79,27 @@ pub async fn tick(ctx: &Context) -> Result<()> {
                 .map(|s| (a.id.clone(), Online::new(s)))
         })
         .collect();
-    // Per task version: the labels it asks for and its writer group (empty: one agent).
-    let mut needs_of: HashMap<(String, u32), (Labels, String)> = HashMap::new();
+    // Why instances of a (group, labels, writer group) cannot go out this round: once there
+    // is no room for one, there is none for the next (room only shrinks within a round), so
+    // the thousands queued behind a full group are not each matched against every agent.
+    let mut refused: HashMap<(String, Labels, String), String> = HashMap::new();
     let mut picks: Vec<(Queued, Pick)> = Vec::new();
     for inst in waiting {
-        let key = (inst.task.clone(), inst.version);
-        if !needs_of.contains_key(&key) {
-            let needs = ctx
-                .store
-                .task_version(&inst.task, inst.version)?
-                .map(|v| (v.agent_labels, v.writer_group))
-                .unwrap_or_default();
-            needs_of.insert(key.clone(), needs);
+        let DispatchNeeds {
+            labels: required,
+            writer_group,
+        } = ctx.store.dispatch_needs(&inst.task, inst.version)?;
+        let shape = (inst.group.clone(), required, writer_group);
+        if let Some(reason) = refused.get(&shape) {
+            if ctx.hub.set_waiting(&inst.id, Some(reason.clone())) {
+                info!(instance = %inst.id, task = %inst.task, %reason, "instance waits");
+                ctx.hub.publish(InstanceEvent::Changed {
+                    instance_id: inst.id.clone(),
+                });
+            }
+            continue;
         }
-        let (required, writer_group) = needs_of.get(&key).cloned().unwrap_or_default();
+        let (_, required, writer_group) = &shape;
         let full = |group: &str| {
             let limit = groups.get(group).map(|g| g.max_concurrency).unwrap_or(0);
             let in_use = group_busy.get(group).copied().unwrap_or(0);
@@ -102,21 +110,21 @@ pub async fn tick(ctx: &Context) -> Result<()> {
         let chosen = if let Some(why) = full(&inst.group) {
             Err(why)
         } else if writer_group.is_empty() {
-            choose(&inst.group, &required, &agents, &sessions, &busy).map(|a| (a, None))
-        } else if let Some(why) = full(&writer_group) {
+            choose(&inst.group, required, &agents, &sessions, &busy).map(|a| (a, None))
+        } else if let Some(why) = full(writer_group) {
             Err(why)
         } else {
             // Two legs: the writer on the writer group, the reader on the task's group; both
             // need a slot, or neither is taken.
-            choose(&writer_group, &required, &agents, &sessions, &busy).and_then(|w| {
-                choose(&inst.group, &required, &agents, &sessions, &busy).map(|r| (w, Some(r)))
+            choose(writer_group, required, &agents, &sessions, &busy).and_then(|w| {
+                choose(&inst.group, required, &agents, &sessions, &busy).map(|r| (w, Some(r)))
             })
         };
         match chosen {
             Ok((agent_id, reader)) => {
                 ctx.hub.set_waiting(&inst.id, None);
                 let mut taken = Vec::new();
-                for (agent, group) in std::iter::once((agent_id, &writer_group))
+                for (agent, group) in std::iter::once((agent_id, writer_group))
                     .chain(reader.map(|r| (r, &inst.group)))
                 {
                     let group = if group.is_empty() { &inst.group } else { group };
@@ -148,6 +156,7 @@ pub async fn tick(ctx: &Context) -> Result<()> {
                         instance_id: inst.id.clone(),
                     });
                 }
+                refused.insert(shape, reason);
             }
         }
     }

@@ -17,7 +17,8 @@
 //!    paused), and restores to it;
 //! 6. the instance list's indexes and counters agree with the instance records (lists by day
 //!    and state, searches, counts), also on a store whose days were listed part way through the
-//!    log and so were held in memory while the rest applied.
+//!    log and so were held in memory while the rest applied; and the dispatch queue held in
+//!    memory is the instances waiting for resources, in dispatch order.
 //!
 //! Logs are made by `random_log` against a reference store that applies them one command per
 //! entry, so they reach retries, timeouts, late reports and downstream instances rather than
@@ -31,7 +32,7 @@
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use ferry_scheduler::raft::{Committed, StateMachine};
-use ferry_scheduler::state::model::InstanceState;
+use ferry_scheduler::state::model::{InstanceState, Queued};
 use ferry_scheduler::state::replica::decode_command;
 use ferry_scheduler::state::{ListQuery, Store};
 use proptest::prelude::*;
@@ -728,11 +729,20 @@ fn listing_matches_records(case: &Case) -> Result<()> {
     for (pos, data) in reference.log.iter().enumerate() {
         if pos == at {
             list_every_day(&held)?;
+            held.waiting_queue()?;
         }
         apply(&held, &[(pos as u64 + 1, data)])?;
     }
     for (name, store) in [("reference", &reference.store), ("listed part way", &held)] {
         reference.explain(listing_matches(store).with_context(|| format!("the {name} store")))?;
+        // The dispatch queue held in memory is the instances waiting for resources, in order.
+        let want: Vec<Queued> = store.waiting_instances()?.iter().map(Queued::of).collect();
+        let got = store.waiting_queue()?;
+        reference.explain(
+            (got == want).then_some(()).ok_or_else(|| {
+                anyhow!("the {name} store queues {got:?}, its records say {want:?}")
+            }),
+        )?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! - `attempts`: dispatching an instance to an agent and what the agent reports.
 //! - `lifecycle`: instances from creation to their end — upstreams, cycle times, retries,
 //!   timeouts, reruns, kills, freezes, backfills.
+//! - `queue`: the dispatch queue held in memory.
 //! - `listing`: the index the instance list pages through, its counters, and the days held in
 //!   memory for its filters.
 
@@ -25,6 +26,7 @@ pub mod command;
 mod lifecycle;
 mod listing;
 pub mod model;
+mod queue;
 pub mod replica;
 
 use crate::error::Result;
@@ -98,7 +100,25 @@ pub struct Store {
     zones: std::sync::Mutex<Option<(u64, std::collections::BTreeSet<String>)>>,
     /// Days of the instance list held in memory (see `listing`).
     listing: std::sync::Mutex<listing::DayLists>,
+    /// What dispatching an instance of a task version needs, as of a `tasks_epoch`.
+    needs: std::sync::Mutex<(u64, NeedsHeld)>,
+    /// The dispatch queue held in memory (see `queue`).
+    queue: std::sync::Mutex<queue::QueueMirror>,
 }
+
+/// What the dispatcher needs of a task version: the agent labels it asks for and its writer
+/// group (empty: one agent runs the whole job).
+#[derive(Debug, Clone, Default)]
+pub struct DispatchNeeds {
+    pub labels: model::Labels,
+    pub writer_group: String,
+}
+
+/// [`DispatchNeeds`] by task and version.
+type NeedsHeld = std::collections::HashMap<(String, u32), DispatchNeeds>;
+
+/// Task versions whose [`DispatchNeeds`] are kept at most (the benchmark's day has 20,000).
+const NEEDS_HELD: usize = 65_536;
 
 fn key(prefix: &str, id: &str) -> Vec<u8> {
     format!("{prefix}{id}").into_bytes()
@@ -248,6 +268,8 @@ impl Store {
             tasks_epoch: std::sync::atomic::AtomicU64::new(0),
             zones: std::sync::Mutex::new(None),
             listing: std::sync::Mutex::new(listing::DayLists::default()),
+            needs: std::sync::Mutex::new((0, std::collections::HashMap::new())),
+            queue: std::sync::Mutex::new(queue::QueueMirror::default()),
         };
         store.ensure_listing()?;
         Ok(store)
@@ -394,9 +416,12 @@ impl Store {
         let tasks_changed = w.touches(TASK) || w.touches(VERSION);
         self.cow.before_write(w.overlay.keys().map(Vec::as_slice))?;
         let listed = self.listed_changes(&w);
+        let queued = self.queue_changes(&w);
         self.tree.apply_batch(w.into_batch())?;
-        // Before the index moves: a read that waits for this index sees the held days too.
+        // Before the index moves: a read that waits for this index sees the copies held in
+        // memory up to it too.
         self.listed_stored(listed);
+        self.queue_stored(queued);
         self.applied
             .store(last, std::sync::atomic::Ordering::SeqCst);
         if tasks_changed {
@@ -533,6 +558,40 @@ impl Store {
         Ok(zones)
     }
 
+    /// What dispatching an instance of `task` at `version` needs (defaults when the version is
+    /// unknown). Kept until a task changes: the dispatcher asks for every waiting instance of
+    /// every round, and decoding each version (job text and all) each time cost a sixth of the
+    /// leader's dispatching.
+    pub fn dispatch_needs(&self, task: &str, version: u32) -> Result<DispatchNeeds> {
+        let epoch = self.tasks_epoch.load(std::sync::atomic::Ordering::SeqCst);
+        let key = (task.to_string(), version);
+        {
+            let mut held = self.needs.lock().unwrap_or_else(|p| p.into_inner());
+            if held.0 != epoch {
+                *held = (epoch, std::collections::HashMap::new());
+            }
+            if let Some(n) = held.1.get(&key) {
+                return Ok(n.clone());
+            }
+        }
+        let needs = self
+            .task_version(task, version)?
+            .map(|v| DispatchNeeds {
+                labels: v.agent_labels,
+                writer_group: v.writer_group,
+            })
+            .unwrap_or_default();
+        let mut held = self.needs.lock().unwrap_or_else(|p| p.into_inner());
+        // A task changed while the version was read: keep nothing read before it.
+        if held.0 == epoch {
+            if held.1.len() >= NEEDS_HELD {
+                held.1.clear();
+            }
+            held.1.insert(key, needs.clone());
+        }
+        Ok(needs)
+    }
+
     fn zones_cache(
         &self,
     ) -> std::sync::MutexGuard<'_, Option<(u64, std::collections::BTreeSet<String>)>> {
@@ -620,33 +679,6 @@ impl Store {
                 && i.state == InstanceState::WaitingResources
             {
                 out.push(i);
-            }
-        }
-        out.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.ready_ms.cmp(&b.ready_ms))
-                .then(a.id.cmp(&b.id))
-        });
-        Ok(out)
-    }
-    /// The dispatch queue as [`Store::waiting_instances`] orders it, without decoding the
-    /// instances. An entry written before queue entries carried their fields is read from its
-    /// instance.
-    pub fn waiting_queue(&self) -> Result<Vec<model::Queued>> {
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(WAITING.as_bytes()) {
-            let (k, v) = item?;
-            match serde_json::from_slice::<model::Queued>(&v) {
-                Ok(q) => out.push(q),
-                Err(_) => {
-                    let id = String::from_utf8_lossy(&k[WAITING.len()..]).into_owned();
-                    if let Some(i) = self.instance(&id)?
-                        && i.state == InstanceState::WaitingResources
-                    {
-                        out.push(model::Queued::of(&i));
-                    }
-                }
             }
         }
         out.sort_by(|a, b| {
