@@ -121,6 +121,7 @@ fn raft_config(config: &Config, secrets: &SecretBox) -> Result<RaftConfig> {
     };
     rc.tick = c.tick;
     rc.snapshot_every = c.snapshot_every.max(1);
+    rc.snapshot_dir = Some(config.data_dir.join("snapshots"));
     rc.cluster_token = Some(secrets.cluster_tokens());
     rc = rc.with_tls(c.peer_tls.clone());
     Ok(rc)

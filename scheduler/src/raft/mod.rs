@@ -156,6 +156,8 @@ pub struct RaftConfig {
     pub connect: ConnectFn,
     /// Fault injection for tests: decides which messages get through.
     pub filter: Option<Arc<dyn MessageFilter>>,
+    /// The folder snapshots are stored in (see [`snapshot`]); required.
+    pub snapshot_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for RaftConfig {
@@ -168,6 +170,7 @@ impl std::fmt::Debug for RaftConfig {
             .field("election_ticks", &self.election_ticks)
             .field("heartbeat_ticks", &self.heartbeat_ticks)
             .field("snapshot_every", &self.snapshot_every)
+            .field("snapshot_dir", &self.snapshot_dir)
             .finish_non_exhaustive()
     }
 }
@@ -195,6 +198,7 @@ impl RaftConfig {
                     .map_err(|e| format!("invalid peer URL {url}: {e}"))
             }),
             filter: None,
+            snapshot_dir: None,
         }
     }
 

@@ -81,7 +81,10 @@ pub async fn start<S: StateMachine>(
         ));
     }
     let mut storage = SledStorage::open(&db)?;
-    let snaps = SnapshotStore::open(&db)?;
+    let snap_dir = config.snapshot_dir.clone().ok_or_else(|| {
+        RaftError::InvalidArgument("raft needs a folder for its snapshots".into())
+    })?;
+    let snaps = SnapshotStore::open(&db, &snap_dir)?;
     let peers = PeerBook::open(&db)?;
     if !storage.is_initialized() && !config.initial_members.is_empty() {
         if !config.initial_members.contains_key(&config.id) {

@@ -296,6 +296,7 @@ impl TestCluster {
         let mut config = RaftConfig::new(id, addr.clone());
         config.initial_members = initial_members;
         config.filter = Some(self.partition.clone());
+        config.snapshot_dir = Some(dir.join("snapshots"));
         (self.tune)(&mut config);
         let handle = super::start(config, db, sm.clone(), CancellationToken::new()).await?;
         let server_stop = CancellationToken::new();

@@ -90,7 +90,7 @@ async fn entries_apply_while_a_snapshot_is_written() -> anyhow::Result<()> {
         kv: KvMachine::open(&db)?,
         gate: Mutex::new(Some(gate)),
     });
-    let snaps = SnapshotStore::open(&db)?;
+    let snaps = SnapshotStore::open(&db, &dir.path().join("snapshots"))?;
     let (node_tx, mut node_rx) = mpsc::channel(1024);
     let applied_tx = watch::Sender::new(0);
     let mut applied_rx = applied_tx.subscribe();
