@@ -7,6 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc rather than glibc's malloc: on the scheduling benchmark's day glibc's per-thread
+/// arenas left the scheduler at 1.15 GiB resident, and capping them (`MALLOC_ARENA_MAX=2`)
+/// brought it under 1 GiB but cut dispatch by a third (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Ferry's scheduler: keeps the catalog and the instance DAG, dispatches work to agents.
 #[derive(Parser, Debug)]
 #[command(version)]
