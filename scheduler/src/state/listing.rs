@@ -253,6 +253,42 @@ fn take_page<'a>(
     (ids, None)
 }
 
+/// The page `q` asks for of `rows` (place, entry) in list order: the filters, the counts by
+/// state of the rows the filters other than the state keep, the cursor, offset and limit.
+fn rows_page(rows: Vec<(String, Listed)>, q: &ListQuery) -> ListPage {
+    let search = q.search.to_ascii_lowercase();
+    let mut counts = BTreeMap::new();
+    let mut places = Vec::new();
+    for (place, listed) in rows {
+        if !q.keeps(&place, &listed, &search) {
+            continue;
+        }
+        *counts.entry(listed.state).or_default() += 1;
+        if q.state.is_none_or(|s| s == listed.state) {
+            places.push(place);
+        }
+    }
+    if q.descending {
+        places.reverse();
+    }
+    let from = match &q.after {
+        Some(a) if q.descending => places.partition_point(|p| p >= a),
+        Some(a) => places.partition_point(|p| p <= a),
+        None => 0,
+    };
+    let total = match q.state {
+        Some(s) => counts.get(&s).copied().unwrap_or(0),
+        None => counts.values().sum(),
+    };
+    let (ids, next) = take_page(places[from..].iter().map(String::as_str), q);
+    ListPage {
+        ids,
+        total,
+        counts,
+        next,
+    }
+}
+
 /// A day's list, or the changes it missed while being read.
 enum Held {
     Loading(Vec<(String, Option<Listed>)>),
@@ -494,10 +530,14 @@ impl Store {
         Ok(counts)
     }
 
-    /// A page of a workspace's instances, with the total and the counts by state. A day is
-    /// answered from its list in memory; every day at once reads the `il/` index in order (and
-    /// the counters, without filters).
+    /// A page of a workspace's instances, with the total and the counts by state. A task's
+    /// instances are read through its task-day index (a task has few a day); a day is answered
+    /// from its list in memory; every day at once reads the `il/` index in order (and the
+    /// counters, without filters).
     pub fn list_instances(&self, q: &ListQuery) -> Result<ListPage> {
+        if let Some(task) = &q.task {
+            return self.list_of_task(q, task);
+        }
         if let Some(day) = &q.bizdate {
             return self.with_day(&q.workspace, day, |list| list.page(q));
         }
@@ -511,9 +551,7 @@ impl Store {
         if !q.filters() && q.state.is_none() {
             return self.every_day_page(q, &root, start, end);
         }
-        let search = q.search.to_ascii_lowercase();
-        let mut counts = BTreeMap::new();
-        let mut places = Vec::new();
+        let mut rows = Vec::new();
         for item in self.tree.range(start..end) {
             let (k, v) = item?;
             let Some(place) = k
@@ -522,34 +560,37 @@ impl Store {
             else {
                 continue;
             };
-            let listed: Listed = serde_json::from_slice(&v)?;
-            if !q.keeps(place, &listed, &search) {
+            rows.push((place.to_string(), serde_json::from_slice(&v)?));
+        }
+        Ok(rows_page(rows, q))
+    }
+
+    /// The instances of one task (on the query's day, or every day), from its task-day index
+    /// and their records.
+    fn list_of_task(&self, q: &ListQuery, task: &str) -> Result<ListPage> {
+        let prefix = match &q.bizdate {
+            Some(d) => super::task_day_prefix(task, d),
+            None => format!("{}{task}|", super::TASK_DAY),
+        };
+        let mut rows = Vec::new();
+        for id in self.index(&prefix)? {
+            let Some(inst) = self.instance(&id)? else {
+                continue;
+            };
+            let pos = Position::of(&inst);
+            if pos.workspace != q.workspace {
                 continue;
             }
-            *counts.entry(listed.state).or_default() += 1;
-            if q.state.is_none_or(|s| s == listed.state) {
-                places.push(place.to_string());
-            }
+            rows.push((
+                pos.place,
+                Listed {
+                    state: inst.state,
+                    group: inst.group,
+                },
+            ));
         }
-        if q.descending {
-            places.reverse();
-        }
-        let from = match &q.after {
-            Some(a) if q.descending => places.partition_point(|p| p >= a),
-            Some(a) => places.partition_point(|p| p <= a),
-            None => 0,
-        };
-        let total = match q.state {
-            Some(s) => counts.get(&s).copied().unwrap_or(0),
-            None => counts.values().sum(),
-        };
-        let (ids, next) = take_page(places[from..].iter().map(String::as_str), q);
-        Ok(ListPage {
-            ids,
-            total,
-            counts,
-            next,
-        })
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(rows_page(rows, q))
     }
 
     /// Every day without a filter: the page's keys in order, and the counters.
