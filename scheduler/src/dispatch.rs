@@ -91,12 +91,7 @@ pub async fn tick(ctx: &Context) -> Result<()> {
         } = ctx.store.dispatch_needs(&inst.task, inst.version)?;
         let shape = (inst.group.clone(), required, writer_group);
         if let Some(reason) = refused.get(&shape) {
-            if ctx.hub.set_waiting(&inst.id, Some(reason.clone())) {
-                info!(instance = %inst.id, task = %inst.task, %reason, "instance waits");
-                ctx.hub.publish(InstanceEvent::Changed {
-                    instance_id: inst.id.clone(),
-                });
-            }
+            note_waiting(ctx, &inst, reason);
             continue;
         }
         let (_, required, writer_group) = &shape;
@@ -150,12 +145,7 @@ pub async fn tick(ctx: &Context) -> Result<()> {
                 picks.push((inst, Pick { writer, reader }));
             }
             Err(reason) => {
-                if ctx.hub.set_waiting(&inst.id, Some(reason.clone())) {
-                    info!(instance = %inst.id, task = %inst.task, %reason, "instance waits");
-                    ctx.hub.publish(InstanceEvent::Changed {
-                        instance_id: inst.id.clone(),
-                    });
-                }
+                note_waiting(ctx, &inst, &reason);
                 refused.insert(shape, reason);
             }
         }
@@ -198,6 +188,16 @@ impl Online {
     fn new(session: Session) -> Self {
         let room = session.tx.capacity();
         Self { session, room }
+    }
+}
+
+/// Records why a queued instance waits; a new reason is logged and announced to watchers.
+fn note_waiting(ctx: &Context, inst: &Queued, reason: &str) {
+    if ctx.hub.set_waiting(&inst.id, Some(reason.to_string())) {
+        info!(instance = %inst.id, task = %inst.task, %reason, "instance waits");
+        ctx.hub.publish(InstanceEvent::Changed {
+            instance_id: inst.id.clone(),
+        });
     }
 }
 

@@ -153,8 +153,8 @@ pub async fn render(ctx: &Context) -> crate::Result<String> {
         by_state,
     );
     let mut depth: BTreeMap<String, i64> = BTreeMap::new();
-    for i in ctx.store.waiting_instances()? {
-        *depth.entry(i.group).or_default() += 1;
+    for q in ctx.store.waiting_queue()? {
+        *depth.entry(q.group).or_default() += 1;
     }
     let online: Family<GroupLabel, Gauge> = Family::default();
     for g in ctx.store.groups()? {

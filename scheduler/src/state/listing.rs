@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 /// Index: instances in list order, per workspace.
-const LIST: &str = "il/";
+pub(super) const LIST: &str = "il/";
 /// Counters: instances per workspace, business date and state.
 const DAY_COUNT: &str = "ic/";
 /// Indexes of the first version, removed when a store is opened: by state, per-task counters,
@@ -84,6 +84,16 @@ impl Position {
 
 fn count_key(workspace: &str, bizdate: &str, state: InstanceState) -> Vec<u8> {
     format!("{DAY_COUNT}{workspace}|{bizdate}|{}", state.as_str()).into_bytes()
+}
+
+/// The key range of everything under `prefix` (which ends in `|`): from it to just past it.
+fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = prefix.as_bytes().to_vec();
+    let mut end = start.clone();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    (start, end)
 }
 
 /// A place's parts: (task, id).
@@ -172,6 +182,15 @@ pub(super) struct DayList {
 }
 
 impl DayList {
+    /// The list of `rows` (place, entry), in any order.
+    fn of(rows: Vec<(String, Listed)>) -> Self {
+        let mut list = Self::default();
+        for (place, listed) in rows {
+            list.set(place, Some(listed));
+        }
+        list
+    }
+
     fn set(&mut self, place: String, listed: Option<Listed>) {
         let was = match listed {
             Some(l) => {
@@ -253,42 +272,6 @@ fn take_page<'a>(
     (ids, None)
 }
 
-/// The page `q` asks for of `rows` (place, entry) in list order: the filters, the counts by
-/// state of the rows the filters other than the state keep, the cursor, offset and limit.
-fn rows_page(rows: Vec<(String, Listed)>, q: &ListQuery) -> ListPage {
-    let search = q.search.to_ascii_lowercase();
-    let mut counts = BTreeMap::new();
-    let mut places = Vec::new();
-    for (place, listed) in rows {
-        if !q.keeps(&place, &listed, &search) {
-            continue;
-        }
-        *counts.entry(listed.state).or_default() += 1;
-        if q.state.is_none_or(|s| s == listed.state) {
-            places.push(place);
-        }
-    }
-    if q.descending {
-        places.reverse();
-    }
-    let from = match &q.after {
-        Some(a) if q.descending => places.partition_point(|p| p >= a),
-        Some(a) => places.partition_point(|p| p <= a),
-        None => 0,
-    };
-    let total = match q.state {
-        Some(s) => counts.get(&s).copied().unwrap_or(0),
-        None => counts.values().sum(),
-    };
-    let (ids, next) = take_page(places[from..].iter().map(String::as_str), q);
-    ListPage {
-        ids,
-        total,
-        counts,
-        next,
-    }
-}
-
 /// A day's list, or the changes it missed while being read.
 enum Held {
     Loading(Vec<(String, Option<Listed>)>),
@@ -354,17 +337,6 @@ impl Store {
         Ok(())
     }
 
-    /// The `il/` entries of a batch about to be stored: what [`Store::listed_stored`] gives the
-    /// held days once it is. Taken even when no day is held, as one may start being read
-    /// before the batch is stored.
-    pub(super) fn listed_changes(&self, w: &Writes) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        w.overlay
-            .range(LIST.as_bytes().to_vec()..)
-            .take_while(|(k, _)| k.starts_with(LIST.as_bytes()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
     /// Brings the held days up to a stored batch's `il/` entries. The batch is stored already,
     /// so nothing here may fail it: a day an entry cannot be read into is dropped (and read
     /// again when next asked for).
@@ -409,11 +381,17 @@ impl Store {
         })
     }
 
-    /// A workspace's day read from its `il/` range.
-    fn read_day(&self, workspace: &str, day: &str) -> Result<DayList> {
+    /// The `il/` entries of a workspace from `start` (inclusive) to `end` (exclusive), as
+    /// (place, entry) in list order.
+    fn listed_rows(
+        &self,
+        workspace: &str,
+        start: Vec<u8>,
+        end: Vec<u8>,
+    ) -> Result<Vec<(String, Listed)>> {
         let root = format!("{LIST}{workspace}|");
-        let mut list = DayList::default();
-        for item in self.tree.scan_prefix(format!("{root}{day}|").as_bytes()) {
+        let mut rows = Vec::new();
+        for item in self.tree.range(start..end) {
             let (k, v) = item?;
             let Some(place) = k
                 .get(root.len()..)
@@ -421,9 +399,15 @@ impl Store {
             else {
                 continue;
             };
-            list.set(place.to_string(), Some(serde_json::from_slice(&v)?));
+            rows.push((place.to_string(), serde_json::from_slice(&v)?));
         }
-        Ok(list)
+        Ok(rows)
+    }
+
+    /// A workspace's day read from its `il/` range.
+    fn read_day(&self, workspace: &str, day: &str) -> Result<DayList> {
+        let (start, end) = prefix_range(&format!("{LIST}{workspace}|{day}|"));
+        Ok(DayList::of(self.listed_rows(workspace, start, end)?))
     }
 
     /// Answers `f` from a workspace's day: held, or read now and held from then on. Changes
@@ -542,27 +526,12 @@ impl Store {
             return self.with_day(&q.workspace, day, |list| list.page(q));
         }
         let root = format!("{LIST}{}|", q.workspace);
-        let start = root.as_bytes().to_vec();
-        let mut end = start.clone();
-        // '|' + 1: just past every key under the prefix.
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
+        let (start, end) = prefix_range(&root);
         if !q.filters() && q.state.is_none() {
             return self.every_day_page(q, &root, start, end);
         }
-        let mut rows = Vec::new();
-        for item in self.tree.range(start..end) {
-            let (k, v) = item?;
-            let Some(place) = k
-                .get(root.len()..)
-                .and_then(|p| std::str::from_utf8(p).ok())
-            else {
-                continue;
-            };
-            rows.push((place.to_string(), serde_json::from_slice(&v)?));
-        }
-        Ok(rows_page(rows, q))
+        let rows = self.listed_rows(&q.workspace, start, end)?;
+        Ok(DayList::of(rows).page(q))
     }
 
     /// The instances of one task (on the query's day, or every day), from its task-day index
@@ -589,8 +558,7 @@ impl Store {
                 },
             ));
         }
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(rows_page(rows, q))
+        Ok(DayList::of(rows).page(q))
     }
 
     /// Every day without a filter: the page's keys in order, and the counters.

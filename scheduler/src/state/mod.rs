@@ -208,6 +208,17 @@ impl Writes {
         self.undo.push((key, before));
     }
 
+    /// The writes and removals under `prefix`, in key order: what the in-memory copies of an
+    /// index (see `listing` and `queue`) take in once the batch is stored. Taken whether or not
+    /// a copy is held yet, as one may start being read before the batch is stored.
+    fn entries_under(&self, prefix: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.overlay
+            .range(prefix.as_bytes().to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// Whether a key under `prefix` is written or removed.
     fn touches(&self, prefix: &str) -> bool {
         self.overlay
@@ -415,8 +426,8 @@ impl Store {
         }
         let tasks_changed = w.touches(TASK) || w.touches(VERSION);
         self.cow.before_write(w.overlay.keys().map(Vec::as_slice))?;
-        let listed = self.listed_changes(&w);
-        let queued = self.queue_changes(&w);
+        let listed = w.entries_under(listing::LIST);
+        let queued = w.entries_under(WAITING);
         self.tree.apply_batch(w.into_batch())?;
         // Before the index moves: a read that waits for this index sees the copies held in
         // memory up to it too.

@@ -9,7 +9,7 @@
 //! or applied after it (an update sets or removes by id, so seeing it twice is harmless).
 
 use super::model::{Instance, InstanceState, Queued};
-use super::{INSTANCE, Store, WAITING, Writes};
+use super::{INSTANCE, Store, WAITING};
 use crate::error::Result;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
@@ -52,23 +52,13 @@ impl QueueMirror {
 }
 
 impl Store {
-    fn queue_mirror(&self) -> std::sync::MutexGuard<'_, QueueMirror> {
+    pub(super) fn queue_mirror(&self) -> std::sync::MutexGuard<'_, QueueMirror> {
         // A panic while holding it can leave it half updated: read it again.
         self.queue.lock().unwrap_or_else(|p| {
             let mut g = p.into_inner();
             g.clear();
             g
         })
-    }
-
-    /// The `q/` entries of a batch about to be stored (taken even before the queue is read,
-    /// as it may be read before the batch is stored).
-    pub(super) fn queue_changes(&self, w: &Writes) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        w.overlay
-            .range(WAITING.as_bytes().to_vec()..)
-            .take_while(|(k, _)| k.starts_with(WAITING.as_bytes()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
     }
 
     /// Brings the held queue up to a stored batch's `q/` entries. Nothing here may fail the

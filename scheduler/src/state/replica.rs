@@ -133,7 +133,7 @@ impl StateMachine for Store {
             .store(index, std::sync::atomic::Ordering::SeqCst);
         self.tasks_changed();
         self.day_lists().clear();
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.queue_mirror().clear();
         // A snapshot from a scheduler older than the listing indexes has none.
         self.ensure_listing()?;
         Ok(())
