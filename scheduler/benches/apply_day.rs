@@ -19,6 +19,10 @@ use ferry_common::schedule::CronSchedule;
 use ferry_scheduler::plan::{NodeSchedule, NodeSpec};
 use std::time::Instant;
 
+/// The scheduler binary's allocator, so the applier is measured as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/busy_day.rs"]
 mod busy_day;
 #[path = "support/plan_shape.rs"]

@@ -4,7 +4,7 @@
 //! closure of a node in the middle of a 30-layer graph is most of the day. So the graph is
 //! walked from its centres (an instance, or a task's instances of the day) a bounded number of
 //! hops upstream (through `upstream` and `previous` of each record) and downstream (through the
-//! `dn/` index), reading only the records it reaches; the instances at the edge of the cut are
+//! `dl/` index), reading only the records it reaches; the instances at the edge of the cut are
 //! flagged where the graph goes on, so a viewer can offer to expand them.
 
 use super::AdminApi;
@@ -39,12 +39,12 @@ struct Walk<'a> {
     store: &'a Store,
     workspace: &'a str,
     nodes: HashMap<String, Instance>,
-    /// Downstream ids of the instances looked at, read once from the `dn/` index.
+    /// Downstream ids of the instances looked at, read once from the `dl/` index.
     downs: HashMap<String, Vec<String>>,
     truncated: bool,
 }
 
-/// `id`'s downstream ids, read once from the `dn/` index into `downs`.
+/// `id`'s downstream ids, read once from the `dl/` index into `downs`.
 fn downstream<'m>(
     store: &Store,
     downs: &'m mut HashMap<String, Vec<String>>,

@@ -10,7 +10,7 @@
 //! upstream instances have succeeded (cross-cycle ones may also never have existed), leaves
 //! `waiting_time` when a [`Command::Tick`] at or after its due time is applied, and then either
 //! waits for an agent or, as a dry run or a virtual node, succeeds without running. When an
-//! instance succeeds, the instances waiting for it (found through the `dn/` index) move on in
+//! instance succeeds, the instances waiting for it (found through the `dl/` index) move on in
 //! the same command, so a chain of virtual nodes settles at once. Each move is recorded in the
 //! instance's history with its reason.
 
@@ -20,12 +20,12 @@ use super::model::{
     Attempt, AttemptState, Backfill, Instance, InstanceState, RerunPolicy, RunKind, TaskKind,
 };
 use super::{
-    ATTEMPT, BACKFILL, DOWN, INSTANCE, LIVE, STATE, Store, TASK, TIMEOUT, TIMEQ, WAITING, Writes,
-    backfill_day_prefix, bizdate_prefix, down_key, generated_key, id_after_bar, key,
-    task_day_prefix, timeq_key,
+    ATTEMPT, BACKFILL, INSTANCE, LIVE, Store, TASK, TIMEOUT, TIMEQ, WAITING, Writes,
+    backfill_day_prefix, down_key, generated_key, id_after_bar, key, task_day_prefix, timeq_key,
 };
 use crate::error::{Error, Result};
-use std::collections::{BTreeSet, HashSet};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// What one command changed, for the proposer: instances to announce, attempts to stop.
 #[derive(Debug, Default)]
@@ -46,6 +46,24 @@ impl Changes {
 /// The dry-run reason of a cycle already past when it was generated; a rerun runs it for real.
 pub const EXPIRED: &str = "expired";
 
+/// What a command inserting instances collects before it settles them: the new ids, the
+/// downstream edges to add (per upstream, so each upstream's list is written once per command
+/// however many of its downstream instances the command holds), and whether each task is
+/// frozen (read once per task, not once per instance).
+#[derive(Default)]
+struct Inserting {
+    new: Vec<String>,
+    edges: BTreeMap<String, BTreeSet<String>>,
+    frozen: HashMap<String, bool>,
+}
+
+/// An instance record read for its state alone: serde skips the other fields without building
+/// them, so asking the state of an upstream does not cost decoding its parameters and history.
+#[derive(Deserialize)]
+struct StateOnly {
+    state: InstanceState,
+}
+
 impl Store {
     pub(super) fn apply_lifecycle(&self, cmd: Command, w: &mut Writes) -> Result<Applied> {
         let mut changes = Changes::default();
@@ -55,18 +73,14 @@ impl Store {
                 generated,
                 at_ms,
             } => {
-                let mut new = Vec::new();
+                let mut ins = Inserting::default();
                 for inst in instances {
-                    if self.read_instance(w, &inst.id)?.is_some() {
-                        continue;
-                    }
-                    new.push(inst.id.clone());
-                    self.insert_instance(w, inst, at_ms, &mut changes)?;
+                    self.insert_instance(w, inst, at_ms, &mut ins, &mut changes)?;
                 }
                 if let Some((zone, day)) = generated {
                     w.put(generated_key(&zone, day), &at_ms)?;
                 }
-                self.settle(w, new, at_ms, &mut changes)?;
+                self.inserted(w, ins, at_ms, &mut changes)?;
             }
             Command::RunTask { instance, at_ms } => {
                 for k in self.keys_in(w, &task_day_prefix(&instance.task, &instance.bizdate))? {
@@ -87,9 +101,9 @@ impl Store {
                         self.rerun(w, vec![existing.id], &reason, at_ms, &mut changes)?;
                     }
                     None => {
-                        let id = instance.id.clone();
-                        self.insert_instance(w, instance, at_ms, &mut changes)?;
-                        self.settle(w, vec![id], at_ms, &mut changes)?;
+                        let mut ins = Inserting::default();
+                        self.insert_instance(w, instance, at_ms, &mut ins, &mut changes)?;
+                        self.inserted(w, ins, at_ms, &mut changes)?;
                     }
                 }
             }
@@ -264,15 +278,11 @@ impl Store {
                     });
                 }
                 w.put(key(BACKFILL, &backfill.id), &backfill)?;
-                let mut new = Vec::new();
+                let mut ins = Inserting::default();
                 for inst in instances {
-                    if self.read_instance(w, &inst.id)?.is_some() {
-                        continue;
-                    }
-                    new.push(inst.id.clone());
-                    self.insert_instance(w, inst, at_ms, &mut changes)?;
+                    self.insert_instance(w, inst, at_ms, &mut ins, &mut changes)?;
                 }
-                self.settle(w, new, at_ms, &mut changes)?;
+                self.inserted(w, ins, at_ms, &mut changes)?;
             }
             other => {
                 return Err(Error::InvalidArgument(format!(
@@ -291,18 +301,30 @@ impl Store {
         })
     }
 
-    /// Stores a new instance with its indexes: frozen when its task is, else waiting for its
-    /// upstreams (settling moves it on).
+    /// Stores a new instance with its indexes, unless one with its id exists (generation is
+    /// idempotent): frozen when its task is, else waiting for its upstreams. Its downstream
+    /// edges are collected in `ins`; [`Store::inserted`] stores them and settles it.
     fn insert_instance(
         &self,
         w: &mut Writes,
         mut inst: Instance,
         at_ms: i64,
+        ins: &mut Inserting,
         changes: &mut Changes,
     ) -> Result<()> {
-        let frozen = self
-            .get_in::<super::model::Task>(w, TASK, &inst.task)?
-            .is_some_and(|t| t.frozen);
+        if self.has_instance_in(w, &inst.id)? {
+            return Ok(());
+        }
+        let frozen = match ins.frozen.get(&inst.task) {
+            Some(f) => *f,
+            None => {
+                let f = self
+                    .get_in::<super::model::Task>(w, TASK, &inst.task)?
+                    .is_some_and(|t| t.frozen);
+                ins.frozen.insert(inst.task.clone(), f);
+                f
+            }
+        };
         let reason = inst
             .history
             .last()
@@ -324,12 +346,8 @@ impl Store {
             format!("{}{id}", task_day_prefix(&inst.task, &inst.bizdate)).into_bytes(),
             &id,
         )?;
-        w.put(
-            format!("{}{id}", bizdate_prefix(&inst.bizdate)).into_bytes(),
-            &id,
-        )?;
         for up in inst.upstream.iter().chain(&inst.previous) {
-            w.put(down_key(up, &id), &id)?;
+            ins.edges.entry(up.clone()).or_default().insert(id.clone());
         }
         if let RunKind::Backfill { id: bf, day } = &inst.run {
             w.put(
@@ -338,8 +356,43 @@ impl Store {
             )?;
         }
         self.save_instance(w, None, &inst)?;
-        changes.instances.insert(id);
+        changes.instances.insert(id.clone());
+        ins.new.push(id);
         Ok(())
+    }
+
+    /// Stores the downstream edges of the instances just inserted, each upstream's list once,
+    /// then settles the new instances.
+    fn inserted(
+        &self,
+        w: &mut Writes,
+        ins: Inserting,
+        at_ms: i64,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        for (up, downs) in ins.edges {
+            let mut all: BTreeSet<String> = self.downstream_in(w, &up)?.into_iter().collect();
+            let before = all.len();
+            all.extend(downs);
+            if all.len() != before {
+                w.put(down_key(&up), &all)?;
+            }
+        }
+        self.settle(w, ins.new, at_ms, changes)
+    }
+
+    /// The instances waiting for `id`, in id order, as the command being applied sees them.
+    fn downstream_in(&self, w: &Writes, id: &str) -> Result<Vec<String>> {
+        Ok(self.read(w, &down_key(id))?.unwrap_or_default())
+    }
+
+    /// Whether instance `id` exists, as the command being applied sees it, without decoding it.
+    fn has_instance_in(&self, w: &Writes, id: &str) -> Result<bool> {
+        let k = key(INSTANCE, id);
+        Ok(match w.overlay.get(&k) {
+            Some(v) => v.is_some(),
+            None => self.tree.contains_key(&k)?,
+        })
     }
 
     /// Writes an instance and keeps its indexes in step with its state: the dispatch queue, the
@@ -371,10 +424,9 @@ impl Store {
             w.put(timeq_key(inst.due_ms, id), id)?;
         }
         if before.is_none_or(|b| b.state != inst.state) {
-            w.put(key(STATE, id), &inst.state)?;
             self.alert_on_change(w, before, inst)?;
         }
-        self.index_listing(w, inst)?;
+        self.index_listing(w, inst, before.is_none())?;
         w.put(key(INSTANCE, id), inst)?;
         let mut wake = Vec::new();
         if let RunKind::Backfill { id: bf_id, day } = &inst.run {
@@ -442,8 +494,7 @@ impl Store {
                 changes.instances.insert(id.clone());
             }
             if inst.state.satisfies_downstream() && woke.insert(id.clone()) {
-                for k in self.keys_in(w, &format!("{DOWN}{id}|"))? {
-                    let down = id_after_bar(&k);
+                for down in self.downstream_in(w, &id)? {
                     if self.state_of(w, &down)? == Some(InstanceState::WaitingUpstream) {
                         work.push(down);
                     }
@@ -526,13 +577,12 @@ impl Store {
         Ok(None)
     }
 
-    /// An instance's state as the command being applied sees it, from the state index (or the
-    /// record itself in a store made before the index); `None` when there is no such instance.
+    /// An instance's state as the command being applied sees it; `None` when there is no such
+    /// instance.
     fn state_of(&self, w: &Writes, id: &str) -> Result<Option<InstanceState>> {
-        match self.read::<InstanceState>(w, &key(STATE, id))? {
-            Some(s) => Ok(Some(s)),
-            None => Ok(self.read_instance(w, id)?.map(|i| i.state)),
-        }
+        Ok(self
+            .read::<StateOnly>(w, &key(INSTANCE, id))?
+            .map(|s| s.state))
     }
 
     /// Why an instance waits for its upstreams, for people.

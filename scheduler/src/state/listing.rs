@@ -21,8 +21,9 @@
 //! which nothing replicated depends on.
 //!
 //! The list index is the one kept in step by reading it, not by trusting the caller's `before`:
-//! each save compares the instance with its `il/` value and moves the counter from there, so
-//! the counters cannot drift from the keys. Stores made before these indexes get them at open
+//! each save of an existing instance compares it with its `il/` value and moves the counter from
+//! there, so the counters cannot drift from the keys. (A new instance has no entry: the insert
+//! checked that its record does not exist, and the two are written together.) Stores made before these indexes get them at open
 //! (and after restoring a snapshot without them), in one batch with the [`LISTING`] marker;
 //! stores of the first version lose the three dropped indexes the same way.
 
@@ -304,15 +305,16 @@ impl DayLists {
 }
 
 impl Store {
-    /// Keeps the listing indexes in step with `inst`, in the same batch as its record.
-    pub(super) fn index_listing(&self, w: &mut Writes, inst: &Instance) -> Result<()> {
+    /// Keeps the listing indexes in step with `inst`, in the same batch as its record; `new`:
+    /// it has no record yet, so no entry either.
+    pub(super) fn index_listing(&self, w: &mut Writes, inst: &Instance, new: bool) -> Result<()> {
         let pos = Position::of(inst);
         let list_key = pos.list_key();
         let now = Listed {
             state: inst.state,
             group: inst.group.clone(),
         };
-        let was: Option<Listed> = self.read(w, &list_key)?;
+        let was: Option<Listed> = if new { None } else { self.read(w, &list_key)? };
         if was.as_ref() == Some(&now) {
             return Ok(());
         }
@@ -477,7 +479,7 @@ impl Store {
             }
             for item in self.tree.scan_prefix(INSTANCE.as_bytes()) {
                 let inst: Instance = serde_json::from_slice(&item?.1)?;
-                self.index_listing(&mut w, &inst)?;
+                self.index_listing(&mut w, &inst, true)?;
                 count += 1;
             }
         }
@@ -492,6 +494,44 @@ impl Store {
         Ok(())
     }
 
+    /// How many instances are in each state, every workspace and day, from the counters.
+    pub fn instance_counts(&self) -> Result<BTreeMap<InstanceState, u64>> {
+        self.counts_under(DAY_COUNT)
+    }
+
+    /// Ids of a business date's instances in every workspace, in list order per workspace:
+    /// each workspace's day is one range of `il/`, and the workspaces are found by skipping
+    /// from one to the next rather than reading every day of each.
+    pub fn ids_of_bizdate(&self, bizdate: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut from = LIST.as_bytes().to_vec();
+        loop {
+            let Some(item) = self.tree.range(from..).next() else {
+                break;
+            };
+            let (k, _) = item?;
+            let Some(rest) = k.strip_prefix(LIST.as_bytes()) else {
+                break;
+            };
+            let Some(bar) = rest.iter().position(|b| *b == b'|') else {
+                // Not a list key (none is written without a bar): step past it.
+                from = k.to_vec();
+                from.push(0);
+                continue;
+            };
+            let workspace = String::from_utf8_lossy(&rest[..bar]).to_string();
+            let (start, end) = prefix_range(&format!("{LIST}{workspace}|{bizdate}|"));
+            for (place, _) in self.listed_rows(&workspace, start, end)? {
+                if let Some((_, id)) = task_and_id(&place) {
+                    out.push(id.to_string());
+                }
+            }
+            // The next workspace: past every key of this one.
+            from = prefix_range(&format!("{LIST}{workspace}|")).1;
+        }
+        Ok(out)
+    }
+
     /// Instances by state of a workspace's day (every day: `None`), from the counters.
     pub fn day_counts(
         &self,
@@ -502,6 +542,11 @@ impl Store {
             Some(d) => format!("{DAY_COUNT}{workspace}|{d}|"),
             None => format!("{DAY_COUNT}{workspace}|"),
         };
+        self.counts_under(&prefix)
+    }
+
+    /// The counters under `prefix`, summed by state.
+    fn counts_under(&self, prefix: &str) -> Result<BTreeMap<InstanceState, u64>> {
         let mut counts = BTreeMap::new();
         for item in self.tree.scan_prefix(prefix.as_bytes()) {
             let (k, v) = item?;

@@ -57,10 +57,6 @@ const TOKEN: &str = "k/";
 const WORKSPACE: &str = "w/";
 const AUDIT: &str = "z/";
 const BACKFILL: &str = "b/";
-/// Index: each instance's state alone, so settling downstream instances (which asks the state
-/// of every upstream) does not decode whole instances. Stores made before it fall back to the
-/// instance record.
-const STATE: &str = "s/";
 /// Index: instances waiting for resources, so the dispatcher does not scan every instance.
 const WAITING: &str = "q/";
 /// Index: attempts not yet finished, for slot counts, leases and agent reconciliation.
@@ -69,17 +65,29 @@ const LIVE: &str = "r/";
 const TIMEQ: &str = "tq/";
 /// Index: attempts by the time they time out.
 const TIMEOUT: &str = "to/";
-/// Index: downstream instances of an instance (`dn/<up>|<down>`), to wake them when it ends.
-const DOWN: &str = "dn/";
+/// Index: the instances that wait for an instance (`dl/<up>`, valued with their ids in order),
+/// to wake them when it ends. One key per upstream rather than one per edge: generating a day
+/// writes ~3.6 edges per instance, and every key costs sled a tree descent.
+const DOWN: &str = "dl/";
 /// Index: instances of a task and business date, for joining manual runs and listing.
 const TASK_DAY: &str = "ti/";
-/// Index: instances of a business date.
-const BIZDATE: &str = "bz/";
 /// Index: instances of each day of a backfill.
 const BACKFILL_DAY: &str = "bd/";
 /// Markers: days generated per time zone.
 const GENERATED: &str = "gn/";
 const FENCING: &str = "m/fencing";
+/// Marker: the store has this version's index layout — downstream edges as one list per
+/// upstream (`dl/`), no state index and no day index. Stores made before it have it made when
+/// they open (and after restoring a snapshot of such a store): see [`Store::ensure_layout`].
+const LAYOUT: &str = "m/layout-v3";
+/// Earlier layouts' indexes: each instance's state (answered from the record now), the
+/// instances of a business date (answered from the list index `il/`), and one key per
+/// downstream edge (`dn/<up>|<down>`, now gathered into `dl/<up>`).
+const OLD_STATE: &str = "s/";
+const OLD_BIZDATE: &str = "bz/";
+const OLD_DOWN: &str = "dn/";
+/// Keys an index migration changes per batch, so a store of many days is not moved in one.
+const MIGRATE_BATCH: usize = 100_000;
 const APPLIED: &str = "m/applied";
 
 /// Durable state of one scheduler, replicated by raft once [`Store::attach`] gave it a node.
@@ -146,16 +154,12 @@ fn timeout_key(deadline_ms: i64, attempt: &str) -> Vec<u8> {
     format!("{TIMEOUT}{:020}|{attempt}", deadline_ms.max(0)).into_bytes()
 }
 
-fn down_key(up: &str, down: &str) -> Vec<u8> {
-    format!("{DOWN}{up}|{down}").into_bytes()
+fn down_key(up: &str) -> Vec<u8> {
+    key(DOWN, up)
 }
 
 fn task_day_prefix(task: &str, bizdate: &str) -> String {
     format!("{TASK_DAY}{task}|{bizdate}|")
-}
-
-fn bizdate_prefix(bizdate: &str) -> String {
-    format!("{BIZDATE}{bizdate}|")
 }
 
 fn backfill_day_prefix(backfill: &str, day: u32) -> String {
@@ -282,8 +286,82 @@ impl Store {
             needs: std::sync::Mutex::new((0, std::collections::HashMap::new())),
             queue: std::sync::Mutex::new(queue::QueueMirror::default()),
         };
-        store.ensure_listing()?;
+        store.ensure_layout()?;
         Ok(store)
+    }
+
+    /// Brings a store made by an earlier version to this version's indexes: the listing
+    /// indexes, then the layout of [`LAYOUT`]. Batches of [`MIGRATE_BATCH`] keys, each of which
+    /// may be applied again after a crash (an edge list is merged with what is stored, removals
+    /// repeat), and the marker last, so an interrupted migration resumes when the store next
+    /// opens. Only derived keys change; every replica makes the same ones from the same records.
+    fn ensure_layout(&self) -> Result<()> {
+        self.ensure_listing()?;
+        if self.tree.contains_key(LAYOUT)? {
+            return Ok(());
+        }
+        let mut w = Writes::new();
+        let mut moved = 0usize;
+        for prefix in [OLD_STATE, OLD_BIZDATE] {
+            for item in self.tree.scan_prefix(prefix.as_bytes()) {
+                w.remove(item?.0.to_vec());
+                moved += 1;
+                if w.overlay.len() >= MIGRATE_BATCH {
+                    self.tree
+                        .apply_batch(std::mem::replace(&mut w, Writes::new()).into_batch())?;
+                }
+            }
+        }
+        // Edge keys of one upstream are adjacent (`dn/<up>|` is their common prefix).
+        let mut current: Option<(String, std::collections::BTreeSet<String>)> = None;
+        for item in self.tree.scan_prefix(OLD_DOWN.as_bytes()) {
+            let (k, _) = item?;
+            w.remove(k.to_vec());
+            moved += 1;
+            let edge = String::from_utf8_lossy(&k[OLD_DOWN.len()..]).to_string();
+            let Some((up, down)) = edge.rsplit_once('|') else {
+                continue;
+            };
+            if current.as_ref().is_none_or(|(u, _)| u != up) {
+                if let Some((u, downs)) = current.take() {
+                    self.merge_down(&mut w, &u, downs)?;
+                }
+                if w.overlay.len() >= MIGRATE_BATCH {
+                    self.tree
+                        .apply_batch(std::mem::replace(&mut w, Writes::new()).into_batch())?;
+                }
+                current = Some((up.to_string(), Default::default()));
+            }
+            if let Some((_, downs)) = current.as_mut() {
+                downs.insert(down.to_string());
+            }
+        }
+        if let Some((u, downs)) = current.take() {
+            self.merge_down(&mut w, &u, downs)?;
+        }
+        w.put(LAYOUT.as_bytes().to_vec(), &3u32)?;
+        self.tree.apply_batch(w.into_batch())?;
+        self.db.flush()?;
+        if moved > 0 {
+            tracing::info!(keys = moved, "index layout brought to version 3");
+        }
+        Ok(())
+    }
+
+    /// Adds `downs` to the stored downstream list of `up`, in `w`.
+    fn merge_down(
+        &self,
+        w: &mut Writes,
+        up: &str,
+        downs: std::collections::BTreeSet<String>,
+    ) -> Result<()> {
+        let mut all: std::collections::BTreeSet<String> = self
+            .read::<Vec<String>>(w, &down_key(up))?
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        all.extend(downs);
+        w.put(down_key(up), &all)
     }
 
     /// Proposes `cmd` and returns once it is applied here and durable: through raft when a node
@@ -627,38 +705,16 @@ impl Store {
     pub fn has_instance(&self, id: &str) -> Result<bool> {
         Ok(self.tree.contains_key(key(INSTANCE, id))?)
     }
-    /// How many instances are in each state, read from the state index without decoding the
-    /// instances (those of a store older than the index are decoded).
-    pub fn instance_counts(&self) -> Result<BTreeMap<InstanceState, u64>> {
-        let mut counts = BTreeMap::new();
-        let mut indexed = std::collections::HashSet::new();
-        for item in self.tree.scan_prefix(STATE.as_bytes()) {
-            let (k, v) = item?;
-            *counts
-                .entry(serde_json::from_slice::<InstanceState>(&v)?)
-                .or_default() += 1;
-            indexed.insert(k[STATE.len()..].to_vec());
-        }
-        for item in self.tree.scan_prefix(INSTANCE.as_bytes()) {
-            let (k, v) = item?;
-            if !indexed.contains(&k[INSTANCE.len()..]) {
-                let i: Instance = serde_json::from_slice(&v)?;
-                *counts.entry(i.state).or_default() += 1;
-            }
-        }
-        Ok(counts)
-    }
-
     /// Every instance, oldest first.
     pub fn instances(&self) -> Result<Vec<Instance>> {
         let mut all: Vec<Instance> = self.scan(INSTANCE)?;
         all.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         Ok(all)
     }
-    /// Instances of one business date (yyyymmdd), by id.
+    /// Instances of one business date (yyyymmdd), in list order per workspace.
     pub fn instances_of_bizdate(&self, bizdate: &str) -> Result<Vec<Instance>> {
         let mut out = Vec::new();
-        for id in self.index(&bizdate_prefix(bizdate))? {
+        for id in self.ids_of_bizdate(bizdate)? {
             if let Some(i) = self.instance(&id)? {
                 out.push(i);
             }
@@ -677,7 +733,7 @@ impl Store {
     }
     /// Ids of the instances that wait for `id`.
     pub fn downstream_of(&self, id: &str) -> Result<Vec<String>> {
-        self.index(&format!("{DOWN}{id}|"))
+        Ok(self.get(&down_key(id))?.unwrap_or_default())
     }
     /// Instances waiting for resources, the dispatch queue's order: priority (highest first),
     /// then the time they became ready.

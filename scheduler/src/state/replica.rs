@@ -134,8 +134,8 @@ impl StateMachine for Store {
         self.tasks_changed();
         self.day_lists().clear();
         self.queue_mirror().clear();
-        // A snapshot from a scheduler older than the listing indexes has none.
-        self.ensure_listing()?;
+        // A snapshot from an older scheduler has older indexes.
+        self.ensure_layout()?;
         Ok(())
     }
 }

@@ -823,3 +823,132 @@ async fn both_legs_of_a_relay_attempt_report_and_the_writer_decides() -> Result<
     assert!(matches!(late, Applied::Stale(_)));
     Ok(())
 }
+
+/// The raw contents of a store's tree, for byte-for-byte comparisons.
+fn raw(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+    store
+        .tree
+        .iter()
+        .map(|item| {
+            let (k, v) = item?;
+            Ok((k.to_vec(), v.to_vec()))
+        })
+        .collect()
+}
+
+/// A store written with the earlier index layout (a state key per instance, a day index, one
+/// key per downstream edge) gets this layout when it opens, the same bytes as a store that
+/// always had it; a migration interrupted part way (some lists written, some edges left) ends
+/// the same; and the moved edges still wake the downstream instances.
+#[tokio::test]
+async fn an_earlier_index_layout_is_brought_up_when_the_store_opens() -> Result<()> {
+    let dir = tempfile::tempdir().map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let with = |id: &str, task: &str, ws_day: &str, up: &[&str], prev: &[&str]| Instance {
+        task: task.into(),
+        bizdate: ws_day.into(),
+        upstream: up.iter().map(|s| s.to_string()).collect(),
+        previous: prev.iter().map(|s| s.to_string()).collect(),
+        due_ms: i64::MAX,
+        ..manual(id)
+    };
+    let expected = {
+        let store = Store::open(dir.path())?;
+        setup(&store).await?;
+        let instances = vec![
+            with("a1", "ws1/a", "20261124", &[], &[]),
+            with("b1", "ws1/b", "20261124", &["a1"], &[]),
+            with("c1", "ws2/c", "20261124", &["a1", "b1"], &[]),
+            with("a2", "ws1/a", "20261125", &[], &["a1"]),
+            with("c2", "ws2/c", "20261125", &["a2"], &["c1"]),
+        ];
+        store
+            .propose(Command::AddInstances {
+                instances,
+                generated: None,
+                at_ms: 5,
+            })
+            .await?;
+        assert_eq!(store.downstream_of("a1")?, ["a2", "b1", "c1"]);
+        assert_eq!(store.downstream_of("c1")?, ["c2"]);
+        let day: Vec<String> = store
+            .instances_of_bizdate("20261124")?
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        // Workspaces in key order: `ws1|` and `ws2|` sort before `|` (task `t` has none).
+        assert_eq!(day, ["a1", "b1", "c1", "i1"]);
+        assert_eq!(
+            store.instance_counts()?.values().sum::<u64>(),
+            6,
+            "the counters count every instance"
+        );
+        // Rewrite it in the earlier layout.
+        let expected = raw(&store)?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in &expected {
+            if k.starts_with(DOWN.as_bytes()) {
+                batch.remove(k.clone());
+                let up = String::from_utf8_lossy(&k[DOWN.len()..]).to_string();
+                for down in serde_json::from_slice::<Vec<String>>(v)? {
+                    batch.insert(
+                        format!("{OLD_DOWN}{up}|{down}").into_bytes(),
+                        serde_json::to_vec(&down)?,
+                    );
+                }
+            }
+            if let Some(id) = k.strip_prefix(INSTANCE.as_bytes()) {
+                let inst: Instance = serde_json::from_slice(v)?;
+                let id = String::from_utf8_lossy(id);
+                batch.insert(key(OLD_STATE, &id), serde_json::to_vec(&inst.state)?);
+                batch.insert(
+                    format!("{OLD_BIZDATE}{}|{id}", inst.bizdate).into_bytes(),
+                    serde_json::to_vec(&id)?,
+                );
+            }
+        }
+        batch.remove(LAYOUT);
+        store.tree.apply_batch(batch)?;
+        store.flush().await?;
+        expected
+    };
+    let store = reopen(dir.path())?;
+    assert_eq!(
+        raw(&store)?,
+        expected,
+        "the migrated store is the one always kept so"
+    );
+    // Interrupted: the list of a1 written with one edge, two edges left as keys, no marker.
+    let mut batch = sled::Batch::default();
+    batch.insert(down_key("a1"), serde_json::to_vec(&["b1"])?);
+    for down in ["a2", "c1"] {
+        batch.insert(
+            format!("{OLD_DOWN}a1|{down}").into_bytes(),
+            serde_json::to_vec(down)?,
+        );
+    }
+    batch.remove(LAYOUT);
+    store.tree.apply_batch(batch)?;
+    store.flush().await?;
+    drop(store);
+    let store = reopen(dir.path())?;
+    assert_eq!(
+        raw(&store)?,
+        expected,
+        "an interrupted migration ends the same"
+    );
+    // The moved edges wake: a1 succeeds, b1 goes on (c1 still waits for b1).
+    store
+        .propose(Command::MarkSuccess {
+            id: "a1".into(),
+            reason: "test".into(),
+            at_ms: 6,
+        })
+        .await?;
+    let state = |id: &str| -> Result<InstanceState> {
+        Ok(store.instance(id)?.map(|i| i.state).unwrap_or_default())
+    };
+    assert_eq!(state("b1")?, InstanceState::WaitingTime);
+    assert_eq!(state("a2")?, InstanceState::WaitingTime);
+    assert_eq!(state("c1")?, InstanceState::WaitingUpstream);
+    Ok(())
+}
