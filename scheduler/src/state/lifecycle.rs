@@ -21,7 +21,8 @@ use super::model::{
 };
 use super::{
     ATTEMPT, BACKFILL, INSTANCE, LIVE, Store, TASK, TIMEOUT, TIMEQ, WAITING, Writes,
-    backfill_day_prefix, down_key, generated_key, id_after_bar, key, task_day_prefix, timeq_key,
+    backfill_day_prefix, down_key, generated_key, id_after_bar, key, task_day_key,
+    task_days_prefix, timeq_key,
 };
 use crate::error::{Error, Result};
 use serde::Deserialize;
@@ -47,13 +48,15 @@ impl Changes {
 pub const EXPIRED: &str = "expired";
 
 /// What a command inserting instances collects before it settles them: the new ids, the
-/// downstream edges to add (per upstream, so each upstream's list is written once per command
-/// however many of its downstream instances the command holds), and whether each task is
-/// frozen (read once per task, not once per instance).
+/// downstream edges and task-day entries to add (per list, so each list is written once per
+/// command however many of its instances the command holds), and whether each task is frozen
+/// (read once per task, not once per instance).
 #[derive(Default)]
 struct Inserting {
     new: Vec<String>,
     edges: BTreeMap<String, BTreeSet<String>>,
+    /// The new ids by `ti/` list.
+    days: BTreeMap<Vec<u8>, BTreeSet<String>>,
     frozen: HashMap<String, bool>,
 }
 
@@ -83,8 +86,9 @@ impl Store {
                 self.inserted(w, ins, at_ms, &mut changes)?;
             }
             Command::RunTask { instance, at_ms } => {
-                for k in self.keys_in(w, &task_day_prefix(&instance.task, &instance.bizdate))? {
-                    let id = id_after_bar(&k);
+                let day: Option<Vec<String>> =
+                    self.read(w, &task_day_key(&instance.task, &instance.bizdate))?;
+                for id in day.unwrap_or_default() {
                     if let Some(i) = self.read_instance(w, &id)?
                         && (i.state.is_waiting() || i.state.is_active())
                     {
@@ -235,8 +239,11 @@ impl Store {
                 } else {
                     "the task was unfrozen"
                 };
-                for k in self.keys_in(w, &format!("{}{task}|", super::TASK_DAY))? {
-                    let id = id_after_bar(&k);
+                let mut ids = Vec::new();
+                for k in self.keys_in(w, &task_days_prefix(&task))? {
+                    ids.extend(self.read::<Vec<String>>(w, &k)?.unwrap_or_default());
+                }
+                for id in ids {
                     let Some(mut inst) = self.read_instance(w, &id)? else {
                         continue;
                     };
@@ -342,10 +349,10 @@ impl Store {
             inst.set_state(InstanceState::WaitingUpstream, at_ms, reason);
         }
         let id = inst.id.clone();
-        w.put(
-            format!("{}{id}", task_day_prefix(&inst.task, &inst.bizdate)).into_bytes(),
-            &id,
-        )?;
+        ins.days
+            .entry(task_day_key(&inst.task, &inst.bizdate))
+            .or_default()
+            .insert(id.clone());
         for up in inst.upstream.iter().chain(&inst.previous) {
             ins.edges.entry(up.clone()).or_default().insert(id.clone());
         }
@@ -371,12 +378,10 @@ impl Store {
         changes: &mut Changes,
     ) -> Result<()> {
         for (up, downs) in ins.edges {
-            let mut all: BTreeSet<String> = self.downstream_in(w, &up)?.into_iter().collect();
-            let before = all.len();
-            all.extend(downs);
-            if all.len() != before {
-                w.put(down_key(&up), &all)?;
-            }
+            self.merge_list(w, down_key(&up), downs)?;
+        }
+        for (day, ids) in ins.days {
+            self.merge_list(w, day, ids)?;
         }
         self.settle(w, ins.new, at_ms, changes)
     }

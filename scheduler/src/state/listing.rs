@@ -582,12 +582,20 @@ impl Store {
     /// The instances of one task (on the query's day, or every day), from its task-day index
     /// and their records.
     fn list_of_task(&self, q: &ListQuery, task: &str) -> Result<ListPage> {
-        let prefix = match &q.bizdate {
-            Some(d) => super::task_day_prefix(task, d),
-            None => format!("{}{task}|", super::TASK_DAY),
+        let ids: Vec<String> = match &q.bizdate {
+            Some(d) => self
+                .get::<Vec<String>>(&super::task_day_key(task, d))?
+                .unwrap_or_default(),
+            None => {
+                let mut ids = Vec::new();
+                for item in self.tree.scan_prefix(super::task_days_prefix(task)) {
+                    ids.extend(serde_json::from_slice::<Vec<String>>(&item?.1)?);
+                }
+                ids
+            }
         };
         let mut rows = Vec::new();
-        for id in self.index(&prefix)? {
+        for id in ids {
             let Some(inst) = self.instance(&id)? else {
                 continue;
             };

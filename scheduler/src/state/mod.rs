@@ -69,7 +69,9 @@ const TIMEOUT: &str = "to/";
 /// to wake them when it ends. One key per upstream rather than one per edge: generating a day
 /// writes ~3.6 edges per instance, and every key costs sled a tree descent.
 const DOWN: &str = "dl/";
-/// Index: instances of a task and business date, for joining manual runs and listing.
+/// Index: instances of a task and business date (`ti/<task>|<day>`, valued with their ids in
+/// order), for joining manual runs, freezing a task and listing. One key per task and day: an
+/// hourly task's 24 instances of a day are generated together.
 const TASK_DAY: &str = "ti/";
 /// Index: instances of each day of a backfill.
 const BACKFILL_DAY: &str = "bd/";
@@ -77,12 +79,14 @@ const BACKFILL_DAY: &str = "bd/";
 const GENERATED: &str = "gn/";
 const FENCING: &str = "m/fencing";
 /// Marker: the store has this version's index layout — downstream edges as one list per
-/// upstream (`dl/`), no state index and no day index. Stores made before it have it made when
+/// upstream (`dl/`), a task's instances as one list per day (`ti/`), no state index and no day
+/// index. Stores made before it have it made when
 /// they open (and after restoring a snapshot of such a store): see [`Store::ensure_layout`].
-const LAYOUT: &str = "m/layout-v3";
+const LAYOUT: &str = "m/layout-v4";
 /// Earlier layouts' indexes: each instance's state (answered from the record now), the
 /// instances of a business date (answered from the list index `il/`), and one key per
-/// downstream edge (`dn/<up>|<down>`, now gathered into `dl/<up>`).
+/// downstream edge (`dn/<up>|<down>`, now gathered into `dl/<up>`). The task-day index had one
+/// key per instance too (`ti/<task>|<day>|<id>`).
 const OLD_STATE: &str = "s/";
 const OLD_BIZDATE: &str = "bz/";
 const OLD_DOWN: &str = "dn/";
@@ -158,8 +162,13 @@ fn down_key(up: &str) -> Vec<u8> {
     key(DOWN, up)
 }
 
-fn task_day_prefix(task: &str, bizdate: &str) -> String {
-    format!("{TASK_DAY}{task}|{bizdate}|")
+fn task_day_key(task: &str, bizdate: &str) -> Vec<u8> {
+    format!("{TASK_DAY}{task}|{bizdate}").into_bytes()
+}
+
+/// The prefix of every `ti/` list of a task.
+fn task_days_prefix(task: &str) -> String {
+    format!("{TASK_DAY}{task}|")
 }
 
 fn backfill_day_prefix(backfill: &str, day: u32) -> String {
@@ -306,62 +315,89 @@ impl Store {
             for item in self.tree.scan_prefix(prefix.as_bytes()) {
                 w.remove(item?.0.to_vec());
                 moved += 1;
-                if w.overlay.len() >= MIGRATE_BATCH {
-                    self.tree
-                        .apply_batch(std::mem::replace(&mut w, Writes::new()).into_batch())?;
-                }
+                self.migrate_batch(&mut w)?;
             }
         }
-        // Edge keys of one upstream are adjacent (`dn/<up>|` is their common prefix).
-        let mut current: Option<(String, std::collections::BTreeSet<String>)> = None;
-        for item in self.tree.scan_prefix(OLD_DOWN.as_bytes()) {
-            let (k, _) = item?;
-            w.remove(k.to_vec());
-            moved += 1;
-            let edge = String::from_utf8_lossy(&k[OLD_DOWN.len()..]).to_string();
-            let Some((up, down)) = edge.rsplit_once('|') else {
-                continue;
-            };
-            if current.as_ref().is_none_or(|(u, _)| u != up) {
-                if let Some((u, downs)) = current.take() {
-                    self.merge_down(&mut w, &u, downs)?;
-                }
-                if w.overlay.len() >= MIGRATE_BATCH {
-                    self.tree
-                        .apply_batch(std::mem::replace(&mut w, Writes::new()).into_batch())?;
-                }
-                current = Some((up.to_string(), Default::default()));
-            }
-            if let Some((_, downs)) = current.as_mut() {
-                downs.insert(down.to_string());
-            }
-        }
-        if let Some((u, downs)) = current.take() {
-            self.merge_down(&mut w, &u, downs)?;
-        }
-        w.put(LAYOUT.as_bytes().to_vec(), &3u32)?;
+        // `dn/<up>|<down>` -> `dl/<up>`.
+        moved += self.gather_into_lists(&mut w, OLD_DOWN, DOWN, |_| true)?;
+        // `ti/<task>|<day>|<id>` -> `ti/<task>|<day>` (keys of lists have one bar).
+        moved += self.gather_into_lists(&mut w, TASK_DAY, TASK_DAY, |g| g.contains('|'))?;
+        w.put(LAYOUT.as_bytes().to_vec(), &4u32)?;
         self.tree.apply_batch(w.into_batch())?;
         self.db.flush()?;
         if moved > 0 {
-            tracing::info!(keys = moved, "index layout brought to version 3");
+            tracing::info!(keys = moved, "index layout brought to version 4");
         }
         Ok(())
     }
 
-    /// Adds `downs` to the stored downstream list of `up`, in `w`.
-    fn merge_down(
+    /// Stores `w` once it holds a migration batch.
+    fn migrate_batch(&self, w: &mut Writes) -> Result<()> {
+        if w.overlay.len() >= MIGRATE_BATCH {
+            self.tree
+                .apply_batch(std::mem::replace(w, Writes::new()).into_batch())?;
+        }
+        Ok(())
+    }
+
+    /// Turns keys `<old><group>|<member>` whose group `is_old` accepts into lists
+    /// `<new><group>` (merged with a list already there), removing them; returns how many.
+    /// The keys of one group are adjacent, as `<old><group>|` is their common prefix.
+    fn gather_into_lists(
         &self,
         w: &mut Writes,
-        up: &str,
-        downs: std::collections::BTreeSet<String>,
+        old: &str,
+        new: &str,
+        is_old: impl Fn(&str) -> bool,
+    ) -> Result<usize> {
+        let mut moved = 0;
+        let mut current: Option<(String, std::collections::BTreeSet<String>)> = None;
+        for item in self.tree.scan_prefix(old.as_bytes()) {
+            let (k, _) = item?;
+            let rest = String::from_utf8_lossy(&k[old.len()..]).to_string();
+            let Some((group, member)) = rest.rsplit_once('|') else {
+                continue;
+            };
+            if !is_old(group) {
+                continue;
+            }
+            w.remove(k.to_vec());
+            moved += 1;
+            if current.as_ref().is_none_or(|(g, _)| g != group) {
+                if let Some((g, members)) = current.take() {
+                    self.merge_list(w, key(new, &g), members)?;
+                }
+                self.migrate_batch(w)?;
+                current = Some((group.to_string(), Default::default()));
+            }
+            if let Some((_, members)) = current.as_mut() {
+                members.insert(member.to_string());
+            }
+        }
+        if let Some((g, members)) = current.take() {
+            self.merge_list(w, key(new, &g), members)?;
+        }
+        Ok(moved)
+    }
+
+    /// Adds `members` to the stored list at `list`, in `w`; the list stays sorted.
+    fn merge_list(
+        &self,
+        w: &mut Writes,
+        list: Vec<u8>,
+        members: std::collections::BTreeSet<String>,
     ) -> Result<()> {
         let mut all: std::collections::BTreeSet<String> = self
-            .read::<Vec<String>>(w, &down_key(up))?
+            .read::<Vec<String>>(w, &list)?
             .unwrap_or_default()
             .into_iter()
             .collect();
-        all.extend(downs);
-        w.put(down_key(up), &all)
+        let before = all.len();
+        all.extend(members);
+        if all.len() != before {
+            w.put(list, &all)?;
+        }
+        Ok(())
     }
 
     /// Proposes `cmd` and returns once it is applied here and durable: through raft when a node
@@ -447,14 +483,6 @@ impl Store {
                 let (_, v) = item?;
                 Ok(serde_json::from_slice(&v)?)
             })
-            .collect()
-    }
-
-    /// Ids of an index, in key order.
-    fn index(&self, prefix: &str) -> Result<Vec<String>> {
-        self.tree
-            .scan_prefix(prefix.as_bytes())
-            .map(|item| Ok(id_after_bar(&item?.0)))
             .collect()
     }
 
@@ -724,7 +752,10 @@ impl Store {
     /// Instances of a task on a business date.
     pub fn instances_of_task_day(&self, task: &str, bizdate: &str) -> Result<Vec<Instance>> {
         let mut out = Vec::new();
-        for id in self.index(&task_day_prefix(task, bizdate))? {
+        for id in self
+            .get::<Vec<String>>(&task_day_key(task, bizdate))?
+            .unwrap_or_default()
+        {
             if let Some(i) = self.instance(&id)? {
                 out.push(i);
             }

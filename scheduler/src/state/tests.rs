@@ -824,14 +824,18 @@ async fn both_legs_of_a_relay_attempt_report_and_the_writer_decides() -> Result<
     Ok(())
 }
 
-/// The raw contents of a store's tree, for byte-for-byte comparisons.
-fn raw(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
+/// The contents of a store's tree, for comparisons byte for byte (every key and value is
+/// text, so a failure shows them readably).
+fn raw(store: &Store) -> Result<BTreeMap<String, String>> {
     store
         .tree
         .iter()
         .map(|item| {
             let (k, v) = item?;
-            Ok((k.to_vec(), v.to_vec()))
+            Ok((
+                String::from_utf8_lossy(&k).to_string(),
+                String::from_utf8_lossy(&v).to_string(),
+            ))
         })
         .collect()
 }
@@ -886,20 +890,20 @@ async fn an_earlier_index_layout_is_brought_up_when_the_store_opens() -> Result<
         let expected = raw(&store)?;
         let mut batch = sled::Batch::default();
         for (k, v) in &expected {
-            if k.starts_with(DOWN.as_bytes()) {
-                batch.remove(k.clone());
-                let up = String::from_utf8_lossy(&k[DOWN.len()..]).to_string();
-                for down in serde_json::from_slice::<Vec<String>>(v)? {
-                    batch.insert(
-                        format!("{OLD_DOWN}{up}|{down}").into_bytes(),
-                        serde_json::to_vec(&down)?,
-                    );
+            for (list, old) in [(DOWN, OLD_DOWN), (TASK_DAY, TASK_DAY)] {
+                if let Some(group) = k.strip_prefix(list) {
+                    batch.remove(k.as_bytes());
+                    for member in serde_json::from_str::<Vec<String>>(v)? {
+                        batch.insert(
+                            format!("{old}{group}|{member}").into_bytes(),
+                            serde_json::to_vec(&member)?,
+                        );
+                    }
                 }
             }
-            if let Some(id) = k.strip_prefix(INSTANCE.as_bytes()) {
-                let inst: Instance = serde_json::from_slice(v)?;
-                let id = String::from_utf8_lossy(id);
-                batch.insert(key(OLD_STATE, &id), serde_json::to_vec(&inst.state)?);
+            if let Some(id) = k.strip_prefix(INSTANCE) {
+                let inst: Instance = serde_json::from_str(v)?;
+                batch.insert(key(OLD_STATE, id), serde_json::to_vec(&inst.state)?);
                 batch.insert(
                     format!("{OLD_BIZDATE}{}|{id}", inst.bizdate).into_bytes(),
                     serde_json::to_vec(&id)?,
@@ -917,7 +921,8 @@ async fn an_earlier_index_layout_is_brought_up_when_the_store_opens() -> Result<
         expected,
         "the migrated store is the one always kept so"
     );
-    // Interrupted: the list of a1 written with one edge, two edges left as keys, no marker.
+    // Interrupted: the list of a1 written with one edge, two edges left as keys, and a task's
+    // day the same way; no marker.
     let mut batch = sled::Batch::default();
     batch.insert(down_key("a1"), serde_json::to_vec(&["b1"])?);
     for down in ["a2", "c1"] {
@@ -926,11 +931,24 @@ async fn an_earlier_index_layout_is_brought_up_when_the_store_opens() -> Result<
             serde_json::to_vec(down)?,
         );
     }
+    batch.insert(
+        task_day_key("ws2/c", "20261124"),
+        serde_json::to_vec(&["c1"])?,
+    );
+    batch.insert(
+        format!("{TASK_DAY}ws2/c|20261124|c0").into_bytes(),
+        serde_json::to_vec("c0")?,
+    );
     batch.remove(LAYOUT);
     store.tree.apply_batch(batch)?;
     store.flush().await?;
     drop(store);
     let store = reopen(dir.path())?;
+    let mut expected = expected;
+    expected.insert(
+        String::from_utf8_lossy(&task_day_key("ws2/c", "20261124")).to_string(),
+        r#"["c0","c1"]"#.to_string(),
+    );
     assert_eq!(
         raw(&store)?,
         expected,
