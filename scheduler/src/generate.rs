@@ -99,11 +99,11 @@ fn dry_run_reason(d: DryRun) -> &'static str {
     }
 }
 
-/// The record of a planned instance.
-pub fn instance_of(p: &PlannedInstance, v: &TaskVersion, run: RunKind, reason: String) -> Instance {
+/// The record of a planned instance (taken, not copied: a day has 100,000 of them).
+pub fn instance_of(p: PlannedInstance, v: &TaskVersion, run: RunKind, reason: String) -> Instance {
     Instance {
-        id: p.key.clone(),
-        task: p.node.clone(),
+        id: p.key,
+        task: p.node,
         version: p.version,
         group: v.group.clone(),
         bizdate: p.bizdate.format("%Y%m%d").to_string(),
@@ -117,9 +117,9 @@ pub fn instance_of(p: &PlannedInstance, v: &TaskVersion, run: RunKind, reason: S
         due_ms: p.at.timestamp_millis(),
         ready_ms: 0,
         priority: v.priority,
-        params: Some(p.params.clone()),
-        upstream: p.upstream.clone(),
-        previous: p.previous.clone(),
+        params: Some(p.params),
+        upstream: p.upstream,
+        previous: p.previous,
         dry_run: p
             .dry_run
             .map(dry_run_reason)
@@ -168,28 +168,40 @@ fn plan_with(
         .filter(|t| t_plus_one && t.first_day.is_some_and(|f| f > day))
         .map(|t| t.name)
         .collect();
-    let chosen: Vec<&PlannedInstance> = plan
+    let chosen: Vec<PlannedInstance> = plan
         .instances
-        .iter()
+        .into_iter()
         .filter(|p| keep.contains(p.node.as_str()))
         .collect();
-    let needed: BTreeSet<&str> = chosen
-        .iter()
-        .filter(|p| !not_yet.contains(&p.node))
-        .flat_map(|p| p.upstream.iter().map(String::as_str))
-        .collect();
+    // Only asked about instances of tasks not yet in effect; usually there are none.
+    let needed: BTreeSet<String> = if not_yet.is_empty() {
+        BTreeSet::new()
+    } else {
+        chosen
+            .iter()
+            .filter(|p| !not_yet.contains(&p.node))
+            .flat_map(|p| p.upstream.iter().cloned())
+            .collect()
+    };
     Ok(chosen
         .into_iter()
         .filter(|p| !not_yet.contains(&p.node) || needed.contains(p.key.as_str()))
         .filter_map(|p| {
-            versions
-                .get(&p.node)
-                .map(|v| instance_of(p, v, RunKind::Scheduled, reason.to_string()))
+            let v = versions.get(&p.node)?;
+            Some(instance_of(p, v, RunKind::Scheduled, reason.to_string()))
         })
         .collect())
 }
 
-/// Proposes `instances` in chunks; the last chunk records `generated`.
+/// Chunks of a generation in flight at once: while the applier applies one, the next is
+/// encoded and written to the raft log on another core.
+const IN_FLIGHT: usize = 2;
+
+/// Proposes `instances` in chunks, up to [`IN_FLIGHT`] at a time; the last chunk records
+/// `generated`, and is proposed only once every other chunk is applied, so the marker never
+/// stands for a day with a chunk missing (chunks in flight may commit in either order after a
+/// retry, which is harmless: each instance is created once, whichever chunk comes first, and
+/// waits for upstream instances created later).
 pub async fn store_instances(
     ctx: &Context,
     instances: Vec<Instance>,
@@ -201,22 +213,48 @@ pub async fn store_instances(
     while it.peek().is_some() {
         chunks.push(it.by_ref().take(CHUNK).collect());
     }
-    if chunks.is_empty() {
-        chunks.push(Vec::new());
+    let last = chunks.pop().unwrap_or_default();
+    let mut flying = std::collections::VecDeque::new();
+    for chunk in chunks {
+        if flying.len() >= IN_FLIGHT
+            && let Some(first) = flying.pop_front()
+        {
+            landed(ctx, first).await?;
+        }
+        let store = ctx.store.clone();
+        let at_ms = ctx.now_ms();
+        flying.push_back(tokio::spawn(async move {
+            store
+                .propose(Command::AddInstances {
+                    instances: chunk,
+                    generated: None,
+                    at_ms,
+                })
+                .await
+        }));
     }
-    let last = chunks.len() - 1;
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let applied = ctx
-            .store
-            .propose(Command::AddInstances {
-                instances: chunk,
-                generated: if i == last { generated.clone() } else { None },
-                at_ms: ctx.now_ms(),
-            })
-            .await?;
-        ctx.announce(&applied);
+    while let Some(first) = flying.pop_front() {
+        landed(ctx, first).await?;
     }
+    let applied = ctx
+        .store
+        .propose(Command::AddInstances {
+            instances: last,
+            generated,
+            at_ms: ctx.now_ms(),
+        })
+        .await?;
+    ctx.announce(&applied);
     Ok(n)
+}
+
+/// Waits for a chunk proposed by [`store_instances`] and announces what it changed.
+async fn landed(ctx: &Context, chunk: tokio::task::JoinHandle<Result<Applied>>) -> Result<()> {
+    let applied = chunk
+        .await
+        .map_err(|e| Error::Unavailable(format!("a generation chunk was not proposed: {e}")))??;
+    ctx.announce(&applied);
+    Ok(())
 }
 
 /// Generates every zone's days that are due and not generated yet: today (when it never was)
@@ -426,10 +464,15 @@ pub fn plan_backfill(store: &Store, spec: &BackfillSpec<'_>) -> Result<(Backfill
         let cycle_day = bizdate.succ_opt().unwrap_or(*bizdate);
         let plan = crate::plan::plan_day(&specs, cycle_day, Generation::FullDay)?;
         let mut today: Vec<Instance> = Vec::new();
-        for p in plan.instances.iter().filter(|p| tasks.contains(&p.node)) {
+        for p in plan
+            .instances
+            .into_iter()
+            .filter(|p| tasks.contains(&p.node))
+        {
             let Some(v) = versions.get(&p.node) else {
                 continue;
             };
+            let key = rename(&p.key);
             let mut inst = instance_of(
                 p,
                 v,
@@ -439,7 +482,7 @@ pub fn plan_backfill(store: &Store, spec: &BackfillSpec<'_>) -> Result<(Backfill
                 },
                 format!("backfill {id} of {} for {bizdate}, by {who}", short(root)),
             );
-            inst.id = rename(&p.key);
+            inst.id = key;
             today.push(inst);
         }
         // Manual tasks have no cycles to plan: one instance per business date, waiting for

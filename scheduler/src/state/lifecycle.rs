@@ -54,6 +54,8 @@ pub const EXPIRED: &str = "expired";
 #[derive(Default)]
 struct Inserting {
     new: Vec<String>,
+    /// The new instances as stored, so settling them does not decode them again.
+    held: HashMap<String, Instance>,
     edges: BTreeMap<String, BTreeSet<String>>,
     /// The new ids by `ti/` list.
     days: BTreeMap<Vec<u8>, BTreeSet<String>>,
@@ -364,7 +366,8 @@ impl Store {
         }
         self.save_instance(w, None, &inst)?;
         changes.instances.insert(id.clone());
-        ins.new.push(id);
+        ins.new.push(id.clone());
+        ins.held.insert(id, inst);
         Ok(())
     }
 
@@ -383,7 +386,7 @@ impl Store {
         for (day, ids) in ins.days {
             self.merge_list(w, day, ids)?;
         }
-        self.settle(w, ins.new, at_ms, changes)
+        self.settle_held(w, ins.new, ins.held, at_ms, changes)
     }
 
     /// The instances waiting for `id`, in id order, as the command being applied sees them.
@@ -483,13 +486,30 @@ impl Store {
     pub(super) fn settle(
         &self,
         w: &mut Writes,
+        work: Vec<String>,
+        at_ms: i64,
+        changes: &mut Changes,
+    ) -> Result<()> {
+        self.settle_held(w, work, HashMap::new(), at_ms, changes)
+    }
+
+    /// [`Store::settle`], given some of the instances as they are stored (each used once, in
+    /// place of reading it).
+    fn settle_held(
+        &self,
+        w: &mut Writes,
         mut work: Vec<String>,
+        mut held: HashMap<String, Instance>,
         at_ms: i64,
         changes: &mut Changes,
     ) -> Result<()> {
         let mut woke: HashSet<String> = HashSet::new();
         while let Some(id) = work.pop() {
-            let Some(mut inst) = self.read_instance(w, &id)? else {
+            let inst = match held.remove(&id) {
+                Some(inst) => Some(inst),
+                None => self.read_instance(w, &id)?,
+            };
+            let Some(mut inst) = inst else {
                 continue;
             };
             let before = inst.clone();
