@@ -261,12 +261,25 @@ async fn probe(admin: &procs::Admin, rate: usize, secs: usize) -> Result<usize> 
         let mut admin = admin.clone();
         let day = base - chrono::Duration::days((k / PROBES) as i64);
         calls.push(tokio::spawn(async move {
-            admin
-                .run_task(apb::RunTaskRequest {
-                    name: format!("probe_{:02}", k % PROBES),
-                    bizdate: day.format("%Y%m%d").to_string(),
-                })
-                .await
+            let request = apb::RunTaskRequest {
+                name: format!("probe_{:02}", k % PROBES),
+                bizdate: day.format("%Y%m%d").to_string(),
+            };
+            // As a client should: a leader confirming its leadership (its lease lapsed, as it
+            // can when three schedulers share two busy cores) says to retry in a moment. The
+            // measure is ready -> running, which starts when the run is accepted.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match admin.run_task(request.clone()).await {
+                    Err(s)
+                        if s.code() == tonic::Code::Unavailable
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    other => return other,
+                }
+            }
         }));
     }
     for c in calls {

@@ -9,7 +9,7 @@
 //! to the [`StateMachine`] and answers each proposer with its own result, so a slow apply or a
 //! snapshot of a large state never stops the node from ticking and heartbeating (which would cost
 //! the leadership). Every N applied entries the applier starts a snapshot: a thread writes the
-//! state as of that index ([`tree_snapshot`]) into chunks in sled ([`snapshot`]) while the
+//! state as of that index ([`tree_snapshot`]) into a file ([`snapshot`]) while the
 //! applier goes on applying, and once it is stored and flushed the log before it is compacted; a follower too far behind gets that snapshot
 //! streamed in chunks by the transport ([`transport`]), never inside a raft message. The leader
 //! pushes the chunks (rather than the follower fetching them) because raft-rs already tells the
