@@ -252,8 +252,12 @@ impl<S: StateMachine> Applier<S> {
         let _ = self
             .node
             .blocking_send(NodeMsg::Applied { index: last_index });
-        if self.applied - self.last_snapshot >= self.snapshot_every
-            && self.applied >= self.conf_valid_from
+        if snapshot_due(
+            self.applied,
+            self.last_snapshot,
+            self.snapshot_every,
+            self.id,
+        ) && self.applied >= self.conf_valid_from
             && self.writing.is_none()
         {
             self.start_snapshot()?;
@@ -485,6 +489,18 @@ impl<W: io::Write> io::Write for Cancellable<W> {
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Whether a node that last snapshotted at `last` snapshots at `applied`. Each member snapshots
+/// every `every` entries at its own phase (node 1 at multiples of `every`, node 2 a quarter
+/// later, node 3 half-way, ...), so the members of a cluster do not all write a snapshot of the
+/// whole state at once: on shared cores and disks that made a majority slow to answer the
+/// leader's heartbeats, and the leader paused until its quorum lease came back.
+fn snapshot_due(applied: u64, last: u64, every: u64, id: u64) -> bool {
+    let every = every.max(1);
+    let phase = (id.saturating_sub(1) % 4) * (every / 4);
+    let next = (last.saturating_sub(phase) / every + 1) * every + phase;
+    applied >= next || applied.saturating_sub(last) >= 2 * every
 }
 
 #[cfg(test)]

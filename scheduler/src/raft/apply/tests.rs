@@ -164,3 +164,35 @@ async fn entries_apply_while_a_snapshot_is_written() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("applier panicked"))?;
     Ok(())
 }
+
+/// The members of a cluster snapshot at their own phases: node 1 every `every` entries from 0,
+/// the others shifted, so no two write a snapshot at the same index; each keeps the interval.
+#[test]
+fn members_snapshot_at_their_own_phase() {
+    let every = 10_000;
+    let mut all = std::collections::BTreeSet::new();
+    for id in 1..=3u64 {
+        let mut last = 0;
+        let mut taken = Vec::new();
+        for applied in 1..=100_000 {
+            if super::snapshot_due(applied, last, every, id) {
+                taken.push(applied);
+                last = applied;
+            }
+        }
+        assert!(taken.len() >= 9, "node {id}: {taken:?}");
+        for pair in taken.windows(2) {
+            assert_eq!(pair[1] - pair[0], every, "node {id}: {taken:?}");
+        }
+        for t in &taken {
+            assert!(all.insert(*t), "node {id} snapshots at {t} as another does");
+        }
+        if id == 1 {
+            assert_eq!(taken[0], every, "a single scheduler snapshots as before");
+        }
+    }
+    // Applies come in batches: a node past its point snapshots at once, and never waits for
+    // more than two intervals whatever it last snapshotted at.
+    assert!(super::snapshot_due(12_600, 0, every, 2));
+    assert!(super::snapshot_due(20_001, 1, every, 3));
+}
