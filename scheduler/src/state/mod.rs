@@ -187,6 +187,14 @@ fn id_after_bar(k: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// A migration of derived keys in progress: its writes, how many make a batch, and what to
+/// call after each batch is stored.
+struct Migration<'a> {
+    w: Writes,
+    limit: usize,
+    stored: &'a mut dyn FnMut(&Store) -> Result<()>,
+}
+
 /// Writes collected by one apply (of one or several commands), committed atomically with the
 /// applied index. Reads inside the apply go through [`Store::read`], which sees these writes
 /// first, so one command can change a record twice and a command sees those before it. A
@@ -301,29 +309,45 @@ impl Store {
 
     /// Brings a store made by an earlier version to this version's indexes: the listing
     /// indexes, then the layout of [`LAYOUT`]. Batches of [`MIGRATE_BATCH`] keys, each of which
-    /// may be applied again after a crash (an edge list is merged with what is stored, removals
-    /// repeat), and the marker last, so an interrupted migration resumes when the store next
-    /// opens. Only derived keys change; every replica makes the same ones from the same records.
+    /// may be applied again after a crash (a list is merged with what is stored, removals
+    /// repeat, and no batch removes a key whose member is not in a list in the same batch or an
+    /// earlier one), and the marker last, so an interrupted migration resumes when the store
+    /// next opens. Only derived keys change; every replica makes the same ones from the same
+    /// records.
     fn ensure_layout(&self) -> Result<()> {
         self.ensure_listing()?;
+        self.migrate_layout(MIGRATE_BATCH, &mut |_| Ok(()))
+    }
+
+    /// [`Store::ensure_layout`]'s migration in batches of `limit` keys, calling `stored` after
+    /// each batch it stores (a test looks at every point a crash could leave).
+    fn migrate_layout(
+        &self,
+        limit: usize,
+        stored: &mut dyn FnMut(&Store) -> Result<()>,
+    ) -> Result<()> {
         if self.tree.contains_key(LAYOUT)? {
             return Ok(());
         }
-        let mut w = Writes::new();
+        let mut m = Migration {
+            w: Writes::new(),
+            limit,
+            stored,
+        };
         let mut moved = 0usize;
         for prefix in [OLD_STATE, OLD_BIZDATE] {
             for item in self.tree.scan_prefix(prefix.as_bytes()) {
-                w.remove(item?.0.to_vec());
+                m.w.remove(item?.0.to_vec());
                 moved += 1;
-                self.migrate_batch(&mut w)?;
+                self.migrate_batch(&mut m)?;
             }
         }
         // `dn/<up>|<down>` -> `dl/<up>`.
-        moved += self.gather_into_lists(&mut w, OLD_DOWN, DOWN, |_| true)?;
+        moved += self.gather_into_lists(&mut m, OLD_DOWN, DOWN, |_| true)?;
         // `ti/<task>|<day>|<id>` -> `ti/<task>|<day>` (keys of lists have one bar).
-        moved += self.gather_into_lists(&mut w, TASK_DAY, TASK_DAY, |g| g.contains('|'))?;
-        w.put(LAYOUT.as_bytes().to_vec(), &4u32)?;
-        self.tree.apply_batch(w.into_batch())?;
+        moved += self.gather_into_lists(&mut m, TASK_DAY, TASK_DAY, |g| g.contains('|'))?;
+        m.w.put(LAYOUT.as_bytes().to_vec(), &4u32)?;
+        self.tree.apply_batch(m.w.into_batch())?;
         self.db.flush()?;
         if moved > 0 {
             tracing::info!(keys = moved, "index layout brought to version 4");
@@ -331,21 +355,23 @@ impl Store {
         Ok(())
     }
 
-    /// Stores `w` once it holds a migration batch.
-    fn migrate_batch(&self, w: &mut Writes) -> Result<()> {
-        if w.overlay.len() >= MIGRATE_BATCH {
+    /// Stores the migration's writes once they hold a batch.
+    fn migrate_batch(&self, m: &mut Migration<'_>) -> Result<()> {
+        if m.w.overlay.len() >= m.limit {
             self.tree
-                .apply_batch(std::mem::replace(w, Writes::new()).into_batch())?;
+                .apply_batch(std::mem::replace(&mut m.w, Writes::new()).into_batch())?;
+            (m.stored)(self)?;
         }
         Ok(())
     }
 
     /// Turns keys `<old><group>|<member>` whose group `is_old` accepts into lists
     /// `<new><group>` (merged with a list already there), removing them; returns how many.
-    /// The keys of one group are adjacent, as `<old><group>|` is their common prefix.
+    /// The keys of one group are adjacent, as `<old><group>|` is their common prefix, and a
+    /// batch is stored only between groups, after the finished group's list is written.
     fn gather_into_lists(
         &self,
-        w: &mut Writes,
+        m: &mut Migration<'_>,
         old: &str,
         new: &str,
         is_old: impl Fn(&str) -> bool,
@@ -361,21 +387,21 @@ impl Store {
             if !is_old(group) {
                 continue;
             }
-            w.remove(k.to_vec());
-            moved += 1;
             if current.as_ref().is_none_or(|(g, _)| g != group) {
                 if let Some((g, members)) = current.take() {
-                    self.merge_list(w, key(new, &g), members)?;
+                    self.merge_list(&mut m.w, key(new, &g), members)?;
                 }
-                self.migrate_batch(w)?;
+                self.migrate_batch(m)?;
                 current = Some((group.to_string(), Default::default()));
             }
+            m.w.remove(k.to_vec());
+            moved += 1;
             if let Some((_, members)) = current.as_mut() {
                 members.insert(member.to_string());
             }
         }
         if let Some((g, members)) = current.take() {
-            self.merge_list(w, key(new, &g), members)?;
+            self.merge_list(&mut m.w, key(new, &g), members)?;
         }
         Ok(moved)
     }

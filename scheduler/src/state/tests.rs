@@ -840,6 +840,36 @@ fn raw(store: &Store) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
+/// Rewrites a store (whose contents are `now`) in the index layout before `m/layout-v4`: a key
+/// per downstream edge and per task-day entry, a state key and a day key per instance.
+fn write_earlier_layout(store: &Store, now: &BTreeMap<String, String>) -> Result<()> {
+    let mut batch = sled::Batch::default();
+    for (k, v) in now {
+        for (list, old) in [(DOWN, OLD_DOWN), (TASK_DAY, TASK_DAY)] {
+            if let Some(group) = k.strip_prefix(list) {
+                batch.remove(k.as_bytes());
+                for member in serde_json::from_str::<Vec<String>>(v)? {
+                    batch.insert(
+                        format!("{old}{group}|{member}").into_bytes(),
+                        serde_json::to_vec(&member)?,
+                    );
+                }
+            }
+        }
+        if let Some(id) = k.strip_prefix(INSTANCE) {
+            let inst: Instance = serde_json::from_str(v)?;
+            batch.insert(key(OLD_STATE, id), serde_json::to_vec(&inst.state)?);
+            batch.insert(
+                format!("{OLD_BIZDATE}{}|{id}", inst.bizdate).into_bytes(),
+                serde_json::to_vec(&id)?,
+            );
+        }
+    }
+    batch.remove(LAYOUT);
+    store.tree.apply_batch(batch)?;
+    Ok(())
+}
+
 /// A store written with the earlier index layout (a state key per instance, a day index, one
 /// key per downstream edge) gets this layout when it opens, the same bytes as a store that
 /// always had it; a migration interrupted part way (some lists written, some edges left) ends
@@ -886,32 +916,8 @@ async fn an_earlier_index_layout_is_brought_up_when_the_store_opens() -> Result<
             6,
             "the counters count every instance"
         );
-        // Rewrite it in the earlier layout.
         let expected = raw(&store)?;
-        let mut batch = sled::Batch::default();
-        for (k, v) in &expected {
-            for (list, old) in [(DOWN, OLD_DOWN), (TASK_DAY, TASK_DAY)] {
-                if let Some(group) = k.strip_prefix(list) {
-                    batch.remove(k.as_bytes());
-                    for member in serde_json::from_str::<Vec<String>>(v)? {
-                        batch.insert(
-                            format!("{old}{group}|{member}").into_bytes(),
-                            serde_json::to_vec(&member)?,
-                        );
-                    }
-                }
-            }
-            if let Some(id) = k.strip_prefix(INSTANCE) {
-                let inst: Instance = serde_json::from_str(v)?;
-                batch.insert(key(OLD_STATE, id), serde_json::to_vec(&inst.state)?);
-                batch.insert(
-                    format!("{OLD_BIZDATE}{}|{id}", inst.bizdate).into_bytes(),
-                    serde_json::to_vec(&id)?,
-                );
-            }
-        }
-        batch.remove(LAYOUT);
-        store.tree.apply_batch(batch)?;
+        write_earlier_layout(&store, &expected)?;
         store.flush().await?;
         expected
     };
@@ -921,6 +927,36 @@ async fn an_earlier_index_layout_is_brought_up_when_the_store_opens() -> Result<
         expected,
         "the migrated store is the one always kept so"
     );
+    // Wherever a crash stops the migration (after any batch it stored, with batches as small
+    // as they go), every edge and every task-day entry is still there, as an old key or in a
+    // list, so the next open finishes it.
+    write_earlier_layout(&store, &expected)?;
+    let mut batches = 0;
+    store.migrate_layout(1, &mut |s: &Store| {
+        batches += 1;
+        let now = raw(s)?;
+        for (k, v) in &expected {
+            for (list, old) in [(DOWN, OLD_DOWN), (TASK_DAY, TASK_DAY)] {
+                let Some(group) = k.strip_prefix(list) else {
+                    continue;
+                };
+                let listed: Vec<String> = match now.get(k) {
+                    Some(l) => serde_json::from_str(l)?,
+                    None => Vec::new(),
+                };
+                for member in serde_json::from_str::<Vec<String>>(v)? {
+                    assert!(
+                        listed.contains(&member)
+                            || now.contains_key(&format!("{old}{group}|{member}")),
+                        "after batch {batches}, {member} of {k} is neither listed nor kept"
+                    );
+                }
+            }
+        }
+        Ok(())
+    })?;
+    assert!(batches > 5, "the migration stored {batches} batches");
+    assert_eq!(raw(&store)?, expected, "migrated in batches of one key");
     // Interrupted: the list of a1 written with one edge, two edges left as keys, and a task's
     // day the same way; no marker.
     let mut batch = sled::Batch::default();
