@@ -62,6 +62,22 @@ struct Inserting {
     frozen: HashMap<String, bool>,
 }
 
+/// Instance states one settling has read or set, by id (`None`: no such instance). Held for one
+/// call only, so a refused command, whose writes are undone, leaves nothing behind.
+#[derive(Default)]
+struct States(HashMap<String, Option<InstanceState>>);
+
+impl States {
+    fn of(&mut self, store: &Store, w: &Writes, id: &str) -> Result<Option<InstanceState>> {
+        if let Some(s) = self.0.get(id) {
+            return Ok(*s);
+        }
+        let s = store.state_of(w, id)?;
+        self.0.insert(id.to_string(), s);
+        Ok(s)
+    }
+}
+
 /// An instance record read for its state alone: serde skips the other fields without building
 /// them, so asking the state of an upstream does not cost decoding its parameters and history.
 #[derive(Deserialize)]
@@ -504,6 +520,10 @@ impl Store {
         changes: &mut Changes,
     ) -> Result<()> {
         let mut woke: HashSet<String> = HashSet::new();
+        // States read while settling, kept up to date as instances move: a finished instance
+        // wakes each downstream, and each of those asks the state of all its upstream, so the
+        // same records would be decoded again and again.
+        let mut states = States::default();
         while let Some(id) = work.pop() {
             let inst = match held.remove(&id) {
                 Some(inst) => Some(inst),
@@ -513,14 +533,15 @@ impl Store {
                 continue;
             };
             let before = inst.clone();
-            self.advance(w, &mut inst, at_ms)?;
+            self.advance(w, &mut inst, at_ms, &mut states)?;
             if inst != before {
                 work.extend(self.save_instance(w, Some(&before), &inst)?);
                 changes.instances.insert(id.clone());
             }
+            states.0.insert(id.clone(), Some(inst.state));
             if inst.state.satisfies_downstream() && woke.insert(id.clone()) {
                 for down in self.downstream_in(w, &id)? {
-                    if self.state_of(w, &down)? == Some(InstanceState::WaitingUpstream) {
+                    if states.of(self, w, &down)? == Some(InstanceState::WaitingUpstream) {
                         work.push(down);
                     }
                 }
@@ -530,11 +551,17 @@ impl Store {
     }
 
     /// One instance's moves at `at_ms`, as far as they go.
-    fn advance(&self, w: &Writes, inst: &mut Instance, at_ms: i64) -> Result<()> {
+    fn advance(
+        &self,
+        w: &Writes,
+        inst: &mut Instance,
+        at_ms: i64,
+        states: &mut States,
+    ) -> Result<()> {
         loop {
             match inst.state {
                 InstanceState::WaitingUpstream => {
-                    if self.blocker(w, inst)?.is_some() {
+                    if self.blocker(w, inst, states)?.is_some() {
                         return Ok(());
                     }
                     let why = if inst.upstream.is_empty() && inst.previous.is_empty() {
@@ -570,9 +597,9 @@ impl Store {
     }
 
     /// Why an instance waiting for its upstreams cannot go yet; `None` when it can.
-    fn blocker(&self, w: &Writes, inst: &Instance) -> Result<Option<String>> {
+    fn blocker(&self, w: &Writes, inst: &Instance, states: &mut States) -> Result<Option<String>> {
         for up in &inst.upstream {
-            match self.state_of(w, up)? {
+            match states.of(self, w, up)? {
                 None => return Ok(Some(format!("upstream {up} has not been generated yet"))),
                 Some(s) if !s.satisfies_downstream() => {
                     return Ok(Some(format!("upstream {up} is {}", s.as_str())));
@@ -581,7 +608,7 @@ impl Store {
             }
         }
         for up in &inst.previous {
-            if let Some(s) = self.state_of(w, up)?
+            if let Some(s) = states.of(self, w, up)?
                 && !s.satisfies_downstream()
             {
                 return Ok(Some(format!("previous cycle {up} is {}", s.as_str())));
@@ -615,7 +642,7 @@ impl Store {
         if inst.state != InstanceState::WaitingUpstream {
             return Ok(None);
         }
-        self.blocker(&Writes::new(), inst)
+        self.blocker(&Writes::new(), inst, &mut States::default())
     }
 
     /// Whether a rerun of `inst` is allowed by its version's policy; the refusal says why.
