@@ -78,6 +78,77 @@ impl States {
     }
 }
 
+/// The state in an instance record. Records are written with their fields in declaration
+/// order, so `state` follows a few short strings and a number: [`scan_state`] finds it there
+/// without reading the parameters and history after it (settling asks the state of every
+/// upstream of every instance it wakes). Anything it does not expect is decoded by serde.
+pub(super) fn state_in_record(bytes: &[u8]) -> Result<InstanceState> {
+    match scan_state(bytes) {
+        Some(s) => Ok(s),
+        None => Ok(serde_json::from_slice::<StateOnly>(bytes)?.state),
+    }
+}
+
+/// The top-level `state` of a JSON object, when every member before it is a string or a
+/// number; `None` otherwise (or when the text is not such an object).
+pub(super) fn scan_state(b: &[u8]) -> Option<InstanceState> {
+    let ws = |mut i: usize| {
+        while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    // A string starting at `i` (its quote): its contents and the index past its end.
+    let string = |i: usize| -> Option<(&[u8], usize)> {
+        if *b.get(i)? != b'"' {
+            return None;
+        }
+        let mut j = i + 1;
+        loop {
+            match *b.get(j)? {
+                b'"' => return Some((&b[i + 1..j], j + 1)),
+                b'\\' => j += 2,
+                _ => j += 1,
+            }
+        }
+    };
+    let mut i = ws(0);
+    if *b.get(i)? != b'{' {
+        return None;
+    }
+    i += 1;
+    loop {
+        let (name, next) = string(ws(i))?;
+        i = ws(next);
+        if *b.get(i)? != b':' {
+            return None;
+        }
+        i = ws(i + 1);
+        if name == b"state" {
+            let (value, _) = string(i)?;
+            return InstanceState::parse(std::str::from_utf8(value).ok()?);
+        }
+        i = match *b.get(i)? {
+            b'"' => string(i)?.1,
+            b'-' | b'0'..=b'9' => {
+                let mut j = i + 1;
+                while b.get(j).is_some_and(|c| {
+                    c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-')
+                }) {
+                    j += 1;
+                }
+                j
+            }
+            _ => return None,
+        };
+        i = ws(i);
+        if *b.get(i)? != b',' {
+            return None;
+        }
+        i += 1;
+    }
+}
+
 /// An instance record read for its state alone: serde skips the other fields without building
 /// them, so asking the state of an upstream does not cost decoding its parameters and history.
 #[derive(Deserialize)]
@@ -632,9 +703,15 @@ impl Store {
     /// An instance's state as the command being applied sees it; `None` when there is no such
     /// instance.
     fn state_of(&self, w: &Writes, id: &str) -> Result<Option<InstanceState>> {
-        Ok(self
-            .read::<StateOnly>(w, &key(INSTANCE, id))?
-            .map(|s| s.state))
+        let k = key(INSTANCE, id);
+        match w.overlay.get(&k) {
+            Some(Some(bytes)) => state_in_record(bytes).map(Some),
+            Some(None) => Ok(None),
+            None => match self.tree.get(&k)? {
+                Some(bytes) => state_in_record(&bytes).map(Some),
+                None => Ok(None),
+            },
+        }
     }
 
     /// Why an instance waits for its upstreams, for people.

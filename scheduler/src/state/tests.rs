@@ -1006,3 +1006,95 @@ async fn an_earlier_index_layout_is_brought_up_when_the_store_opens() -> Result<
     assert_eq!(state("c1")?, InstanceState::WaitingUpstream);
     Ok(())
 }
+
+mod state_scan {
+    use super::super::lifecycle::{scan_state, state_in_record};
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_state() -> impl Strategy<Value = InstanceState> {
+        (0..InstanceState::ALL.len()).prop_map(|i| InstanceState::ALL[i])
+    }
+
+    /// A JSON value of a few kinds, nested a little.
+    fn any_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            any::<String>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z\"\\\\]{0,6}", inner, 0..3)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Every instance record, whatever its text fields hold (quotes, backslashes, any
+        /// character), gives its state to the scan, without the fallback.
+        #[test]
+        fn the_scan_reads_the_state_of_any_record(
+            id in any::<String>(),
+            task in any::<String>(),
+            group in any::<String>(),
+            bizdate in any::<String>(),
+            cyctime in any::<String>(),
+            version in any::<u32>(),
+            state in any_state(),
+            reason in any::<String>(),
+        ) {
+            let inst = Instance {
+                id, task, group, bizdate, cyctime, version, state,
+                history: vec![Transition { at_ms: 1, state, reason }],
+                ..Default::default()
+            };
+            let json = serde_json::to_vec(&inst).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(scan_state(&json), Some(state));
+            prop_assert_eq!(state_in_record(&json).ok(), Some(state));
+        }
+
+        /// On any JSON object (members of every kind, a `state` anywhere or nowhere, in any
+        /// spacing), the scan either gives up or agrees with serde.
+        #[test]
+        fn the_scan_never_disagrees_with_serde(
+            before in prop::collection::vec(("[a-z_\"\\\\]{0,6}", any_value()), 0..4),
+            state in prop::option::of(any_state()),
+            after in prop::collection::vec(("[a-z_]{0,6}", any_value()), 0..3),
+            pretty in any::<bool>(),
+        ) {
+            let mut text = String::from("{");
+            let mut members: Vec<String> = Vec::new();
+            for (k, v) in &before {
+                members.push(format!("{}:{}", serde_json::Value::from(k.as_str()), v));
+            }
+            if let Some(s) = state {
+                members.push(format!("\"state\":\"{}\"", s.as_str()));
+            }
+            for (k, v) in &after {
+                members.push(format!("{}:{}", serde_json::Value::from(k.as_str()), v));
+            }
+            text.push_str(&members.join(if pretty { " ,\n  " } else { "," }));
+            text.push('}');
+            let scanned = scan_state(text.as_bytes());
+            match serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("state").cloned())
+            {
+                Some(serde_json::Value::String(s)) if scanned.is_some() => {
+                    prop_assert_eq!(scanned.map(|x| x.as_str().to_string()), Some(s));
+                }
+                _ => {}
+            }
+            if let Ok(full) = serde_json::from_str::<Instance>(&text) {
+                prop_assert_eq!(state_in_record(text.as_bytes()).ok(), Some(full.state));
+            }
+        }
+    }
+}
