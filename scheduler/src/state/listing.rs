@@ -23,9 +23,10 @@
 //! The list index is the one kept in step by reading it, not by trusting the caller's `before`:
 //! each save of an existing instance compares it with its `il/` value and moves the counter from
 //! there, so the counters cannot drift from the keys. (A new instance has no entry: the insert
-//! checked that its record does not exist, and the two are written together.) Stores made before these indexes get them at open
-//! (and after restoring a snapshot without them), in one batch with the [`LISTING`] marker;
-//! stores of the first version lose the three dropped indexes the same way.
+//! checked that its record does not exist, and the two are written together.) Stores made
+//! before these indexes get them at open (and after restoring a snapshot without them), in one
+//! batch with the [`LISTING`] marker; stores of the first version lose the three dropped
+//! indexes the same way.
 
 use super::model::{Instance, InstanceState};
 use super::{INSTANCE, Store, Writes};
@@ -582,20 +583,8 @@ impl Store {
     /// The instances of one task (on the query's day, or every day), from its task-day index
     /// and their records.
     fn list_of_task(&self, q: &ListQuery, task: &str) -> Result<ListPage> {
-        let ids: Vec<String> = match &q.bizdate {
-            Some(d) => self
-                .get::<Vec<String>>(&super::task_day_key(task, d))?
-                .unwrap_or_default(),
-            None => {
-                let mut ids = Vec::new();
-                for item in self.tree.scan_prefix(super::task_days_prefix(task)) {
-                    ids.extend(serde_json::from_slice::<Vec<String>>(&item?.1)?);
-                }
-                ids
-            }
-        };
         let mut rows = Vec::new();
-        for id in ids {
+        for id in self.task_day_ids(task, q.bizdate.as_deref())? {
             let Some(inst) = self.instance(&id)? else {
                 continue;
             };

@@ -80,8 +80,8 @@ const GENERATED: &str = "gn/";
 const FENCING: &str = "m/fencing";
 /// Marker: the store has this version's index layout — downstream edges as one list per
 /// upstream (`dl/`), a task's instances as one list per day (`ti/`), no state index and no day
-/// index. Stores made before it have it made when
-/// they open (and after restoring a snapshot of such a store): see [`Store::ensure_layout`].
+/// index. Stores made before it get it when they open (and after restoring a snapshot of such
+/// a store): see [`Store::ensure_layout`].
 const LAYOUT: &str = "m/layout-v4";
 /// Earlier layouts' indexes: each instance's state (answered from the record now), the
 /// instances of a business date (answered from the list index `il/`), and one key per
@@ -775,13 +775,25 @@ impl Store {
         }
         Ok(out)
     }
+    /// Ids of a task's instances on a business date (every date: `None`), from its `ti/` lists.
+    fn task_day_ids(&self, task: &str, bizdate: Option<&str>) -> Result<Vec<String>> {
+        match bizdate {
+            Some(d) => Ok(self
+                .get::<Vec<String>>(&task_day_key(task, d))?
+                .unwrap_or_default()),
+            None => {
+                let mut ids = Vec::new();
+                for item in self.tree.scan_prefix(task_days_prefix(task)) {
+                    ids.extend(serde_json::from_slice::<Vec<String>>(&item?.1)?);
+                }
+                Ok(ids)
+            }
+        }
+    }
     /// Instances of a task on a business date.
     pub fn instances_of_task_day(&self, task: &str, bizdate: &str) -> Result<Vec<Instance>> {
         let mut out = Vec::new();
-        for id in self
-            .get::<Vec<String>>(&task_day_key(task, bizdate))?
-            .unwrap_or_default()
-        {
+        for id in self.task_day_ids(task, Some(bizdate))? {
             if let Some(i) = self.instance(&id)? {
                 out.push(i);
             }
