@@ -4,7 +4,12 @@
 //!
 //! `cargo bench -p ferry-scheduler --bench schedule_day -- [--schedulers 1,3] [--nodes 20000]
 //! [--layers 30] [--hourly 174] [--virtual-every 10] [--agents 8] [--slots 32]
-//! [--probe-rate 500] [--probe-secs 5] [--snapshot-every N] [--airflow] [--keep]`
+//! [--probe-rate 500] [--probe-secs 5] [--snapshot-every N] [--cpu-per-scheduler CORES] [--airflow]
+//! [--keep]`
+//!
+//! `--cpu-per-scheduler` gives each scheduler process the same CPU budget (a cgroup quota; needs
+//! root and cgroup v1's cpu controller): one scheduler and each of three then have equal "machines",
+//! so the 3-vs-1 ratio measures replication, not three processes sharing two cores.
 //!
 //! The day: the 20,000-node shape of `support/plan_shape.rs` (30 layers, each node after one to
 //! three nodes of earlier layers, 174 in 1,000 hourly and the rest daily, one in ten also after
@@ -67,6 +72,8 @@ struct Opts {
     probe_secs: usize,
     /// `--snapshot-every` for the schedulers (their default when not given).
     snapshot_every: Option<usize>,
+    /// Each scheduler's CPU budget in cores, if limited.
+    cpu_per_scheduler: Option<f64>,
 }
 
 impl Opts {
@@ -110,6 +117,14 @@ impl Opts {
             probe_secs: num("--probe-secs", 5)?,
             snapshot_every: value("--snapshot-every")
                 .map(|v| v.parse().with_context(|| format!("--snapshot-every {v}")))
+                .transpose()?,
+            cpu_per_scheduler: value("--cpu-per-scheduler")
+                .map(|v| {
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|c| *c > 0.0)
+                        .ok_or_else(|| anyhow!("--cpu-per-scheduler {v}: a number of cores > 0"))
+                })
                 .transpose()?,
         })
     }
@@ -325,6 +340,8 @@ struct DayResult {
     generation_ms: u64,
     /// Peak RSS (MiB) of each scheduler, the leader first.
     rss_mib: Vec<f64>,
+    /// CPU seconds each scheduler used over the day and the probe, the leader first.
+    cpu_secs: Vec<f64>,
     dispatch_all: f64,
     dispatch_mid: f64,
     ready_running: [i64; 4],
@@ -364,6 +381,7 @@ async fn day(o: &Opts, count: usize) -> Result<DayResult> {
     if let Some(n) = o.snapshot_every {
         s.extra = vec!["--snapshot-every".into(), n.to_string()];
     }
+    s.cpu_budget = o.cpu_per_scheduler;
     s.start(offset_to(d.and_hms_opt(10, 0, 0).unwrap_or_default())?)?;
     let leader = s.leader(Duration::from_secs(60)).await?;
     let url = s.urls[leader].clone();
@@ -444,8 +462,10 @@ async fn day(o: &Opts, count: usize) -> Result<DayResult> {
     // Let the last reports be applied.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut rss_mib = vec![s.proc(leader)?.peak_rss_kib()? as f64 / 1024.0];
+    let mut cpu_secs = vec![s.proc(leader)?.cpu_secs()?];
     for i in (0..count).filter(|i| *i != leader) {
         rss_mib.push(s.proc(i)?.peak_rss_kib()? as f64 / 1024.0);
+        cpu_secs.push(s.proc(i)?.cpu_secs()?);
     }
     stop.cancel();
     for h in sessions {
@@ -532,6 +552,7 @@ async fn day(o: &Opts, count: usize) -> Result<DayResult> {
         plan_ms,
         generation_ms,
         rss_mib,
+        cpu_secs,
         dispatch_all,
         dispatch_mid,
         ready_running: [
@@ -565,6 +586,9 @@ fn report(o: &Opts, results: &[DayResult]) {
             .map(|n| n.to_string())
             .unwrap_or_else(|| "10000 (default)".into())
     );
+    if let Some(c) = o.cpu_per_scheduler {
+        println!("each scheduler held to {c} cores of CPU time (cgroup quota)");
+    }
     println!();
     println!(
         "| schedulers | instances (on agents) | submit 20k tasks s | generation ms (planning) | peak RSS MiB (leader; others) | dispatch/s all | dispatch/s middle 90 % | ready->running p50 / p99 / p99.9 / max ms | gate -> last success s |"
@@ -600,6 +624,17 @@ fn report(o: &Opts, results: &[DayResult]) {
                 r.generated, r.instances
             );
         }
+    }
+    println!();
+    println!(
+        "| schedulers | CPU s over the day and probe (leader; others) | leader CPU ms per instance |"
+    );
+    println!("|---|---|---|");
+    for r in results {
+        let all: Vec<String> = r.cpu_secs.iter().map(|c| format!("{c:.1}")).collect();
+        let per = r.cpu_secs.first().copied().unwrap_or(0.0) * 1000.0
+            / (r.instances + r.probes).max(1) as f64;
+        println!("| {} | {} | {per:.3} |", r.schedulers, all.join("; "));
     }
     println!();
     println!(

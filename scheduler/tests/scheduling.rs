@@ -769,3 +769,75 @@ async fn generation_and_manual_runs_are_idempotent() -> Result<()> {
     let _ = Utc.timestamp_millis_opt(0);
     Ok(())
 }
+
+/// Two tasks every minute, b after a: 2,880 instances a day, more than one generation chunk.
+async fn minutely_pair() -> Result<Sim> {
+    let sim = Sim::new("2026-11-20T23:40:00Z").await?;
+    sim.submit(version("a", Some(("* * * * *", "UTC")))).await?;
+    sim.submit(after(version("b", Some(("* * * * *", "UTC"))), "a", false))
+        .await?;
+    Ok(sim)
+}
+
+/// A day larger than one generation chunk (stored with chunks in flight): every instance once,
+/// edges across chunks intact, the day marked generated; a second generation adds nothing.
+#[tokio::test]
+async fn a_day_of_many_chunks_is_generated_whole_and_once() -> Result<()> {
+    let sim = minutely_pair().await?;
+    sim.submit(after(version("c", Some(("0 5 * * *", "UTC"))), "b", false))
+        .await?;
+    generate::generate_due(&sim.ctx).await?;
+    let day = NaiveDate::from_ymd_opt(2026, 11, 21).ok_or("date")?;
+    assert!(sim.ctx.store.generated("UTC", day)?);
+    let (a, b, c) = (
+        sim.instances("a")?,
+        sim.instances("b")?,
+        sim.instances("c")?,
+    );
+    assert_eq!((a.len(), b.len(), c.len()), (1440, 1440, 1));
+    let ids: std::collections::BTreeSet<&str> = a.iter().chain(&b).map(|i| i.id.as_str()).collect();
+    assert_eq!(ids.len(), 2880, "an instance identity appears twice");
+    for i in &b {
+        assert_eq!(i.upstream.len(), 1, "{}: {:?}", i.id, i.upstream);
+        assert!(
+            ids.contains(i.upstream[0].as_str()),
+            "{} waits for a missing {}",
+            i.id,
+            i.upstream[0]
+        );
+    }
+    // The daily node after a minutely one waits for all of its day.
+    assert_eq!(c[0].upstream.len(), 1440);
+    generate::generate_due(&sim.ctx).await?;
+    assert_eq!(sim.ctx.store.instances()?.len(), 2881);
+    Ok(())
+}
+
+/// A day whose plan fails (a parameter outside the calendar) is not marked generated, and the
+/// error names the parameter; the next generation after the task is fixed makes the whole day,
+/// with no instance twice.
+#[tokio::test]
+async fn a_day_whose_plan_fails_is_generated_again_once_fixed() -> Result<()> {
+    let sim = minutely_pair().await?;
+    // Planned after a and b (it depends on b), and its parameter falls outside the calendar.
+    let mut bad = after(version("z", Some(("0 5 * * *", "UTC"))), "b", false);
+    bad.params = "far=$[yyyymmdd-100000000]".into();
+    sim.submit(bad.clone()).await?;
+    let failed = generate::generate_due(&sim.ctx).await;
+    let e = failed
+        .err()
+        .ok_or("a day with an unresolvable parameter was generated")?;
+    assert!(e.to_string().contains("far="), "{e}");
+    let day = NaiveDate::from_ymd_opt(2026, 11, 21).ok_or("date")?;
+    assert!(!sim.ctx.store.generated("UTC", day)?);
+    assert!(sim.instances("z")?.is_empty());
+    bad.params = "near=$[yyyymmdd-1]".into();
+    sim.submit(bad).await?;
+    generate::generate_due(&sim.ctx).await?;
+    assert!(sim.ctx.store.generated("UTC", day)?);
+    assert_eq!(sim.instances("a")?.len(), 1440);
+    assert_eq!(sim.instances("b")?.len(), 1440);
+    assert_eq!(sim.instances("z")?.len(), 1);
+    assert_eq!(sim.ctx.store.instances()?.len(), 2881);
+    Ok(())
+}

@@ -2,6 +2,10 @@
 //! scheduler or a raft cluster of several on loopback, each with its own data folder and log,
 //! the same master key, and a clock offset the benchmark chooses per start; their peak memory
 //! from /proc; an admin client with the first admin's token.
+//!
+//! Optionally each scheduler runs under its own CPU budget (a cgroup v1 `cpu` quota): three
+//! schedulers on one two-core machine otherwise compete for the same cores, which measures the
+//! machine rather than replication. Equal budgets stand in for equal machines.
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use ferry_proto::admin::v1::admin_service_client::AdminServiceClient;
@@ -55,7 +59,12 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
+    /// The cgroup holding its CPU budget, removed when it is dropped.
+    cgroup: Option<PathBuf>,
 }
+
+/// Where cgroup v1's `cpu` controller is mounted.
+const CPU_CGROUPS: &str = "/sys/fs/cgroup/cpu";
 
 impl Proc {
     pub fn spawn(bin: &Path, args: &[String], log: PathBuf, env: &[(&str, &str)]) -> Result<Self> {
@@ -74,7 +83,54 @@ impl Proc {
         let child = cmd
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
-        Ok(Self { child, log })
+        Ok(Self {
+            child,
+            log,
+            cgroup: None,
+        })
+    }
+
+    /// Holds the process (its threads, and any it starts later) to `cores` CPUs' worth of time
+    /// per 100 ms, in a cgroup of its own named `name`.
+    pub fn limit_cpu(&mut self, cores: f64, name: &str) -> Result<()> {
+        let root = Path::new(CPU_CGROUPS);
+        if !root.join("cpu.cfs_quota_us").exists() {
+            bail!(
+                "--cpu-per-scheduler needs cgroup v1's cpu controller at {CPU_CGROUPS} (and root)"
+            );
+        }
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        self.cgroup = Some(dir.clone());
+        let period = 100_000u64;
+        let quota = (cores * period as f64).round().max(1000.0) as u64;
+        std::fs::write(dir.join("cpu.cfs_period_us"), period.to_string())?;
+        std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+        std::fs::write(dir.join("cgroup.procs"), self.child.id().to_string())
+            .with_context(|| format!("move {} into {}", self.child.id(), dir.display()))?;
+        Ok(())
+    }
+
+    /// CPU seconds (user and system) the process has used so far, from /proc.
+    pub fn cpu_secs(&self) -> Result<f64> {
+        let path = format!("/proc/{}/stat", self.child.id());
+        let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        // The fields after the command name (which may hold spaces) in parentheses.
+        let rest = text
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or_else(|| anyhow!("malformed {path}"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<f64> {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| anyhow!("no field {i} in {path}"))
+        };
+        // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd. They count
+        // USER_HZ ticks, 100 a second on Linux.
+        let hz = 100.0;
+        Ok((ticks(11)? + ticks(12)?) / hz)
     }
 
     pub fn log_text(&self) -> String {
@@ -112,6 +168,9 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = self.cgroup.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -125,6 +184,8 @@ pub struct Schedulers {
     pub token: String,
     /// Flags every scheduler gets besides the ones set here.
     pub extra: Vec<String>,
+    /// Each scheduler's CPU budget in cores (see [`Proc::limit_cpu`]); none when `None`.
+    pub cpu_budget: Option<f64>,
 }
 
 impl Schedulers {
@@ -149,6 +210,7 @@ impl Schedulers {
             starts: 0,
             token: String::new(),
             extra: Vec::new(),
+            cpu_budget: None,
         })
     }
 
@@ -197,7 +259,14 @@ impl Schedulers {
                 args.extend(["--advertise-url".into(), self.urls[i].clone()]);
             }
             let log = self.dir.join(format!("scheduler-{id}-{}.log", self.starts));
-            self.procs[i] = Some(Proc::spawn(&scheduler_bin(), &args, log, &[])?);
+            let mut p = Proc::spawn(&scheduler_bin(), &args, log, &[])?;
+            if let Some(cores) = self.cpu_budget {
+                p.limit_cpu(
+                    cores,
+                    &format!("ferry-bench-{}-sched-{id}", std::process::id()),
+                )?;
+            }
+            self.procs[i] = Some(p);
         }
         for i in 0..n {
             let addr = self.dir.join(format!("sched-{}.addr", i + 1));
