@@ -233,15 +233,14 @@ async fn submit(admin: &procs::Admin, nodes: &[NodeSpec], parallel: usize) -> Re
     }
     for batch in levels {
         let results: Vec<Result<()>> = futures_util::stream::iter(batch)
-            .map(|n| {
-                let mut admin = admin.clone();
-                async move {
-                    admin
-                        .create_task(task_request(n))
-                        .await
-                        .map(|_| ())
-                        .with_context(|| format!("submit {}", n.name))
-                }
+            .map(|n| async move {
+                retrying(|| {
+                    let mut admin = admin.clone();
+                    async move { admin.create_task(task_request(n)).await }
+                })
+                .await
+                .map(|_| ())
+                .with_context(|| format!("submit {}", n.name))
             })
             .buffer_unordered(parallel)
             .collect()
@@ -273,34 +272,47 @@ async fn probe(admin: &procs::Admin, rate: usize, secs: usize) -> Result<usize> 
     let mut calls = Vec::with_capacity(total);
     for k in 0..total {
         tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate as f64)).await;
-        let mut admin = admin.clone();
+        let admin = admin.clone();
         let day = base - chrono::Duration::days((k / PROBES) as i64);
         calls.push(tokio::spawn(async move {
             let request = apb::RunTaskRequest {
                 name: format!("probe_{:02}", k % PROBES),
                 bizdate: day.format("%Y%m%d").to_string(),
             };
-            // As a client should: a leader confirming its leadership (its lease lapsed, as it
-            // can when three schedulers share two busy cores) says to retry in a moment. The
-            // measure is ready -> running, which starts when the run is accepted.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                match admin.run_task(request.clone()).await {
-                    Err(s)
-                        if s.code() == tonic::Code::Unavailable
-                            && tokio::time::Instant::now() < deadline =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    other => return other,
-                }
-            }
+            // The measure is ready -> running, which starts when the run is accepted.
+            retrying(|| {
+                let (mut admin, request) = (admin.clone(), request.clone());
+                async move { admin.run_task(request).await }
+            })
+            .await
         }));
     }
     for c in calls {
         c.await??;
     }
     Ok(total)
+}
+
+/// Calls `f` again while it fails with UNAVAILABLE, for up to 60 s, as a client should: a
+/// leader confirming its leadership (its lease lapsed, as it can when schedulers share two busy
+/// cores or run on a small CPU budget, and for seconds while they write snapshots after the
+/// 20,000 submits) says to retry in a moment.
+async fn retrying<T, Fut>(mut f: impl FnMut() -> Fut) -> Result<T, tonic::Status>
+where
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match f().await {
+            Err(s)
+                if s.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Registers `count` no-op agents.
@@ -392,7 +404,11 @@ async fn day(o: &Opts, count: usize) -> Result<DayResult> {
     submit(&adm, &nodes, 32).await?;
     let submit_secs = t.elapsed().as_secs_f64();
     for i in 0..PROBES {
-        adm.create_task(probe_request(i)).await?;
+        retrying(|| {
+            let mut adm = adm.clone();
+            async move { adm.create_task(probe_request(i)).await }
+        })
+        .await?;
     }
     println!("  submitted {} tasks in {submit_secs:.1} s", nodes.len());
     s.stop()?;

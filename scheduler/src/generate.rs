@@ -282,16 +282,24 @@ pub async fn generate_due(ctx: &Context) -> Result<()> {
                 continue;
             }
             let started = std::time::Instant::now();
-            let instances = plan(
-                &ctx.store,
-                day,
-                Generation::FullDay,
-                |n| match &n.schedule {
-                    NodeSchedule::Cron(c) => c.timezone().name() == zone,
-                    NodeSchedule::Manual => false,
-                },
-                &format!("generated for {day} ({zone})"),
-            )?;
+            // Planning a day is seconds of CPU: on a blocking thread, not on a runtime worker,
+            // where the tasks queued behind it (the raft node's ticks and heartbeats among them)
+            // would wait for it, and a leader busy planning would look dead to its followers.
+            let (store, planned_zone) = (ctx.store.clone(), zone.clone());
+            let instances = tokio::task::spawn_blocking(move || {
+                plan(
+                    &store,
+                    day,
+                    Generation::FullDay,
+                    |n| match &n.schedule {
+                        NodeSchedule::Cron(c) => c.timezone().name() == planned_zone,
+                        NodeSchedule::Manual => false,
+                    },
+                    &format!("generated for {day} ({planned_zone})"),
+                )
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("planning {day} ({zone}) stopped: {e}")))??;
             let plan_ms = started.elapsed().as_millis() as u64;
             let n = store_instances(ctx, instances, Some((zone.clone(), day))).await?;
             let elapsed_ms = started.elapsed().as_millis() as u64;
