@@ -703,15 +703,7 @@ impl Store {
     /// An instance's state as the command being applied sees it; `None` when there is no such
     /// instance.
     fn state_of(&self, w: &Writes, id: &str) -> Result<Option<InstanceState>> {
-        let k = key(INSTANCE, id);
-        match w.overlay.get(&k) {
-            Some(Some(bytes)) => state_in_record(bytes).map(Some),
-            Some(None) => Ok(None),
-            None => match self.tree.get(&k)? {
-                Some(bytes) => state_in_record(&bytes).map(Some),
-                None => Ok(None),
-            },
-        }
+        self.read_with(w, &key(INSTANCE, id), state_in_record)
     }
 
     /// Why an instance waits for its upstreams, for people.

@@ -459,10 +459,23 @@ impl Store {
 
     /// A record as the command being applied sees it: its own writes first.
     fn read<T: DeserializeOwned>(&self, w: &Writes, key: &[u8]) -> Result<Option<T>> {
+        self.read_with(w, key, |bytes| Ok(serde_json::from_slice(bytes)?))
+    }
+
+    /// [`Store::read`] with the stored bytes handed to `decode` (for reading part of a record).
+    fn read_with<T>(
+        &self,
+        w: &Writes,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
         match w.overlay.get(key) {
-            Some(Some(bytes)) => Ok(Some(serde_json::from_slice(bytes)?)),
+            Some(Some(bytes)) => decode(bytes).map(Some),
             Some(None) => Ok(None),
-            None => self.get(key),
+            None => match self.tree.get(key)? {
+                Some(bytes) => decode(&bytes).map(Some),
+                None => Ok(None),
+            },
         }
     }
 
