@@ -4,7 +4,8 @@
 //!
 //! Properties, each over its own generated logs:
 //! 1. packing the commands into log entries (and entries into apply calls) at random points
-//!    changes neither the state nor any command's outcome;
+//!    changes neither the state nor any command's outcome, nor does decoding the commands
+//!    ahead of apply (as the raft node's preparing thread does);
 //! 2. entries at or below the applied index change nothing and get no result when applied
 //!    again, on the same store or after it is reopened, also mixed with new entries;
 //! 3. a snapshot at any point, restored into a fresh or a used store and followed by the rest of
@@ -141,15 +142,23 @@ fn reopen(dir: &Path) -> Result<Store> {
 
 /// Applies `(index, data)` entries in one call, as the raft applier does.
 fn apply(store: &Store, entries: &[(u64, &[u8])]) -> Result<Vec<Vec<u8>>> {
-    let committed: Vec<Committed<'_>> = entries
+    apply_with(store, entries, false)
+}
+
+/// [`apply`], with each command prepared first when `prepared` (decoded on the raft node's
+/// preparing thread, ahead of the applier, as a running node does).
+fn apply_with(store: &Store, entries: &[(u64, &[u8])], prepared: bool) -> Result<Vec<Vec<u8>>> {
+    let mut committed: Vec<Committed<'_>> = entries
         .iter()
-        .map(|(index, data)| Committed {
-            index: *index,
-            term: 1,
-            data,
+        .map(|(index, data)| {
+            let mut c = Committed::new(*index, 1, data);
+            if prepared && !data.is_empty() {
+                c.prepared = StateMachine::prepare(store, data);
+            }
+            c
         })
         .collect();
-    let out = StateMachine::apply(store, &committed).map_err(|e| anyhow!("apply: {e}"))?;
+    let out = StateMachine::apply(store, &mut committed).map_err(|e| anyhow!("apply: {e}"))?;
     ensure!(
         out.len() == entries.len(),
         "{} results for {} commands",
@@ -358,7 +367,8 @@ fn pack(log: &[Vec<u8>], positions: &[usize], cuts: &[bool]) -> Vec<Vec<usize>> 
     entries
 }
 
-/// Applies packed entries (entry `e` at index `e + 1`) in calls split where `calls` says;
+/// Applies packed entries (entry `e` at index `e + 1`) in calls split where `calls` says, each
+/// command prepared ahead as on a running node (the reference applied them unprepared);
 /// returns the outcome of each log position applied.
 fn apply_packed(
     store: &Store,
@@ -371,7 +381,7 @@ fn apply_packed(
     let mut positions: Vec<usize> = Vec::new();
     for (e, entry) in entries.iter().enumerate() {
         if e > 0 && calls.get(e).copied().unwrap_or(true) {
-            for (pos, out) in positions.drain(..).zip(apply(store, &call)?) {
+            for (pos, out) in positions.drain(..).zip(apply_with(store, &call, true)?) {
                 outcomes.insert(pos, out);
             }
             call.clear();
@@ -382,7 +392,7 @@ fn apply_packed(
         }
     }
     if !call.is_empty() {
-        for (pos, out) in positions.drain(..).zip(apply(store, &call)?) {
+        for (pos, out) in positions.drain(..).zip(apply_with(store, &call, true)?) {
             outcomes.insert(pos, out);
         }
     }

@@ -236,6 +236,17 @@ fn shell_tasks_get_prefixed_environment_variables() -> Result<()> {
 }
 
 proptest! {
+    /// The hand-written formats are chrono's, over every year chrono can hold.
+    #[test]
+    fn date_and_time_formats_are_chronos(
+        days in -3_000_000i64..3_000_000, secs in 0i64..86_400,
+    ) {
+        let base = NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default().and_time(NaiveTime::MIN);
+        let t = base + chrono::Duration::days(days) + chrono::Duration::seconds(secs);
+        prop_assert_eq!(yyyymmdd(t.date()), t.date().format("%Y%m%d").to_string());
+        prop_assert_eq!(yyyymmddhhmmss(t), t.format("%Y%m%d%H%M%S").to_string());
+    }
+
     #[test]
     fn bizdate_is_the_day_before_the_cycle_date(
         days in 0i64..40_000, secs in 0i64..86_400, hours in 0i64..48,

@@ -75,17 +75,13 @@ impl Applier<'_> {
                 .iter()
                 .map(encode_command)
                 .collect::<std::result::Result<_, _>>()?;
-            let entries: Vec<Committed<'_>> = data
+            let mut entries: Vec<Committed<'_>> = data
                 .iter()
                 .enumerate()
-                .map(|(i, d)| Committed {
-                    index: first + i as u64,
-                    term: 1,
-                    data: d,
-                })
+                .map(|(i, d)| Committed::new(first + i as u64, 1, d))
                 .collect();
             let t = std::time::Instant::now();
-            StateMachine::apply(self.store, &entries).map_err(|e| anyhow!("apply: {e}"))?;
+            StateMachine::apply(self.store, &mut entries).map_err(|e| anyhow!("apply: {e}"))?;
             self.spent.set(self.spent.get() + t.elapsed());
             self.commands.set(self.commands.get() + chunk.len());
         }

@@ -12,7 +12,7 @@
 use super::error::{RaftError, Result};
 use super::node::NodeMsg;
 use super::snapshot::{ChunkWriter, SnapshotStore};
-use super::{Committed, SnapshotSource, StateMachine};
+use super::{Committed, Prepared, SnapshotSource, StateMachine};
 use raft::prelude::{ConfState, Entry, EntryType, SnapshotMetadata};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -111,11 +111,54 @@ fn unpack(mut data: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     Some(out)
 }
 
+/// The commands of an entry, each with the request id its result goes to: several in a packed
+/// entry, one in any other normal entry, and one empty command for an entry raft writes itself.
+fn commands_of(e: &Entry) -> Result<Vec<(&[u8], &[u8])>> {
+    match e.get_entry_type() {
+        EntryType::EntryNormal if e.context.as_ref() == PACKED => unpack(e.data.as_ref())
+            .ok_or_else(|| RaftError::Corrupt(format!("packed entry {} is malformed", e.index))),
+        EntryType::EntryNormal => Ok(vec![(e.context.as_ref(), e.data.as_ref())]),
+        _ => Ok(vec![(e.context.as_ref(), &[][..])]),
+    }
+}
+
 /// A committed entry and, for a membership change, the configuration it produced.
 pub(crate) struct CommittedEntry {
     pub entry: Entry,
     pub conf_state: Option<ConfState>,
+    /// What the state machine prepared for each of the entry's commands ahead of apply (see
+    /// [`prepare_ahead`]); empty when nothing was.
+    pub prepared: Vec<Option<Prepared>>,
 }
+
+/// The preparing thread, between the node and the applier: lets the state machine prepare
+/// each committed command (see [`StateMachine::prepare`]) and passes every task on in order.
+/// Returns when either side is gone.
+pub(crate) fn prepare_ahead<S: StateMachine>(
+    sm: Arc<S>,
+    mut tasks: mpsc::UnboundedReceiver<ApplyTask>,
+    applier: mpsc::UnboundedSender<ApplyTask>,
+) {
+    while let Some(mut task) = tasks.blocking_recv() {
+        if let ApplyTask::Entries(entries) = &mut task {
+            for c in entries.iter_mut() {
+                // A malformed entry is left unprepared; the applier reports it.
+                if let Ok(commands) = commands_of(&c.entry) {
+                    c.prepared = commands
+                        .iter()
+                        .map(|(_, data)| (!data.is_empty()).then(|| sm.prepare(data)).flatten())
+                        .collect();
+                }
+            }
+        }
+        if applier.send(task).is_err() {
+            return;
+        }
+    }
+}
+
+/// The most entries queued behind a running apply that the next apply takes at once.
+const MERGE_UP_TO: usize = 256;
 
 pub(crate) enum ApplyTask {
     Entries(Vec<CommittedEntry>),
@@ -157,7 +200,33 @@ pub(crate) struct Writing {
 impl<S: StateMachine> Applier<S> {
     /// Runs until the node drops its sender; a state machine or storage error stops the node.
     pub fn run(mut self, mut tasks: mpsc::UnboundedReceiver<ApplyTask>) {
-        while let Some(task) = tasks.blocking_recv() {
+        let mut next = None;
+        loop {
+            let task = match next.take() {
+                Some(task) => task,
+                None => match tasks.blocking_recv() {
+                    Some(task) => task,
+                    None => break,
+                },
+            };
+            let task = match task {
+                // Entries that queued up while the last apply ran are applied in one call:
+                // one stored batch and one round of answers for all of them.
+                ApplyTask::Entries(mut entries) => {
+                    while entries.len() < MERGE_UP_TO {
+                        match tasks.try_recv() {
+                            Ok(ApplyTask::Entries(more)) => entries.extend(more),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    ApplyTask::Entries(entries)
+                }
+                other => other,
+            };
             let done = self.reap_snapshot().and_then(|()| match task {
                 ApplyTask::Entries(entries) => self.apply(entries),
                 ApplyTask::Restore(meta) => self.restore(meta),
@@ -185,7 +254,7 @@ impl<S: StateMachine> Applier<S> {
     }
 
     fn apply(&mut self, entries: Vec<CommittedEntry>) -> Result<()> {
-        let entries: Vec<CommittedEntry> = entries
+        let mut entries: Vec<CommittedEntry> = entries
             .into_iter()
             .filter(|c| c.entry.index > self.applied)
             .collect();
@@ -194,38 +263,29 @@ impl<S: StateMachine> Applier<S> {
         };
         let (last_index, last_term) = (last.entry.index, last.entry.term);
         // One command per entry, or several packed in one (see `pack`); the request ids say
-        // whom each result goes to.
+        // whom each result goes to. What the preparing thread made of each command goes along.
+        let prepared: Vec<Vec<Option<Prepared>>> = entries
+            .iter_mut()
+            .map(|c| std::mem::take(&mut c.prepared))
+            .collect();
         let mut committed: Vec<Committed<'_>> = Vec::with_capacity(entries.len());
         let mut ids: Vec<&[u8]> = Vec::with_capacity(entries.len());
-        for c in &entries {
+        for (c, prepared) in entries.iter().zip(prepared) {
             let e = &c.entry;
-            let single = |data| Committed {
-                index: e.index,
-                term: e.term,
-                data,
-            };
-            match e.get_entry_type() {
-                EntryType::EntryNormal if e.context.as_ref() == PACKED => {
-                    for (id, data) in unpack(e.data.as_ref()).ok_or_else(|| {
-                        RaftError::Corrupt(format!("packed entry {} is malformed", e.index))
-                    })? {
-                        committed.push(single(data));
-                        ids.push(id);
-                    }
-                }
-                EntryType::EntryNormal => {
-                    committed.push(single(e.data.as_ref()));
-                    ids.push(e.context.as_ref());
-                }
-                _ => {
-                    committed.push(single(&[]));
-                    ids.push(e.context.as_ref());
-                }
+            let mut prepared = prepared.into_iter();
+            for (id, data) in commands_of(e)? {
+                committed.push(Committed {
+                    index: e.index,
+                    term: e.term,
+                    data,
+                    prepared: prepared.next().flatten(),
+                });
+                ids.push(id);
             }
         }
         let results = self
             .sm
-            .apply(&committed)
+            .apply(&mut committed)
             .map_err(|e| RaftError::StateMachine(e.to_string()))?;
         if results.len() != committed.len() {
             return Err(RaftError::StateMachine(format!(

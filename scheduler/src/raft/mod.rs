@@ -58,8 +58,11 @@ use tonic::transport::Endpoint;
 /// error here means storage failed, not that a command was refused).
 pub type StateMachineError = Box<dyn std::error::Error + Send + Sync>;
 
+/// What a state machine made of a command ahead of applying it (see [`StateMachine::prepare`]).
+pub type Prepared = Box<dyn std::any::Any + Send + Sync>;
+
 /// One committed command handed to the state machine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Committed<'a> {
     /// The log index of the entry holding the command (shared by the commands packed in it).
     pub index: u64,
@@ -67,6 +70,20 @@ pub struct Committed<'a> {
     /// The proposed command; empty for entries raft writes itself (a new leader's first entry,
     /// membership changes), which only advance the applied index.
     pub data: &'a [u8],
+    /// What [`StateMachine::prepare`] made of `data`, when it ran; the state machine may take it.
+    pub prepared: Option<Prepared>,
+}
+
+impl<'a> Committed<'a> {
+    /// A command nothing was prepared for.
+    pub fn new(index: u64, term: u64, data: &'a [u8]) -> Self {
+        Self {
+            index,
+            term,
+            data,
+            prepared: None,
+        }
+    }
 }
 
 /// The replicated state machine: the scheduler's `Store` implements it.
@@ -81,7 +98,17 @@ pub trait StateMachine: Send + Sync + 'static {
     /// per command, which its proposer receives (empty for empty data). Must be deterministic:
     /// every node applies the same commands to the same state. A command the state refuses is a
     /// result, not an error.
-    fn apply(&self, entries: &[Committed<'_>]) -> Result<Vec<Vec<u8>>, StateMachineError>;
+    fn apply(&self, entries: &mut [Committed<'_>]) -> Result<Vec<Vec<u8>>, StateMachineError>;
+
+    /// Work on one command that needs no state, decoding it say, done ahead of
+    /// [`StateMachine::apply`] on a thread of its own; apply finds the result in
+    /// [`Committed::prepared`]. Every command of the cluster goes through the one applier thread
+    /// in order, so what moves here runs beside it instead of before it. Must be a pure function
+    /// of `data`: apply gives the same result with or without it (entries replayed after a
+    /// restart, for one, come unprepared).
+    fn prepare(&self, _data: &[u8]) -> Option<Prepared> {
+        None
+    }
 
     /// The index of the last applied entry (0 for a new state).
     fn applied_index(&self) -> u64;

@@ -170,6 +170,13 @@ pub async fn start<S: StateMachine>(
         lease_until: Mutex::new(None),
     });
     let waiters = Arc::new(Mutex::new(Waiters::default()));
+    // Committed entries go from the node through the preparing thread to the applier.
+    let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
+    let preparing = sm.clone();
+    std::thread::Builder::new()
+        .name(format!("raft-prepare-{}", config.id))
+        .spawn(move || apply::prepare_ahead(preparing, apply_rx, prepared_tx))
+        .map_err(|e| RaftError::StateMachine(format!("cannot start the preparing thread: {e}")))?;
     let applier = Applier {
         sm,
         db: db.clone(),
@@ -188,7 +195,7 @@ pub async fn start<S: StateMachine>(
     };
     let applier_thread = std::thread::Builder::new()
         .name(format!("raft-apply-{}", config.id))
-        .spawn(move || applier.run(apply_rx))
+        .spawn(move || applier.run(prepared_rx))
         .map_err(|e| RaftError::StateMachine(format!("cannot start the applier thread: {e}")))?;
 
     let node = Node {
@@ -610,7 +617,11 @@ impl Node {
                 }
                 EntryType::EntryNormal => None,
             };
-            out.push(CommittedEntry { entry, conf_state });
+            out.push(CommittedEntry {
+                entry,
+                conf_state,
+                prepared: Vec::new(),
+            });
         }
         self.send_apply(ApplyTask::Entries(out));
         Ok(())

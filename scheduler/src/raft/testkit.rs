@@ -118,7 +118,7 @@ impl KvMachine {
 }
 
 impl StateMachine for KvMachine {
-    fn apply(&self, entries: &[Committed<'_>]) -> Result<Vec<Vec<u8>>, StateMachineError> {
+    fn apply(&self, entries: &mut [Committed<'_>]) -> Result<Vec<Vec<u8>>, StateMachineError> {
         let mut batch = sled::Batch::default();
         // The keys of `batch`, for the snapshot in progress (sled's batch does not list them).
         let mut keys: Vec<Vec<u8>> = Vec::with_capacity(entries.len() * 2 + 3);
@@ -127,7 +127,7 @@ impl StateMachine for KvMachine {
         let mut out = Vec::with_capacity(entries.len());
         let before = self.applied.load(Ordering::Relaxed);
         let mut last = before;
-        for e in entries {
+        for e in entries.iter() {
             if e.index <= before {
                 // Idempotent under retries: an entry at or below the applied index is done.
                 out.push(Vec::new());

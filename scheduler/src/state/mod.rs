@@ -531,28 +531,38 @@ impl Store {
     /// storage failure is an error. Deterministic: every replica applies the same commands to the
     /// same state and gets the same results.
     pub(crate) fn apply_entries(&self, entries: &[(u64, &[u8])]) -> Result<Vec<Vec<u8>>> {
+        self.apply_decoded(entries.iter().map(|(index, data)| (*index, *data, None)))
+    }
+
+    /// [`Store::apply_entries`] with each command's decoding, where it was done already (see
+    /// `StateMachine::prepare`): it must be what decoding the data gives.
+    pub(crate) fn apply_decoded<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (u64, &'a [u8], Option<Result<Command>>)>,
+    ) -> Result<Vec<Vec<u8>>> {
         let before = self.applied.load(std::sync::atomic::Ordering::SeqCst);
         let mut w = Writes::new();
-        let mut out = Vec::with_capacity(entries.len());
+        let mut out = Vec::new();
         let mut last = before;
         let mut pos = 0u32;
-        for (index, data) in entries {
-            if *index <= before {
+        for (index, data, decoded) in entries {
+            if index <= before {
                 out.push(Vec::new());
                 continue;
             }
-            if *index != last {
+            if index != last {
                 pos = 0;
             }
-            last = *index;
+            last = index;
             if data.is_empty() {
                 out.push(Vec::new());
                 continue;
             }
-            let outcome = match replica::decode_command(data) {
+            let decoded = decoded.unwrap_or_else(|| replica::decode_command(data));
+            let outcome = match decoded {
                 Ok(cmd) => {
                     let mark = w.mark();
-                    match self.transition(cmd, &mut w, *index, pos) {
+                    match self.transition(cmd, &mut w, index, pos) {
                         Ok(applied) => Ok(applied),
                         Err(e @ crate::error::Error::Storage(_)) => return Err(e),
                         Err(e) => {

@@ -41,7 +41,7 @@ impl SnapshotSource for HeldSource {
 impl StateMachine for HeldSnapshot {
     fn apply(
         &self,
-        entries: &[Committed<'_>],
+        entries: &mut [Committed<'_>],
     ) -> std::result::Result<Vec<Vec<u8>>, StateMachineError> {
         self.kv.apply(entries)
     }
@@ -76,6 +76,7 @@ fn entries(from: u64, to: u64) -> ApplyTask {
                     ..Default::default()
                 },
                 conf_state: None,
+                prepared: Vec::new(),
             })
             .collect(),
     )
@@ -195,4 +196,129 @@ fn members_snapshot_at_their_own_phase() {
     // more than two intervals whatever it last snapshotted at.
     assert!(super::snapshot_due(12_600, 0, every, 2));
     assert!(super::snapshot_due(20_001, 1, every, 3));
+}
+
+/// A [`KvMachine`] that prepares every command and records, per apply call, which of its
+/// commands came prepared.
+struct Recording {
+    kv: KvMachine,
+    calls: Mutex<Vec<Vec<bool>>>,
+}
+
+impl StateMachine for Recording {
+    fn apply(
+        &self,
+        entries: &mut [Committed<'_>],
+    ) -> std::result::Result<Vec<Vec<u8>>, StateMachineError> {
+        let prepared = entries
+            .iter()
+            .map(|e| {
+                e.prepared
+                    .as_ref()
+                    .and_then(|p| p.downcast_ref::<usize>())
+                    .is_some_and(|len| *len == e.data.len())
+            })
+            .collect();
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(prepared);
+        self.kv.apply(entries)
+    }
+
+    fn prepare(&self, data: &[u8]) -> Option<Prepared> {
+        Some(Box::new(data.len()))
+    }
+
+    fn applied_index(&self) -> u64 {
+        self.kv.applied_index()
+    }
+
+    fn begin_snapshot(&self) -> std::result::Result<Box<dyn SnapshotSource>, StateMachineError> {
+        self.kv.begin_snapshot()
+    }
+
+    fn restore(
+        &self,
+        index: u64,
+        data: &mut dyn std::io::Read,
+    ) -> std::result::Result<(), StateMachineError> {
+        self.kv.restore(index, data)
+    }
+}
+
+/// Entries that queue up while the applier is busy go through the preparing thread (each
+/// command arrives prepared) and are applied in one call, up to the next task of another kind,
+/// which keeps its place: a snapshot asked for between them is at the index before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_entries_arrive_prepared_and_apply_together() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = sled::Config::new().path(dir.path()).open()?;
+    let sm = Arc::new(Recording {
+        kv: KvMachine::open(&db)?,
+        calls: Mutex::new(Vec::new()),
+    });
+    let snaps = SnapshotStore::open(&db, &dir.path().join("snapshots"))?;
+    let (node_tx, mut node_rx) = mpsc::channel(1024);
+    let applied_tx = watch::Sender::new(0);
+    let mut applied_rx = applied_tx.subscribe();
+    let applier = Applier {
+        sm: sm.clone(),
+        db: db.clone(),
+        snaps: snaps.clone(),
+        node: node_tx,
+        waiters: Arc::new(Mutex::new(Waiters::default())),
+        applied_tx,
+        applied: 0,
+        applied_term: 0,
+        conf_state: ConfState::default(),
+        conf_valid_from: 0,
+        last_snapshot: 0,
+        snapshot_every: 1_000,
+        id: 1,
+        writing: None,
+    };
+    let (tasks, tasks_rx) = mpsc::unbounded_channel();
+    let (prepared_tx, mut prepared_rx) = mpsc::unbounded_channel();
+    tasks.send(entries(1, 3))?;
+    tasks.send(entries(4, 6))?;
+    tasks.send(ApplyTask::MakeSnapshot)?;
+    tasks.send(entries(7, 8))?;
+    tasks.send(entries(9, 9))?;
+    drop(tasks);
+    let preparing = sm.clone();
+    std::thread::spawn(move || prepare_ahead(preparing, tasks_rx, prepared_tx))
+        .join()
+        .map_err(|_| anyhow::anyhow!("preparing thread panicked"))?;
+    // Everything is prepared and queued before the applier starts.
+    let (queued, queued_rx) = mpsc::unbounded_channel();
+    while let Ok(task) = prepared_rx.try_recv() {
+        queued.send(task)?;
+    }
+    let thread = std::thread::spawn(move || applier.run(queued_rx));
+    tokio::time::timeout(WITHIN, applied_rx.wait_for(|i| *i >= 9)).await??;
+    let made = tokio::time::timeout(WITHIN, async {
+        loop {
+            match node_rx.recv().await {
+                Some(NodeMsg::SnapshotMade(meta)) => return Some(meta.index),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    })
+    .await?;
+    assert_eq!(
+        made,
+        Some(6),
+        "the snapshot is at the index it was asked for after"
+    );
+    drop(queued);
+    thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("applier panicked"))?;
+
+    let calls = sm.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(calls, vec![vec![true; 6], vec![true; 3]]);
+    assert_eq!(sm.kv.len(), 9);
+    Ok(())
 }
