@@ -137,7 +137,7 @@ pub(crate) struct CommittedEntry {
 pub(crate) fn prepare_ahead<S: StateMachine>(
     sm: Arc<S>,
     mut tasks: mpsc::UnboundedReceiver<ApplyTask>,
-    applier: mpsc::UnboundedSender<ApplyTask>,
+    applier: mpsc::Sender<ApplyTask>,
 ) {
     while let Some(mut task) = tasks.blocking_recv() {
         if let ApplyTask::Entries(entries) = &mut task {
@@ -151,11 +151,16 @@ pub(crate) fn prepare_ahead<S: StateMachine>(
                 }
             }
         }
-        if applier.send(task).is_err() {
+        if applier.blocking_send(task).is_err() {
             return;
         }
     }
 }
+
+/// Tasks the preparing thread may hold ready ahead of the applier. Decoded commands take
+/// several times their size in the log, and a node far behind (catching up after a restart)
+/// would otherwise decode its whole backlog into memory; past this the backlog waits encoded.
+pub(crate) const PREPARED_AHEAD: usize = 8;
 
 /// The most entries queued behind a running apply that the next apply takes at once.
 const MERGE_UP_TO: usize = 256;
@@ -199,7 +204,7 @@ pub(crate) struct Writing {
 
 impl<S: StateMachine> Applier<S> {
     /// Runs until the node drops its sender; a state machine or storage error stops the node.
-    pub fn run(mut self, mut tasks: mpsc::UnboundedReceiver<ApplyTask>) {
+    pub fn run(mut self, mut tasks: mpsc::Receiver<ApplyTask>) {
         let mut next = None;
         loop {
             let task = match next.take() {

@@ -171,7 +171,7 @@ pub async fn start<S: StateMachine>(
     });
     let waiters = Arc::new(Mutex::new(Waiters::default()));
     // Committed entries go from the node through the preparing thread to the applier.
-    let (prepared_tx, prepared_rx) = mpsc::unbounded_channel();
+    let (prepared_tx, prepared_rx) = mpsc::channel(apply::PREPARED_AHEAD);
     let preparing = sm.clone();
     std::thread::Builder::new()
         .name(format!("raft-prepare-{}", config.id))

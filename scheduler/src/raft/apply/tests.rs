@@ -111,16 +111,16 @@ async fn entries_apply_while_a_snapshot_is_written() -> anyhow::Result<()> {
         id: 1,
         writing: None,
     };
-    let (tasks, tasks_rx) = mpsc::unbounded_channel();
+    let (tasks, tasks_rx) = mpsc::channel(64);
     let thread = std::thread::spawn(move || applier.run(tasks_rx));
 
     // Index 10 starts a snapshot, which the gate holds open.
-    tasks.send(entries(1, 10))?;
+    tasks.send(entries(1, 10)).await?;
     tokio::time::timeout(WITHIN, applied_rx.wait_for(|i| *i >= 10)).await??;
     // Entries go on applying meanwhile, past the point of the next snapshot (20), which waits
     // for this one.
     for i in 11..=35 {
-        tasks.send(entries(i, i))?;
+        tasks.send(entries(i, i)).await?;
     }
     tokio::time::timeout(WITHIN, applied_rx.wait_for(|i| *i >= 35)).await??;
     assert_eq!(sm.kv.get("k035").as_deref(), Some(&b"v"[..]));
@@ -279,7 +279,7 @@ async fn queued_entries_arrive_prepared_and_apply_together() -> anyhow::Result<(
         writing: None,
     };
     let (tasks, tasks_rx) = mpsc::unbounded_channel();
-    let (prepared_tx, mut prepared_rx) = mpsc::unbounded_channel();
+    let (prepared_tx, mut prepared_rx) = mpsc::channel(PREPARED_AHEAD);
     tasks.send(entries(1, 3))?;
     tasks.send(entries(4, 6))?;
     tasks.send(ApplyTask::MakeSnapshot)?;
@@ -291,9 +291,9 @@ async fn queued_entries_arrive_prepared_and_apply_together() -> anyhow::Result<(
         .join()
         .map_err(|_| anyhow::anyhow!("preparing thread panicked"))?;
     // Everything is prepared and queued before the applier starts.
-    let (queued, queued_rx) = mpsc::unbounded_channel();
+    let (queued, queued_rx) = mpsc::channel(PREPARED_AHEAD);
     while let Ok(task) = prepared_rx.try_recv() {
-        queued.send(task)?;
+        queued.send(task).await?;
     }
     let thread = std::thread::spawn(move || applier.run(queued_rx));
     tokio::time::timeout(WITHIN, applied_rx.wait_for(|i| *i >= 9)).await??;
