@@ -82,21 +82,18 @@ fn entries(from: u64, to: u64) -> ApplyTask {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entries_apply_while_a_snapshot_is_written() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let db = sled::Config::new().path(dir.path()).open()?;
-    let (release, gate) = std_mpsc::channel();
-    let sm = Arc::new(HeldSnapshot {
-        kv: KvMachine::open(&db)?,
-        gate: Mutex::new(Some(gate)),
-    });
-    let snaps = SnapshotStore::open(&db, &dir.path().join("snapshots"))?;
-    let (node_tx, mut node_rx) = mpsc::channel(1024);
+/// An applier of a new state (node 1), with what it tells the node and its applied index.
+fn fresh_applier<S: StateMachine>(
+    sm: Arc<S>,
+    db: &sled::Db,
+    snaps: &SnapshotStore,
+    snapshot_every: u64,
+) -> (Applier<S>, mpsc::Receiver<NodeMsg>, watch::Receiver<u64>) {
+    let (node_tx, node_rx) = mpsc::channel(1024);
     let applied_tx = watch::Sender::new(0);
-    let mut applied_rx = applied_tx.subscribe();
+    let applied_rx = applied_tx.subscribe();
     let applier = Applier {
-        sm: sm.clone(),
+        sm,
         db: db.clone(),
         snaps: snaps.clone(),
         node: node_tx,
@@ -107,10 +104,24 @@ async fn entries_apply_while_a_snapshot_is_written() -> anyhow::Result<()> {
         conf_state: ConfState::default(),
         conf_valid_from: 0,
         last_snapshot: 0,
-        snapshot_every: 10,
+        snapshot_every,
         id: 1,
         writing: None,
     };
+    (applier, node_rx, applied_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_apply_while_a_snapshot_is_written() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = sled::Config::new().path(dir.path()).open()?;
+    let (release, gate) = std_mpsc::channel();
+    let sm = Arc::new(HeldSnapshot {
+        kv: KvMachine::open(&db)?,
+        gate: Mutex::new(Some(gate)),
+    });
+    let snaps = SnapshotStore::open(&db, &dir.path().join("snapshots"))?;
+    let (applier, mut node_rx, mut applied_rx) = fresh_applier(sm.clone(), &db, &snaps, 10);
     let (tasks, tasks_rx) = mpsc::channel(64);
     let thread = std::thread::spawn(move || applier.run(tasks_rx));
 
@@ -259,25 +270,7 @@ async fn queued_entries_arrive_prepared_and_apply_together() -> anyhow::Result<(
         calls: Mutex::new(Vec::new()),
     });
     let snaps = SnapshotStore::open(&db, &dir.path().join("snapshots"))?;
-    let (node_tx, mut node_rx) = mpsc::channel(1024);
-    let applied_tx = watch::Sender::new(0);
-    let mut applied_rx = applied_tx.subscribe();
-    let applier = Applier {
-        sm: sm.clone(),
-        db: db.clone(),
-        snaps: snaps.clone(),
-        node: node_tx,
-        waiters: Arc::new(Mutex::new(Waiters::default())),
-        applied_tx,
-        applied: 0,
-        applied_term: 0,
-        conf_state: ConfState::default(),
-        conf_valid_from: 0,
-        last_snapshot: 0,
-        snapshot_every: 1_000,
-        id: 1,
-        writing: None,
-    };
+    let (applier, mut node_rx, mut applied_rx) = fresh_applier(sm.clone(), &db, &snaps, 1_000);
     let (tasks, tasks_rx) = mpsc::unbounded_channel();
     let (prepared_tx, mut prepared_rx) = mpsc::channel(PREPARED_AHEAD);
     tasks.send(entries(1, 3))?;
